@@ -1,0 +1,232 @@
+"""Object categories: meshes and their BOP metadata.
+
+Files follow the BOP convention: meshes in millimetres, `models_info.json` keyed
+by obj_id with `diameter` and `symmetries_discrete` / `symmetries_continuous`
+in millimetres. Everything this module hands out is in metres.
+
+A category's model frame is the one in its mesh file (+Z up, centred on the
+bounding box for the shipped meshes); `rest_height` is how far above the table
+that frame's origin sits when the object rests on its -Z face.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import trimesh
+
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+MAX_FACES_WARNING = 300  # CPU rasterization cost grows with faces x pixels
+
+
+class AssetError(ValueError):
+    """A mesh or metadata file is missing, unreadable or unusable."""
+
+
+@dataclass
+class Category:
+    """One object category.
+
+    verts: (V, 3) float32, metres, model frame.  faces: (F, 3) int64.
+    diameter: metres.  symmetries_discrete: (S, 4, 4) float64 rotations with
+    translations in metres (identity not included).  symmetries_continuous:
+    list of (axis (3,), offset (3,) metres).
+    """
+
+    name: str
+    obj_id: int
+    verts: torch.Tensor
+    faces: torch.Tensor
+    diameter: float
+    symmetries_discrete: np.ndarray = field(default_factory=lambda: np.zeros((0, 4, 4)))
+    symmetries_continuous: list = field(default_factory=list)
+    source: Path | None = None
+
+    @property
+    def rest_height(self) -> float:
+        """Height (m) of the model origin above the table when resting on -Z."""
+        return float(-self.verts[:, 2].min())
+
+    @property
+    def symmetry_type(self) -> str:
+        """One of 'none', 'discrete', 'continuous', 'full'."""
+        if len(self.symmetries_continuous) >= 2:
+            return "full"
+        if self.symmetries_continuous:
+            return "continuous"
+        if len(self.symmetries_discrete):
+            return f"{self.yaw_symmetry_order()}-fold"
+        return "none"
+
+    def yaw_symmetry_order(self) -> int:
+        """How many yaw angles in [0, 2pi) give the same shape (0 = continuous)."""
+        if self.symmetries_continuous:
+            return 0
+        order = 1
+        for sym in self.symmetries_discrete:
+            rot = sym[:3, :3]
+            if np.allclose(rot[:, 2], [0, 0, 1], atol=1e-6):
+                order += 1
+        return order
+
+
+def load_mesh(path: str | Path, scale_to_m: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loads and validates a triangle mesh file (PLY, OBJ, STL, ...).
+
+    Returns verts (V, 3) float32 in metres and faces (F, 3) int64. Raises
+    AssetError naming the file for a missing, unreadable, empty or degenerate mesh.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AssetError(f"mesh file not found: {path}")
+    try:
+        mesh = trimesh.load(path, force="mesh", process=False)
+    except Exception as exc:  # trimesh raises many types for corrupt files
+        raise AssetError(f"cannot read mesh {path}: {exc}") from exc
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0 or len(mesh.vertices) < 3:
+        raise AssetError(f"mesh {path} has no triangles")
+    verts = np.asarray(mesh.vertices, dtype=np.float64)
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    if not np.isfinite(verts).all():
+        raise AssetError(f"mesh {path} has non-finite vertex coordinates")
+    if faces.min() < 0 or faces.max() >= len(verts):
+        raise AssetError(f"mesh {path} has face indices outside its {len(verts)} vertices")
+    extent = verts.max(0) - verts.min(0)
+    if (extent <= 0).any():
+        raise AssetError(f"mesh {path} is degenerate: it is flat along an axis (extent {extent})")
+    areas = trimesh.triangles.area(verts[faces])
+    if (areas > 0).sum() == 0:
+        raise AssetError(f"mesh {path} is degenerate: every triangle has zero area")
+    faces = faces[areas > 0]  # zero-area triangles never rasterize and have no normal
+    return torch.tensor(verts * scale_to_m, dtype=torch.float32), torch.from_numpy(faces)
+
+
+class ObjectCatalog:
+    """The object categories a scene may contain, indexed 0..C-1.
+
+    Category index (used in tensors) and BOP obj_id (used in files) are kept apart:
+    `index_of(name)`, `categories[i].obj_id`.
+    """
+
+    def __init__(self, categories: list[Category]):
+        if not categories:
+            raise AssetError("an object catalog needs at least one category")
+        names = [c.name for c in categories]
+        if len(set(names)) != len(names):
+            raise AssetError(f"duplicate category names: {names}")
+        self.categories = list(categories)
+
+    @classmethod
+    def load(cls, models_dir: str | Path | None = None) -> "ObjectCatalog":
+        """Loads a BOP models folder: models_info.json plus obj_XXXXXX.ply files.
+
+        With no argument, the categories shipped in assets/.
+        """
+        root = Path(models_dir) if models_dir is not None else ASSETS_DIR
+        info_path = root / "models_info.json"
+        if not info_path.is_file():
+            raise AssetError(f"models_info.json not found in {root}")
+        try:
+            info = json.loads(info_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise AssetError(f"{info_path} is not valid JSON: {exc}") from exc
+        categories = []
+        for key in sorted(info, key=int):
+            entry = info[key]
+            obj_id = int(key)
+            mesh_path = root / "models" / f"obj_{obj_id:06d}.ply"
+            if not mesh_path.is_file():
+                mesh_path = root / f"obj_{obj_id:06d}.ply"  # BOP models/ folders hold the files directly
+            categories.append(category_from_bop(entry, obj_id, mesh_path))
+        return cls(categories)
+
+    def add(self, name: str, mesh_path: str | Path, units: str = "mm",
+            symmetries_discrete: np.ndarray | None = None,
+            symmetries_continuous: list | None = None) -> Category:
+        """Adds a user mesh as a new category (next free obj_id) and returns it.
+
+        units: 'mm' or 'm', the unit of the mesh file. Symmetries as in
+        models_info.json but in metres: discrete (S, 4, 4); continuous a list of
+        {'axis': (3,), 'offset': (3,)}.
+        """
+        if name in self.names:
+            raise AssetError(f"category {name!r} already exists")
+        if units not in ("mm", "m"):
+            raise AssetError(f"units must be 'mm' or 'm', not {units!r}")
+        verts, faces = load_mesh(mesh_path, 1e-3 if units == "mm" else 1.0)
+        if len(faces) > MAX_FACES_WARNING:
+            print(f"warning: {mesh_path} has {len(faces)} faces; CPU rendering cost grows with faces")
+        category = Category(
+            name=name,
+            obj_id=max(c.obj_id for c in self.categories) + 1,
+            verts=verts,
+            faces=faces,
+            diameter=float(torch.pdist(verts.double()).max()),
+            symmetries_discrete=np.zeros((0, 4, 4)) if symmetries_discrete is None else np.asarray(symmetries_discrete),
+            symmetries_continuous=[(np.asarray(s["axis"], float), np.asarray(s.get("offset", [0, 0, 0]), float))
+                                   for s in (symmetries_continuous or [])],
+            source=Path(mesh_path),
+        )
+        self.categories.append(category)
+        return category
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.categories]
+
+    def __len__(self) -> int:
+        return len(self.categories)
+
+    def __getitem__(self, index: int) -> Category:
+        return self.categories[index]
+
+    def index_of(self, name_or_obj_id: str | int) -> int:
+        """Category index from a name or a BOP obj_id; clear error if unknown."""
+        for i, c in enumerate(self.categories):
+            if c.name == name_or_obj_id or (isinstance(name_or_obj_id, int) and c.obj_id == name_or_obj_id):
+                return i
+        raise KeyError(f"unknown object {name_or_obj_id!r}; known: {', '.join(self.names)}")
+
+    def rest_heights(self) -> torch.Tensor:
+        """(C,) metres."""
+        return torch.tensor([c.rest_height for c in self.categories])
+
+    def models_info(self) -> dict:
+        """The catalog as BOP models_info.json content (millimetres)."""
+        info = {}
+        for c in self.categories:
+            v = c.verts.double().numpy() * 1e3
+            lo, hi = v.min(0), v.max(0)
+            entry = {"name": c.name, "diameter": c.diameter * 1e3,
+                     "min_x": lo[0], "min_y": lo[1], "min_z": lo[2],
+                     "size_x": hi[0] - lo[0], "size_y": hi[1] - lo[1], "size_z": hi[2] - lo[2]}
+            if len(c.symmetries_discrete):
+                sym = c.symmetries_discrete.copy()
+                sym[:, :3, 3] *= 1e3
+                entry["symmetries_discrete"] = [s.ravel().tolist() for s in sym]
+            if c.symmetries_continuous:
+                entry["symmetries_continuous"] = [{"axis": a.tolist(), "offset": (o * 1e3).tolist()}
+                                                  for a, o in c.symmetries_continuous]
+            info[str(c.obj_id)] = {k: (float(v) if isinstance(v, np.floating) else v) for k, v in entry.items()}
+        return info
+
+
+def category_from_bop(entry: dict, obj_id: int, mesh_path: Path) -> Category:
+    """One models_info.json entry (mm) plus its mesh file -> Category (m)."""
+    verts, faces = load_mesh(mesh_path)
+    try:
+        discrete = np.array([np.reshape(s, (4, 4)) for s in entry.get("symmetries_discrete", [])], dtype=float)
+        continuous = [(np.asarray(s["axis"], float), np.asarray(s.get("offset", [0, 0, 0]), float) * 1e-3)
+                      for s in entry.get("symmetries_continuous", [])]
+        diameter = float(entry["diameter"]) * 1e-3
+    except (KeyError, ValueError, TypeError) as exc:
+        raise AssetError(f"models_info entry for obj_id {obj_id} is malformed: {exc!r}") from exc
+    discrete = discrete.reshape(-1, 4, 4)
+    discrete[:, :3, 3] *= 1e-3
+    return Category(name=str(entry.get("name", f"obj_{obj_id:06d}")), obj_id=obj_id, verts=verts, faces=faces,
+                    diameter=diameter, symmetries_discrete=discrete, symmetries_continuous=continuous,
+                    source=mesh_path)

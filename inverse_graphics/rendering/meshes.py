@@ -1,0 +1,69 @@
+"""SceneBatch -> one PyTorch3D Meshes per scene (its objects plus the table)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from pytorch3d.structures import Meshes
+
+from ..assets import ObjectCatalog
+from ..scene import SceneBatch
+
+TABLE_INSTANCE = -1  # instance id of table faces (object slots are 0..N-1)
+
+
+@dataclass
+class SceneMeshes:
+    """meshes: B world-space meshes.  face_instance: (F,) int64 object slot per
+    packed face, TABLE_INSTANCE for the table.  face_color: (F, 3) albedo."""
+
+    meshes: Meshes
+    face_instance: torch.Tensor
+    face_color: torch.Tensor
+
+
+class CatalogMeshes:
+    """The catalog's meshes padded into tensors, so posing M objects is one batched matmul."""
+
+    def __init__(self, catalog: ObjectCatalog):
+        C = len(catalog)
+        self.num_verts = torch.tensor([len(c.verts) for c in catalog.categories])
+        self.num_faces = torch.tensor([len(c.faces) for c in catalog.categories])
+        self.verts = torch.zeros(C, int(self.num_verts.max()), 3)
+        for i, c in enumerate(catalog.categories):
+            self.verts[i, : len(c.verts)] = c.verts
+        self.faces = [c.faces for c in catalog.categories]
+
+    def build(self, batch: SceneBatch, table_cells: int = 1) -> SceneMeshes:
+        """table_cells: the table is split into a grid of table_cells^2 squares."""
+        B, N = batch.category.shape
+        slots = batch.present.nonzero()  # (M, 2) in scene order
+        category = batch.category[slots[:, 0], slots[:, 1]]
+        R = batch.rotation[slots[:, 0], slots[:, 1]]
+        t = batch.translation[slots[:, 0], slots[:, 1]]
+        posed = self.verts.to(R)[category] @ R.transpose(1, 2) + t[:, None]  # (M, Vmax, 3)
+        keep = torch.arange(self.verts.shape[1])[None] < self.num_verts[category][:, None]
+        object_verts = posed[keep]  # packed, object after object
+        table_verts, table_faces = batch.table.mesh(table_cells)
+        table_verts = table_verts.to(object_verts)
+        table_color = torch.tensor(batch.table.color, dtype=object_verts.dtype)
+
+        verts_per_scene = torch.zeros(B, dtype=torch.long).index_add_(0, slots[:, 0], self.num_verts[category])
+        verts_list, faces_list, instance_list, color_list = [], [], [], []
+        for b, scene_verts in enumerate(torch.split(object_verts, verts_per_scene.tolist())):
+            faces, instances, colors, offset = [], [], [], 0
+            for m in (slots[:, 0] == b).nonzero()[:, 0].tolist():
+                c, n = int(category[m]), int(slots[m, 1])
+                faces.append(self.faces[c] + offset)
+                instances.append(torch.full((len(self.faces[c]),), n))
+                colors.append(batch.color[b, n].expand(len(self.faces[c]), 3))
+                offset += int(self.num_verts[c])
+            faces.append(table_faces + offset)
+            instances.append(torch.full((len(table_faces),), TABLE_INSTANCE))
+            colors.append(table_color.expand(len(table_faces), 3))
+            verts_list.append(torch.cat([scene_verts, table_verts]))
+            faces_list.append(torch.cat(faces))
+            instance_list.append(torch.cat(instances))
+            color_list.append(torch.cat(colors))
+        return SceneMeshes(Meshes(verts_list, faces_list), torch.cat(instance_list), torch.cat(color_list))
