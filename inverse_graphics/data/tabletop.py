@@ -1,0 +1,156 @@
+"""tabletop-v1: seeded scenes of 0-3 known objects resting on a table.
+
+Every scene is drawn from its own random stream, seeded by (seed, split, index),
+so a scene is the same whether it is made alone, in a batch, or on another day.
+Counts are uniform over the split's allowed counts; categories uniform; each
+object's colour is drawn independently of its category (identity must come
+from shape); positions uniform over the placement square, rejecting overlaps of
+the objects' bounding circles; yaw uniform in [0, 2pi).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import colorsys
+
+import numpy as np
+import torch
+
+from ..assets import ObjectCatalog
+from ..rendering.renderer import RenderOutput, SceneRenderer
+from ..scene import Camera, SceneBatch, Table
+
+NAME = "tabletop-v1"
+
+
+@dataclass(frozen=True)
+class Split:
+    counts: tuple[int, ...]  # allowed object counts, drawn uniformly
+    size: int  # number of scenes
+    stream: int  # random-stream id, distinct per split
+
+
+# The generalization splits follow the paper: extrapolation trains on 0-2 objects
+# and tests on exactly 3; interpolation trains on 0, 1 and 3 and tests on 2.
+SPLITS = {
+    "train": Split((0, 1, 2, 3), 50_000, 1),
+    "val": Split((0, 1, 2, 3), 500, 2),
+    "test": Split((0, 1, 2, 3), 1000, 3),
+    "extrap-train": Split((0, 1, 2), 50_000, 4),
+    "extrap-test": Split((3,), 1000, 5),
+    "interp-train": Split((0, 1, 3), 50_000, 6),
+    "interp-test": Split((2,), 1000, 7),
+}
+
+
+@dataclass
+class TabletopConfig:
+    """Scene parameters. Lengths in metres, angles in degrees where named so."""
+
+    image_size: tuple[int, int] = (64, 64)
+    seed: int = 2016
+    max_objects: int = 3
+    placement_half_extent: float = 0.12  # objects' centres lie in [-e, e]^2
+    min_gap: float = 0.005  # between bounding circles
+    camera_eye: tuple[float, float, float] = (0.0, -0.32, 0.36)
+    camera_target: tuple[float, float, float] = (0.0, 0.01, 0.0)
+    fov_y_deg: float = 40.0
+    table: Table = field(default_factory=lambda: Table(size=(0.6, 0.6)))
+
+    def camera(self) -> Camera:
+        return Camera.look_at(self.camera_eye, self.camera_target, self.fov_y_deg, self.image_size)
+
+    def to_dict(self) -> dict:
+        return {"name": NAME, "image_size": list(self.image_size), "seed": self.seed,
+                "max_objects": self.max_objects, "placement_half_extent": self.placement_half_extent,
+                "min_gap": self.min_gap, "camera": self.camera().to_dict(),
+                "table": {"size": list(self.table.size), "color": list(self.table.color)}}
+
+
+@dataclass
+class PlanarScenes:
+    """Sampled scene parameters for B scenes, N = max_objects slots.
+
+    category: (B, N) int64, -1 empty.  position: (B, N, 2) metres.  yaw: (B, N)
+    radians.  color: (B, N, 3).  index: (B,) scene index within its split.
+    """
+
+    category: torch.Tensor
+    position: torch.Tensor
+    yaw: torch.Tensor
+    color: torch.Tensor
+    index: torch.Tensor
+
+
+class Tabletop:
+    """The tabletop-v1 scene distribution for one configuration and catalog."""
+
+    def __init__(self, config: TabletopConfig | None = None, catalog: ObjectCatalog | None = None):
+        self.config = config or TabletopConfig()
+        self.catalog = catalog or ObjectCatalog.load()
+        self.camera = self.config.camera()
+        # Bounding-circle radius (m) of each category seen from above, for rejecting overlaps.
+        self.footprint = np.array([float(c.verts[:, :2].norm(dim=1).max()) for c in self.catalog.categories])
+
+    def split(self, name: str) -> Split:
+        if name not in SPLITS:
+            raise KeyError(f"unknown split {name!r}; known: {', '.join(SPLITS)}")
+        return SPLITS[name]
+
+    def sample(self, split: str, indices) -> PlanarScenes:
+        """Scene parameters for the given scene indices of a split (deterministic)."""
+        spec = self.split(split)
+        indices = [int(i) for i in indices]
+        N = self.config.max_objects
+        if max(spec.counts) > N:
+            raise ValueError(f"split {split} needs {max(spec.counts)} object slots, config has {N}")
+        B = len(indices)
+        category = np.full((B, N), -1, dtype=np.int64)
+        position = np.zeros((B, N, 2))
+        yaw = np.zeros((B, N))
+        color = np.zeros((B, N, 3))
+        for b, index in enumerate(indices):
+            if not 0 <= index < spec.size:
+                raise IndexError(f"scene index {index} outside split {split} of {spec.size} scenes")
+            rng = np.random.default_rng([self.config.seed, spec.stream, index])
+            count = int(rng.choice(spec.counts))
+            cats, xy = self._place(rng, count)
+            for n in range(count):
+                category[b, n] = cats[n]
+                position[b, n] = xy[n]
+                yaw[b, n] = rng.uniform(0.0, 2 * np.pi)
+                color[b, n] = colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.45, 1.0), rng.uniform(0.35, 1.0))
+        return PlanarScenes(torch.from_numpy(category), torch.from_numpy(position).float(),
+                            torch.from_numpy(yaw).float(), torch.from_numpy(color).float(),
+                            torch.tensor(indices))
+
+    def _place(self, rng: np.random.Generator, count: int) -> tuple[list[int], list[np.ndarray]]:
+        e = self.config.placement_half_extent
+        for _ in range(1000):  # restart the whole scene if a placement gets stuck
+            cats, xy = [], []
+            for _ in range(count):
+                c = int(rng.integers(len(self.catalog)))
+                for _ in range(100):
+                    p = rng.uniform(-e, e, size=2)
+                    if all(np.linalg.norm(p - q) >= self.footprint[c] + self.footprint[d] + self.config.min_gap
+                           for q, d in zip(xy, cats)):
+                        cats.append(c)
+                        xy.append(p)
+                        break
+                else:
+                    break
+            if len(cats) == count:
+                return cats, xy
+        raise RuntimeError(f"could not place {count} objects without overlap; enlarge the placement area")
+
+    def scene_batch(self, scenes: PlanarScenes) -> SceneBatch:
+        return SceneBatch.from_planar(scenes.category, scenes.position, scenes.yaw, scenes.color,
+                                      self.catalog, self.camera, self.config.table)
+
+    def render(self, split: str, indices, renderer: SceneRenderer | None = None) -> tuple[RenderOutput, SceneBatch]:
+        """Hard renders of the given scenes, with their ground truth."""
+        renderer = renderer or SceneRenderer(self.catalog, mode="hard", gradients="none")
+        batch = self.scene_batch(self.sample(split, indices))
+        with torch.no_grad():
+            return renderer(batch), batch
