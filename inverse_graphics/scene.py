@@ -132,16 +132,17 @@ class Camera:
 
 @dataclass
 class Table:
-    """The table: a rectangle of `size` (m) centred at the world origin in z = 0."""
+    """The table: a rectangle of `size` (m) centred at `center` (m) in the plane z = 0."""
 
-    size: tuple[float, float] = (0.36, 0.36)
+    size: tuple[float, float] = (0.6, 0.6)
     color: tuple[float, float, float] = (0.62, 0.52, 0.40)
+    center: tuple[float, float] = (0.0, 0.0)
 
     def mesh(self, cells: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """The table top as a cells x cells grid: verts ((cells+1)^2, 3) metres and
         faces (2 cells^2, 3), counter-clockwise seen from above (normal +Z)."""
-        x = torch.linspace(-self.size[0] / 2, self.size[0] / 2, cells + 1)
-        y = torch.linspace(-self.size[1] / 2, self.size[1] / 2, cells + 1)
+        x = self.center[0] + torch.linspace(-self.size[0] / 2, self.size[0] / 2, cells + 1)
+        y = self.center[1] + torch.linspace(-self.size[1] / 2, self.size[1] / 2, cells + 1)
         gx, gy = torch.meshgrid(x, y, indexing="xy")
         verts = torch.stack([gx.flatten(), gy.flatten(), torch.zeros(gx.numel())], -1)
         corner = (torch.arange(cells)[:, None] * (cells + 1) + torch.arange(cells)[None]).flatten()

@@ -56,7 +56,8 @@ class TabletopConfig:
     camera_eye: tuple[float, float, float] = (0.0, -0.32, 0.36)
     camera_target: tuple[float, float, float] = (0.0, 0.01, 0.0)
     fov_y_deg: float = 40.0
-    table: Table = field(default_factory=lambda: Table(size=(0.6, 0.6)))
+    # Large enough to fill the view, and wholly in front of the camera.
+    table: Table = field(default_factory=lambda: Table(size=(0.6, 0.72), center=(0.0, 0.06)))
 
     def camera(self) -> Camera:
         return Camera.look_at(self.camera_eye, self.camera_target, self.fov_y_deg, self.image_size)
@@ -65,7 +66,8 @@ class TabletopConfig:
         return {"name": NAME, "image_size": list(self.image_size), "seed": self.seed,
                 "max_objects": self.max_objects, "placement_half_extent": self.placement_half_extent,
                 "min_gap": self.min_gap, "camera": self.camera().to_dict(),
-                "table": {"size": list(self.table.size), "color": list(self.table.color)}}
+                "table": {"size": list(self.table.size), "color": list(self.table.color),
+                          "center": list(self.table.center)}}
 
 
 @dataclass

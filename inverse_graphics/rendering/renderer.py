@@ -42,7 +42,7 @@ class RenderSettings:
     mode: str = "soft"  # 'hard' or 'soft'
     sigma: float = 1e-4  # soft edge width (squared NDC units)
     gamma: float = 1e-4  # softmax depth temperature
-    faces_per_pixel: int = 4  # soft mode only
+    faces_per_pixel: int = 6  # soft mode; 4 misses the covering face near vertices where many faces meet
     gradients: str = "fast"  # 'fast', 'stock' (PyTorch3D autograd) or 'none'
 
     def __post_init__(self):

@@ -1,0 +1,221 @@
+"""tabletop-v1 on disk in the BOP layout, written and read back.
+
+    OUT/
+      camera.json                  dataset camera (fx, fy, cx, cy, width, height, depth_scale)
+      models_info.json, models/    the catalog, millimetres
+      dataset_info.json            generator configuration and splits written
+      <split>/<scene:06d>/         up to 1000 images per BOP scene folder
+        rgb/<im:06d>.png           8-bit RGB
+        depth/<im:06d>.png         16-bit, depth_mm = value * depth_scale
+        scene_camera.json          {im_id: {cam_K, depth_scale, cam_R_w2c, cam_t_w2c (mm)}}
+        scene_gt.json              {im_id: [{obj_id, cam_R_m2c, cam_t_m2c (mm)}]}
+        scene_tabletop.json        {im_id: {index, objects: [{obj_id, color}]}} (what BOP has no field for)
+
+This module is the millimetre boundary: BOP files hold millimetres, everything
+returned is in metres. Every file is written atomically (temporary file, then
+rename), so a killed run leaves only whole files and a rerun resumes by skipping
+images already on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from ..assets import ObjectCatalog
+from ..rendering.renderer import SceneRenderer
+from ..scene import Camera, SceneBatch, Table
+from .tabletop import Tabletop
+
+IMAGES_PER_FOLDER = 1000
+DEPTH_SCALE = 0.1  # depth_mm = png_value * DEPTH_SCALE: 0.1 mm steps up to 6.5 m
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(Path(path), (json.dumps(obj, indent=1) + "\n").encode())
+
+
+def atomic_write_png(path: Path, array: np.ndarray) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def _folder(root: Path, split: str, index: int) -> tuple[Path, int]:
+    return root / split / f"{index // IMAGES_PER_FOLDER:06d}", index % IMAGES_PER_FOLDER
+
+
+def _mm(x: torch.Tensor) -> list:
+    return [float(v) for v in (x.double() * 1000.0).flatten()]
+
+
+def write_models(root: Path, catalog: ObjectCatalog) -> None:
+    """The catalog as a BOP models folder (PLY meshes and models_info.json, mm)."""
+    import trimesh
+
+    for c in catalog.categories:
+        mesh = trimesh.Trimesh(c.verts.double().numpy() * 1000.0, c.faces.numpy(), process=False)
+        atomic_write_bytes(root / "models" / f"obj_{c.obj_id:06d}.ply", trimesh.exchange.ply.export_ply(mesh))
+    atomic_write_json(root / "models" / "models_info.json", catalog.models_info())
+    atomic_write_json(root / "models_info.json", catalog.models_info())
+
+
+def generate_split(data: Tabletop, split: str, root: str | Path, num_scenes: int | None = None,
+                   chunk: int = 64, progress: bool = True) -> Path:
+    """Renders scenes 0..num_scenes-1 of a split into the BOP layout under root."""
+    root = Path(root)
+    size = data.split(split).size
+    num_scenes = size if num_scenes is None else int(num_scenes)
+    if not 0 < num_scenes <= size:
+        raise ValueError(f"split {split} has {size} scenes; asked for {num_scenes}")
+    cam = data.camera
+    fx, fy, cx, cy = (float(v) for v in (cam.K[0, 0], cam.K[1, 1], cam.K[0, 2], cam.K[1, 2]))
+    atomic_write_json(root / "camera.json", {"fx": fx, "fy": fy, "cx": cx, "cy": cy, "width": cam.image_size[1],
+                                             "height": cam.image_size[0], "depth_scale": DEPTH_SCALE})
+    write_models(root, data.catalog)
+    info_path = root / "dataset_info.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    if info.get("config", data.config.to_dict()) != data.config.to_dict():
+        raise ValueError(f"{root} holds tabletop data made with another configuration; use another --out")
+    info["config"] = data.config.to_dict()
+    info.setdefault("splits", {})[split] = {"num_scenes": max(num_scenes, info.get("splits", {}).get(split, {}).get("num_scenes", 0))}
+    atomic_write_json(info_path, info)
+
+    renderer = SceneRenderer(data.catalog, mode="hard", gradients="none")
+    todo = [i for i in range(num_scenes) if not all(
+        (_folder(root, split, i)[0] / kind / f"{_folder(root, split, i)[1]:06d}.png").is_file() for kind in ("rgb", "depth"))]
+    bar = tqdm(total=num_scenes, initial=num_scenes - len(todo), desc=f"{split}", unit="scene", disable=not progress)
+    for start in range(0, len(todo), chunk):
+        indices = todo[start:start + chunk]
+        out, _ = data.render(split, indices, renderer)
+        rgb = (out.rgb.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        depth = (out.depth.double() * 1000.0 / DEPTH_SCALE).round().clamp(0, 65535).numpy().astype(np.uint16)
+        for b, index in enumerate(indices):
+            folder, im_id = _folder(root, split, index)
+            atomic_write_png(folder / "depth" / f"{im_id:06d}.png", depth[b])
+            atomic_write_png(folder / "rgb" / f"{im_id:06d}.png", rgb[b])  # rgb last: its presence marks done
+        bar.update(len(indices))
+    bar.close()
+
+    # Annotations are cheap and deterministic: rewrite them whole for every folder touched.
+    for first in range(0, num_scenes, IMAGES_PER_FOLDER):
+        indices = list(range(first, min(first + IMAGES_PER_FOLDER, num_scenes)))
+        folder = _folder(root, split, first)[0]
+        _write_annotations(data, split, indices, folder)
+    return root / split
+
+
+def _write_annotations(data: Tabletop, split: str, indices: list[int], folder: Path) -> None:
+    batch = data.scene_batch(data.sample(split, indices))
+    cam = data.camera
+    scene_camera, scene_gt, scene_tabletop = {}, {}, {}
+    for b, index in enumerate(indices):
+        im_id = str(index % IMAGES_PER_FOLDER)
+        scene_camera[im_id] = {"cam_K": [float(v) for v in cam.K.flatten()], "depth_scale": DEPTH_SCALE,
+                               "cam_R_w2c": [float(v) for v in cam.R.flatten()], "cam_t_w2c": _mm(cam.t)}
+        gts, extras = [], []
+        for n in range(batch.category.shape[1]):
+            c = int(batch.category[b, n])
+            if c < 0:
+                continue
+            R_m2c = cam.R @ batch.rotation[b, n]
+            t_m2c = cam.R @ batch.translation[b, n] + cam.t
+            obj_id = data.catalog[c].obj_id
+            gts.append({"obj_id": obj_id, "cam_R_m2c": [float(v) for v in R_m2c.flatten()], "cam_t_m2c": _mm(t_m2c)})
+            extras.append({"obj_id": obj_id, "color": [float(v) for v in batch.color[b, n]]})
+        scene_gt[im_id] = gts
+        scene_tabletop[im_id] = {"index": index, "objects": extras}
+    atomic_write_json(folder / "scene_camera.json", scene_camera)
+    atomic_write_json(folder / "scene_gt.json", scene_gt)
+    atomic_write_json(folder / "scene_tabletop.json", scene_tabletop)
+
+
+def _load_json(path: Path):
+    if not path.is_file():
+        raise FileNotFoundError(f"missing BOP file: {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"corrupt JSON in {path}: {exc}") from exc
+
+
+def _load_png(path: Path, shape: tuple, dtype) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"missing image: {path}")
+    try:
+        array = np.asarray(Image.open(path))
+    except Exception as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
+    if array.shape[:2] != shape or array.dtype != dtype:
+        raise ValueError(f"image {path} is {array.shape} {array.dtype}, expected {shape} {np.dtype(dtype)}")
+    return array
+
+
+def read_split(root: str | Path, split: str, catalog: ObjectCatalog | None = None, max_objects: int = 3,
+               limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor, SceneBatch]:
+    """Reads a split written by generate_split (or any BOP split with scene_tabletop.json).
+
+    Returns rgb (B, H, W, 3) float in [0, 1], depth (B, H, W) metres and the
+    ground truth as a SceneBatch (poses rebuilt from cam_R_m2c / cam_t_m2c).
+    """
+    root = Path(root)
+    catalog = catalog or ObjectCatalog.load()
+    folders = sorted(p for p in (root / split).glob("[0-9]" * 6) if p.is_dir())
+    if not folders:
+        raise FileNotFoundError(f"no BOP scene folders in {root / split}")
+    rgbs, depths, categories, rotations, translations, colors = [], [], [], [], [], []
+    camera = None
+    for folder in folders:
+        cams, gts = _load_json(folder / "scene_camera.json"), _load_json(folder / "scene_gt.json")
+        extras = _load_json(folder / "scene_tabletop.json")
+        for im_id in sorted(gts, key=int):
+            if limit is not None and len(rgbs) >= limit:
+                break
+            c = cams[im_id]
+            R_w2c = torch.tensor(c["cam_R_w2c"], dtype=torch.float64).view(3, 3)
+            t_w2c = torch.tensor(c["cam_t_w2c"], dtype=torch.float64) / 1000.0
+            if camera is None:
+                H, W = np.asarray(Image.open(folder / "rgb" / f"{int(im_id):06d}.png")).shape[:2]
+                camera = Camera(torch.tensor(c["cam_K"]).view(3, 3), R_w2c, t_w2c, (H, W))
+            rgbs.append(_load_png(folder / "rgb" / f"{int(im_id):06d}.png", camera.image_size, np.uint8))
+            depth_png = _load_png(folder / "depth" / f"{int(im_id):06d}.png", camera.image_size, np.uint16)
+            depths.append(depth_png.astype(np.float64) * float(c["depth_scale"]) / 1000.0)
+            if len(gts[im_id]) > max_objects:
+                raise ValueError(f"{folder} image {im_id} has {len(gts[im_id])} objects, more than {max_objects}")
+            cat = torch.full((max_objects,), -1, dtype=torch.long)
+            rot, trans, col = torch.eye(3).repeat(max_objects, 1, 1), torch.zeros(max_objects, 3), torch.zeros(max_objects, 3)
+            for n, (gt, extra) in enumerate(zip(gts[im_id], extras[im_id]["objects"])):
+                cat[n] = catalog.index_of(int(gt["obj_id"]))
+                R_m2c = torch.tensor(gt["cam_R_m2c"], dtype=torch.float64).view(3, 3)
+                t_m2c = torch.tensor(gt["cam_t_m2c"], dtype=torch.float64) / 1000.0
+                rot[n] = (R_w2c.T @ R_m2c).float()
+                trans[n] = (R_w2c.T @ (t_m2c - t_w2c)).float()
+                col[n] = torch.tensor(extra["color"])
+            categories.append(cat)
+            rotations.append(rot)
+            translations.append(trans)
+            colors.append(col)
+    rgb = torch.from_numpy(np.stack(rgbs)).float() / 255.0
+    depth = torch.from_numpy(np.stack(depths)).float()
+    table = Table()
+    if (root / "dataset_info.json").is_file():
+        t = _load_json(root / "dataset_info.json")["config"]["table"]
+        table = Table(size=tuple(t["size"]), color=tuple(t["color"]), center=tuple(t["center"]))
+    batch = SceneBatch(torch.stack(categories), torch.stack(rotations), torch.stack(translations), torch.stack(colors),
+                       camera, table)
+    return rgb, depth, batch
