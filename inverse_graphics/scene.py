@@ -229,7 +229,7 @@ class SceneBatch:
         """
         if category.numel() and int(category.max()) >= len(catalog):
             raise ValueError(f"category index {int(category.max())} out of range for {len(catalog)} categories")
-        height = catalog.rest_heights().to(position)[category.clamp(min=0)]
+        height = catalog.rest_heights().to(position)[category.clamp(min=0)] * (category >= 0)
         translation = torch.cat([position, height[..., None]], -1)
         return cls(category, yaw_to_matrix(yaw), translation, color, camera, table or Table())
 
