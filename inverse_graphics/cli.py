@@ -55,7 +55,7 @@ def cmd_bench_render(args) -> int:
 
     result = run_render_benchmark(batch_size=args.batch_size, repeats=args.repeats, progress=progress)
     bar.close()
-    result["command"] = "inverse-graphics bench-render --json"
+    result["command"] = "inverse-graphics bench-render"
     out = Path(args.out)
     atomic_write_json(out, result)
     if args.json:

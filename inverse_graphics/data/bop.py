@@ -19,6 +19,7 @@ images already on disk.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -49,8 +50,6 @@ def atomic_write_json(path: Path, obj) -> None:
 
 
 def atomic_write_png(path: Path, array: np.ndarray) -> None:
-    import io
-
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     atomic_write_bytes(Path(path), buffer.getvalue())
@@ -58,6 +57,11 @@ def atomic_write_png(path: Path, array: np.ndarray) -> None:
 
 def _folder(root: Path, split: str, index: int) -> tuple[Path, int]:
     return root / split / f"{index // IMAGES_PER_FOLDER:06d}", index % IMAGES_PER_FOLDER
+
+
+def _image_path(root: Path, split: str, index: int, kind: str) -> Path:
+    folder, im_id = _folder(root, split, index)
+    return folder / kind / f"{im_id:06d}.png"
 
 
 def _mm(x: torch.Tensor) -> list:
@@ -93,12 +97,12 @@ def generate_split(data: Tabletop, split: str, root: str | Path, num_scenes: int
     if info.get("config", data.config.to_dict()) != data.config.to_dict():
         raise ValueError(f"{root} holds tabletop data made with another configuration; use another --out")
     info["config"] = data.config.to_dict()
-    info.setdefault("splits", {})[split] = {"num_scenes": max(num_scenes, info.get("splits", {}).get(split, {}).get("num_scenes", 0))}
+    splits = info.setdefault("splits", {})
+    splits[split] = {"num_scenes": max(num_scenes, splits.get(split, {}).get("num_scenes", 0))}
     atomic_write_json(info_path, info)
 
     renderer = SceneRenderer(data.catalog, mode="hard", gradients="none")
-    todo = [i for i in range(num_scenes) if not all(
-        (_folder(root, split, i)[0] / kind / f"{_folder(root, split, i)[1]:06d}.png").is_file() for kind in ("rgb", "depth"))]
+    todo = [i for i in range(num_scenes) if not _image_path(root, split, i, "rgb").is_file()]
     bar = tqdm(total=num_scenes, initial=num_scenes - len(todo), desc=f"{split}", unit="scene", disable=not progress)
     for start in range(0, len(todo), chunk):
         indices = todo[start:start + chunk]
@@ -106,9 +110,8 @@ def generate_split(data: Tabletop, split: str, root: str | Path, num_scenes: int
         rgb = (out.rgb.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
         depth = (out.depth.double() * 1000.0 / DEPTH_SCALE).round().clamp(0, 65535).numpy().astype(np.uint16)
         for b, index in enumerate(indices):
-            folder, im_id = _folder(root, split, index)
-            atomic_write_png(folder / "depth" / f"{im_id:06d}.png", depth[b])
-            atomic_write_png(folder / "rgb" / f"{im_id:06d}.png", rgb[b])  # rgb last: its presence marks done
+            atomic_write_png(_image_path(root, split, index, "depth"), depth[b])
+            atomic_write_png(_image_path(root, split, index, "rgb"), rgb[b])  # rgb last: its presence marks done
         bar.update(len(indices))
     bar.close()
 
