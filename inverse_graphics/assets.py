@@ -122,7 +122,7 @@ class ObjectCatalog:
 
     @classmethod
     def load(cls, models_dir: str | Path | None = None) -> "ObjectCatalog":
-        """Loads a BOP models folder: models_info.json plus obj_XXXXXX.ply files.
+        """Loads a BOP models folder: models_info.json plus obj_NNNNNN.ply files.
 
         With no argument, the categories shipped in assets/.
         """

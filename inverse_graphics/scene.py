@@ -283,7 +283,3 @@ class SceneBatch:
         """position (B, N, 2) metres and yaw (B, N) radians in [0, 2pi)."""
         yaw = torch.atan2(self.rotation[..., 1, 0], self.rotation[..., 0, 0]) % (2 * np.pi)
         return self.translation[..., :2], yaw
-
-    def select(self, index) -> "SceneBatch":
-        return replace(self, category=self.category[index], rotation=self.rotation[index],
-                       translation=self.translation[index], color=self.color[index])
