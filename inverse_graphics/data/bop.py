@@ -157,14 +157,14 @@ def _load_json(path: Path):
         raise ValueError(f"corrupt JSON in {path}: {exc}") from exc
 
 
-def _load_png(path: Path, shape: tuple, dtype) -> np.ndarray:
+def _load_png(path: Path, shape: tuple | None, dtype) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"missing image: {path}")
     try:
         array = np.asarray(Image.open(path))
     except Exception as exc:
         raise ValueError(f"cannot read image {path}: {exc}") from exc
-    if array.shape[:2] != shape or array.dtype != dtype:
+    if (shape is not None and array.shape[:2] != shape) or array.dtype != dtype:
         raise ValueError(f"image {path} is {array.shape} {array.dtype}, expected {shape} {np.dtype(dtype)}")
     return array
 
@@ -192,10 +192,11 @@ def read_split(root: str | Path, split: str, catalog: ObjectCatalog | None = Non
             c = cams[im_id]
             R_w2c = torch.tensor(c["cam_R_w2c"], dtype=torch.float64).view(3, 3)
             t_w2c = torch.tensor(c["cam_t_w2c"], dtype=torch.float64) / 1000.0
-            if camera is None:
-                H, W = np.asarray(Image.open(folder / "rgb" / f"{int(im_id):06d}.png")).shape[:2]
-                camera = Camera(torch.tensor(c["cam_K"]).view(3, 3), R_w2c, t_w2c, (H, W))
-            rgbs.append(_load_png(folder / "rgb" / f"{int(im_id):06d}.png", camera.image_size, np.uint8))
+            rgb_path = folder / "rgb" / f"{int(im_id):06d}.png"
+            if camera is None:  # the first image sets the size every other one must have
+                first = _load_png(rgb_path, None, np.uint8)
+                camera = Camera(torch.tensor(c["cam_K"]).view(3, 3), R_w2c, t_w2c, first.shape[:2])
+            rgbs.append(_load_png(rgb_path, camera.image_size, np.uint8) if rgbs else first)
             depth_png = _load_png(folder / "depth" / f"{int(im_id):06d}.png", camera.image_size, np.uint16)
             depths.append(depth_png.astype(np.float64) * float(c["depth_scale"]) / 1000.0)
             if len(gts[im_id]) > max_objects:
