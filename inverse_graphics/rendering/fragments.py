@@ -103,6 +103,7 @@ def rasterize(
     faces_per_pixel: int = 1,
     perspective_correct: bool = True,
     gradients: str = "fast",
+    cull_backfaces: bool = False,
 ) -> Fragments:
     """Rasterizes NDC meshes (x, y NDC, z view-space metres) to Fragments.
 
@@ -111,7 +112,8 @@ def rasterize(
     """
     clip = blur_radius > 0.0  # PyTorch3D's MeshRasterizer default
     kwargs = dict(image_size=image_size, blur_radius=blur_radius, faces_per_pixel=faces_per_pixel, bin_size=0,
-                  perspective_correct=perspective_correct, clip_barycentric_coords=clip)
+                  perspective_correct=perspective_correct, clip_barycentric_coords=clip,
+                  cull_backfaces=cull_backfaces)
     if gradients == "stock":
         return Fragments(*rasterize_meshes(meshes_ndc, **kwargs))
     if gradients == "none":

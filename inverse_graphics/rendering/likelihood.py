@@ -1,0 +1,131 @@
+"""The renderer a likelihood uses, chosen by name: one code path for every caller.
+
+AIR training, refinement and the benchmarks render planar scenes (objects
+resting on the table) and need d image / d (position, yaw, colour). Two
+renderers provide that:
+
+- 'pytorch3d': SceneRenderer in soft mode, analytic gradients (the fast CPU path);
+- 'open3d-fd': Open3D ray casting, a black box, with finite-difference gradients
+  ('central' or 'spsa'); optionally supersampled, which anti-aliases the hard
+  render so that small steps see a smooth image.
+
+`make_planar_renderer(name, catalog, ...)` returns a PlanarRenderer:
+render(category (B, N), position (B, N, 2) m, yaw (B, N) rad, color (B, N, 3),
+camera, table) -> rgb (B, H, W, 3), differentiable in position, yaw and colour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..assets import ObjectCatalog
+from ..scene import Camera, SceneBatch, Table
+from .finite_differences import finite_difference_render
+from .renderer import RenderSettings, SceneRenderer
+
+RENDERER_NAMES = ("pytorch3d", "open3d-fd")
+PARAMS_PER_OBJECT = 6  # x, y (m), yaw (rad), r, g, b
+
+
+class PlanarRenderer(torch.nn.Module):
+    """Base: renders resting objects from planar parameters."""
+
+    name = ""
+
+    def __init__(self, catalog: ObjectCatalog):
+        super().__init__()
+        self.catalog = catalog
+
+    def forward(self, category: torch.Tensor, position: torch.Tensor, yaw: torch.Tensor, color: torch.Tensor,
+                camera: Camera, table: Table | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class PyTorch3DPlanarRenderer(PlanarRenderer):
+    name = "pytorch3d"
+
+    def __init__(self, catalog: ObjectCatalog, settings: RenderSettings | None = None):
+        super().__init__(catalog)
+        self.renderer = SceneRenderer(catalog, settings or RenderSettings(mode="soft"))
+
+    def forward(self, category, position, yaw, color, camera, table=None):
+        batch = SceneBatch.from_planar(category, position, yaw, color, self.catalog, camera, table)
+        return self.renderer(batch).rgb
+
+
+@dataclass
+class FiniteDifferenceSettings:
+    method: str = "central"  # 'central' or 'spsa'
+    position_step: float = 0.004  # metres, ~0.7 px at the tabletop-v1 camera (64x64)
+    yaw_step: float = 0.05  # radians
+    color_step: float = 0.05  # the image is linear in colour, so any step is exact
+    samples: int = 4  # SPSA directions per gradient
+    supersample: int = 2  # render at s x the resolution and average s x s blocks (anti-aliasing)
+
+
+class Open3DFiniteDifferenceRenderer(PlanarRenderer):
+    name = "open3d-fd"
+
+    def __init__(self, catalog: ObjectCatalog, settings: FiniteDifferenceSettings | None = None,
+                 generator: torch.Generator | None = None):
+        super().__init__(catalog)
+        from .open3d_renderer import Open3DRenderer
+
+        self.settings = settings or FiniteDifferenceSettings()
+        self.blackbox = Open3DRenderer(catalog)
+        self.generator = generator
+
+    def render_params(self, category: torch.Tensor, params: torch.Tensor, camera: Camera, table: Table | None):
+        """params (M, N * 6) -> rgb (M, H, W, 3); category (B, N) is tiled to M = k B rows."""
+        N = category.shape[1]
+        category = category.repeat(params.shape[0] // category.shape[0], 1)
+        p = params.reshape(-1, N, PARAMS_PER_OBJECT)
+        s = self.settings.supersample
+        H, W = camera.image_size
+        fine = camera.resized((H * s, W * s)) if s > 1 else camera
+        batch = SceneBatch.from_planar(category, p[..., :2], p[..., 2], p[..., 3:], self.catalog,
+                                       fine, table)
+        rgb = self.blackbox(batch).rgb
+        if s > 1:
+            rgb = torch.nn.functional.avg_pool2d(rgb.permute(0, 3, 1, 2), s).permute(0, 2, 3, 1)
+        return rgb
+
+    def forward(self, category, position, yaw, color, camera, table=None):
+        s = self.settings
+        B, N = category.shape
+        params = torch.cat([position, yaw[..., None], color], -1).reshape(B, N * PARAMS_PER_OBJECT)
+        step = torch.tensor([s.position_step, s.position_step, s.yaw_step, *[s.color_step] * 3]).repeat(N)
+        return finite_difference_render(lambda p: self.render_params(category, p, camera, table), params,
+                                        s.method, step, s.samples, self.generator)
+
+
+def gaussian_blur(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """(B, H, W, C) -> (B, H, W, C), separable Gaussian of std sigma_px pixels, edges replicated."""
+    radius = max(1, int(3 * sigma_px))
+    t = torch.arange(-radius, radius + 1, dtype=images.dtype)
+    kernel = torch.exp(-0.5 * (t / sigma_px) ** 2)
+    kernel = kernel / kernel.sum()
+    x = images.permute(0, 3, 1, 2)
+    C = x.shape[1]
+    pad = torch.nn.functional.pad
+    x = torch.nn.functional.conv2d(pad(x, (radius, radius, 0, 0), mode="replicate"),
+                                   kernel.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)
+    x = torch.nn.functional.conv2d(pad(x, (0, 0, radius, radius), mode="replicate"),
+                                   kernel.view(1, 1, -1, 1).expand(C, 1, -1, 1), groups=C)
+    return x.permute(0, 2, 3, 1)
+
+
+def make_planar_renderer(name: str, catalog: ObjectCatalog, **options) -> PlanarRenderer:
+    """The likelihood renderer called `name` ('pytorch3d' or 'open3d-fd').
+
+    options: RenderSettings fields for 'pytorch3d' (e.g. sigma), FiniteDifferenceSettings
+    fields for 'open3d-fd' (e.g. method='spsa'), plus generator for 'open3d-fd'.
+    """
+    if name == "pytorch3d":
+        return PyTorch3DPlanarRenderer(catalog, RenderSettings(mode="soft", **options))
+    if name == "open3d-fd":
+        generator = options.pop("generator", None)
+        return Open3DFiniteDifferenceRenderer(catalog, FiniteDifferenceSettings(**options), generator)
+    raise ValueError(f"unknown renderer {name!r}; choose one of {', '.join(RENDERER_NAMES)}")
