@@ -26,7 +26,6 @@ from .finite_differences import finite_difference_render
 from .renderer import RenderSettings, SceneRenderer
 
 RENDERER_NAMES = ("pytorch3d", "open3d-fd")
-PARAMS_PER_OBJECT = 6  # x, y (m), yaw (rad), r, g, b
 
 
 class PlanarRenderer(torch.nn.Module):
@@ -76,18 +75,26 @@ class Open3DFiniteDifferenceRenderer(PlanarRenderer):
         self.settings = settings or FiniteDifferenceSettings()
         self.blackbox = Open3DRenderer(catalog)
         self.generator = generator
+        self.scenes_rendered = 0  # black-box renders so far, forward and finite-difference
 
-    def render_params(self, category: torch.Tensor, params: torch.Tensor, camera: Camera, table: Table | None):
-        """params (M, N * 6) -> rgb (M, H, W, 3); category (B, N) is tiled to M = k B rows."""
-        N = category.shape[1]
-        category = category.repeat(params.shape[0] // category.shape[0], 1)
-        p = params.reshape(-1, N, PARAMS_PER_OBJECT)
+    def render_params(self, category: torch.Tensor, params: torch.Tensor, color: torch.Tensor | None,
+                      camera: Camera, table: Table | None) -> torch.Tensor:
+        """params (M, N * D) -> rgb (M, H, W, 3), M = k B (category (B, N) is tiled).
+
+        D = 6 (x, y, yaw, r, g, b), or D = 3 with a fixed color (B, N, 3), which
+        halves the renders of a central-difference gradient.
+        """
+        B, N = category.shape
+        tiles = params.shape[0] // B
+        p = params.reshape(params.shape[0], N, -1)
+        color = p[..., 3:] if color is None else color.repeat(tiles, 1, 1)
         s = self.settings.supersample
         H, W = camera.image_size
         fine = camera.resized((H * s, W * s)) if s > 1 else camera
-        batch = SceneBatch.from_planar(category, p[..., :2], p[..., 2], p[..., 3:], self.catalog,
+        batch = SceneBatch.from_planar(category.repeat(tiles, 1), p[..., :2], p[..., 2], color, self.catalog,
                                        fine, table)
         rgb = self.blackbox(batch).rgb
+        self.scenes_rendered += len(batch)
         if s > 1:
             rgb = torch.nn.functional.avg_pool2d(rgb.permute(0, 3, 1, 2), s).permute(0, 2, 3, 1)
         return rgb
@@ -95,10 +102,16 @@ class Open3DFiniteDifferenceRenderer(PlanarRenderer):
     def forward(self, category, position, yaw, color, camera, table=None):
         s = self.settings
         B, N = category.shape
-        params = torch.cat([position, yaw[..., None], color], -1).reshape(B, N * PARAMS_PER_OBJECT)
-        step = torch.tensor([s.position_step, s.position_step, s.yaw_step, *[s.color_step] * 3]).repeat(N)
-        return finite_difference_render(lambda p: self.render_params(category, p, camera, table), params,
-                                        s.method, step, s.samples, self.generator)
+        pose = torch.cat([position, yaw[..., None]], -1)
+        steps = [s.position_step, s.position_step, s.yaw_step]
+        if color.requires_grad:
+            params, fixed_color = torch.cat([pose, color], -1), None
+            steps += [s.color_step] * 3
+        else:
+            params, fixed_color = pose, color.detach()
+        params = params.reshape(B, -1)
+        return finite_difference_render(lambda p: self.render_params(category, p, fixed_color, camera, table),
+                                        params, s.method, torch.tensor(steps).repeat(N), s.samples, self.generator)
 
 
 def gaussian_blur(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
