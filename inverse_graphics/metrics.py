@@ -18,3 +18,79 @@ def yaw_error_deg(predicted: torch.Tensor, true: torch.Tensor, symmetry_order: t
     diff = torch.remainder(predicted - true, period)
     error = torch.minimum(diff, period - diff)
     return torch.where(symmetry_order == 0, torch.zeros_like(error), torch.rad2deg(error))
+
+
+def model_points(category, count: int = 500) -> torch.Tensor:
+    """(count, 3) points spread over the category's surface (metres), the same on every call."""
+    from pytorch3d.ops import sample_points_from_meshes
+    from pytorch3d.structures import Meshes
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return sample_points_from_meshes(Meshes([category.verts], [category.faces]), count)[0]
+
+
+def _planar_pose(position: torch.Tensor, yaw: torch.Tensor, height: float) -> torch.Tensor:
+    pose = torch.eye(4)
+    c, s = math.cos(float(yaw)), math.sin(float(yaw))
+    pose[:2, :2] = torch.tensor([[c, -s], [s, c]])
+    pose[:3, 3] = torch.tensor([float(position[0]), float(position[1]), height])
+    return pose
+
+
+def evaluate_planar(pred_category: torch.Tensor, pred_position: torch.Tensor, pred_yaw: torch.Tensor,
+                    true_category: torch.Tensor, true_position: torch.Tensor, true_yaw: torch.Tensor,
+                    catalog) -> dict:
+    """Benchmark metrics for B scenes of planar objects (benchmark spec).
+
+    category (B, N) int64, -1 empty; position (B, N, 2) metres; yaw (B, N) radians
+    (prediction and truth may have different N). Objects are matched to the truth
+    by position (Hungarian); identity accuracy, position error (mm), symmetry-aware
+    yaw error (degrees) and ADD-S are over matched pairs; ADD-S recall (at 0.1 x the
+    true object's diameter) counts unmatched true objects as misses.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    orders = torch.tensor([c.yaw_symmetry_order() for c in catalog.categories])
+    points = [model_points(c) for c in catalog.categories]
+    count_correct, identity_correct, matched = 0, 0, 0
+    pos_err, yaw_err, adds_ok, true_total = [], [], 0, 0
+    per_scene_counts = []
+    for b in range(len(true_category)):
+        p_idx = (pred_category[b] >= 0).nonzero()[:, 0]
+        t_idx = (true_category[b] >= 0).nonzero()[:, 0]
+        per_scene_counts.append((len(t_idx), len(p_idx)))
+        count_correct += int(len(p_idx) == len(t_idx))
+        true_total += len(t_idx)
+        if len(p_idx) == 0 or len(t_idx) == 0:
+            continue
+        cost = torch.cdist(pred_position[b, p_idx].double(), true_position[b, t_idx].double())
+        rows, cols = linear_sum_assignment(cost.numpy())
+        for r, c in zip(rows, cols):
+            i, j = int(p_idx[r]), int(t_idx[c])
+            pc, tc = int(pred_category[b, i]), int(true_category[b, j])
+            matched += 1
+            identity_correct += int(pc == tc)
+            pos_err.append(float(cost[r, c]) * 1000)
+            yaw_err.append(float(yaw_error_deg(pred_yaw[b, i:i + 1], true_yaw[b, j:j + 1], orders[tc:tc + 1])))
+            true_cat = catalog[tc]
+            pred_pose = _planar_pose(pred_position[b, i], pred_yaw[b, i], catalog[pc].rest_height)
+            true_pose = _planar_pose(true_position[b, j], true_yaw[b, j], true_cat.rest_height)
+            # The predicted object's own model points: a wrong identity is judged by its shape.
+            distance = add_s_between(points[pc], pred_pose, points[tc], true_pose)
+            adds_ok += int(distance < 0.1 * true_cat.diameter)
+    median = (lambda v: float(torch.tensor(v).median()) if v else float("nan"))
+    return {"scenes": len(true_category), "count_acc": count_correct / max(1, len(true_category)),
+            "identity_acc": identity_correct / matched if matched else float("nan"),
+            "pos_err_mm_median": median(pos_err), "rot_err_deg_median": median(yaw_err),
+            "adds_recall": adds_ok / max(1, true_total), "matched": matched, "true_objects": true_total,
+            "count_pairs": per_scene_counts}
+
+
+def add_s_between(points_a: torch.Tensor, pose_a: torch.Tensor, points_b: torch.Tensor,
+                  pose_b: torch.Tensor) -> torch.Tensor:
+    """ADD-S between two posed point sets (they are the same model when the identity is right):
+    mean over the true model's points of the distance to the closest predicted point (metres)."""
+    a = points_a @ pose_a[:3, :3].T + pose_a[:3, 3]
+    b = points_b @ pose_b[:3, :3].T + pose_b[:3, 3]
+    return torch.cdist(b, a).min(1).values.mean()

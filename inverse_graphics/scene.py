@@ -201,6 +201,8 @@ class SceneBatch:
     category: (B, N) int64 category index, -1 for an empty slot.
     rotation: (B, N, 3, 3) object-to-world.  translation: (B, N, 3) metres.
     color: (B, N, 3) in [0, 1].  Rotation, translation and colour may require grad.
+    opacity: optional (B, N) in [0, 1], how much each object occludes (soft renders
+    only; a relaxed 'is present' for training). None means fully opaque.
     """
 
     category: torch.Tensor
@@ -209,9 +211,12 @@ class SceneBatch:
     color: torch.Tensor
     camera: Camera
     table: Table = field(default_factory=Table)
+    opacity: torch.Tensor | None = None
 
     def __post_init__(self):
         B, N = self.category.shape
+        if self.opacity is not None and tuple(self.opacity.shape) != (B, N):
+            raise ValueError(f"SceneBatch opacity must have shape {(B, N)}, got {tuple(self.opacity.shape)}")
         for name, t, tail in [("rotation", self.rotation, (3, 3)), ("translation", self.translation, (3,)),
                               ("color", self.color, (3,))]:
             if tuple(t.shape) != (B, N, *tail):
@@ -221,17 +226,18 @@ class SceneBatch:
 
     @classmethod
     def from_planar(cls, category: torch.Tensor, position: torch.Tensor, yaw: torch.Tensor, color: torch.Tensor,
-                    catalog: ObjectCatalog, camera: Camera, table: Table | None = None) -> "SceneBatch":
+                    catalog: ObjectCatalog, camera: Camera, table: Table | None = None,
+                    opacity: torch.Tensor | None = None) -> "SceneBatch":
         """Resting objects from planar poses (differentiable in position, yaw, colour).
 
         category: (B, N) int64, -1 empty.  position: (B, N, 2) metres.  yaw: (B, N) radians.
-        color: (B, N, 3).
+        color: (B, N, 3).  opacity: optional (B, N).
         """
         if category.numel() and int(category.max()) >= len(catalog):
             raise ValueError(f"category index {int(category.max())} out of range for {len(catalog)} categories")
         height = catalog.rest_heights().to(position)[category.clamp(min=0)] * (category >= 0)
         translation = torch.cat([position, height[..., None]], -1)
-        return cls(category, yaw_to_matrix(yaw), translation, color, camera, table or Table())
+        return cls(category, yaw_to_matrix(yaw), translation, color, camera, table or Table(), opacity)
 
     @classmethod
     def from_scenes(cls, scenes: list[Scene], catalog: ObjectCatalog, max_objects: int | None = None) -> "SceneBatch":

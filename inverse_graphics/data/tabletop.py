@@ -69,6 +69,24 @@ class TabletopConfig:
                 "table": {"size": list(self.table.size), "color": list(self.table.color),
                           "center": list(self.table.center)}}
 
+    def to_fields(self) -> dict:
+        """The constructor's arguments, JSON-ready: TabletopConfig.from_fields(c.to_fields()) == c."""
+        return {"image_size": list(self.image_size), "seed": self.seed, "max_objects": self.max_objects,
+                "placement_half_extent": self.placement_half_extent, "min_gap": self.min_gap,
+                "camera_eye": list(self.camera_eye), "camera_target": list(self.camera_target),
+                "fov_y_deg": self.fov_y_deg, "table": {"size": list(self.table.size),
+                                                       "color": list(self.table.color),
+                                                       "center": list(self.table.center)}}
+
+    @classmethod
+    def from_fields(cls, d: dict) -> "TabletopConfig":
+        t = d["table"]
+        return cls(image_size=tuple(d["image_size"]), seed=d["seed"], max_objects=d["max_objects"],
+                   placement_half_extent=d["placement_half_extent"], min_gap=d["min_gap"],
+                   camera_eye=tuple(d["camera_eye"]), camera_target=tuple(d["camera_target"]),
+                   fov_y_deg=d["fov_y_deg"], table=Table(size=tuple(t["size"]), color=tuple(t["color"]),
+                                                         center=tuple(t["center"])))
+
 
 @dataclass
 class PlanarScenes:

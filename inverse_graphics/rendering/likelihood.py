@@ -38,7 +38,7 @@ class PlanarRenderer(torch.nn.Module):
         self.catalog = catalog
 
     def forward(self, category: torch.Tensor, position: torch.Tensor, yaw: torch.Tensor, color: torch.Tensor,
-                camera: Camera, table: Table | None = None) -> torch.Tensor:
+                camera: Camera, table: Table | None = None, opacity: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -49,8 +49,8 @@ class PyTorch3DPlanarRenderer(PlanarRenderer):
         super().__init__(catalog)
         self.renderer = SceneRenderer(catalog, settings or RenderSettings(mode="soft"))
 
-    def forward(self, category, position, yaw, color, camera, table=None):
-        batch = SceneBatch.from_planar(category, position, yaw, color, self.catalog, camera, table)
+    def forward(self, category, position, yaw, color, camera, table=None, opacity=None):
+        batch = SceneBatch.from_planar(category, position, yaw, color, self.catalog, camera, table, opacity)
         return self.renderer(batch).rgb
 
 
@@ -99,7 +99,10 @@ class Open3DFiniteDifferenceRenderer(PlanarRenderer):
             rgb = torch.nn.functional.avg_pool2d(rgb.permute(0, 3, 1, 2), s).permute(0, 2, 3, 1)
         return rgb
 
-    def forward(self, category, position, yaw, color, camera, table=None):
+    def forward(self, category, position, yaw, color, camera, table=None, opacity=None):
+        if opacity is not None:
+            raise ValueError("the open3d-fd renderer draws opaque objects only; partial opacity (a relaxed "
+                             "presence) needs the 'pytorch3d' renderer")
         s = self.settings
         B, N = category.shape
         pose = torch.cat([position, yaw[..., None]], -1)

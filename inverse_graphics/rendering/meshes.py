@@ -16,11 +16,13 @@ TABLE_INSTANCE = -1  # instance id of table faces (object slots are 0..N-1)
 @dataclass
 class SceneMeshes:
     """meshes: B world-space meshes.  face_instance: (F,) int64 object slot per
-    packed face, TABLE_INSTANCE for the table.  face_color: (F, 3) albedo."""
+    packed face, TABLE_INSTANCE for the table.  face_color: (F, 3) albedo.
+    face_opacity: (F,) the owning object's opacity (1 for the table), or None."""
 
     meshes: Meshes
     face_instance: torch.Tensor
     face_color: torch.Tensor
+    face_opacity: torch.Tensor | None = None
 
 
 class CatalogMeshes:
@@ -50,14 +52,17 @@ class CatalogMeshes:
         table_color = torch.tensor(batch.table.color, dtype=object_verts.dtype)
 
         verts_per_scene = torch.zeros(B, dtype=torch.long).index_add_(0, slots[:, 0], self.num_verts[category])
-        verts_list, faces_list, instance_list, color_list = [], [], [], []
+        verts_list, faces_list, instance_list, color_list, opacity_list = [], [], [], [], []
+        opacity = batch.opacity
         for b, scene_verts in enumerate(torch.split(object_verts, verts_per_scene.tolist())):
-            faces, instances, colors, offset = [], [], [], 0
+            faces, instances, colors, opacities, offset = [], [], [], [], 0
             for m in (slots[:, 0] == b).nonzero()[:, 0].tolist():
                 c, n = int(category[m]), int(slots[m, 1])
                 faces.append(self.faces[c] + offset)
                 instances.append(torch.full((len(self.faces[c]),), n))
                 colors.append(batch.color[b, n].expand(len(self.faces[c]), 3))
+                if opacity is not None:
+                    opacities.append(opacity[b, n].expand(len(self.faces[c])))
                 offset += int(self.num_verts[c])
             faces.append(table_faces + offset)
             instances.append(torch.full((len(table_faces),), TABLE_INSTANCE))
@@ -66,4 +71,7 @@ class CatalogMeshes:
             faces_list.append(torch.cat(faces))
             instance_list.append(torch.cat(instances))
             color_list.append(torch.cat(colors))
-        return SceneMeshes(Meshes(verts_list, faces_list), torch.cat(instance_list), torch.cat(color_list))
+            if opacity is not None:
+                opacity_list.append(torch.cat([*opacities, opacity.new_ones(len(table_faces))]))
+        return SceneMeshes(Meshes(verts_list, faces_list), torch.cat(instance_list), torch.cat(color_list),
+                           torch.cat(opacity_list) if opacity is not None else None)

@@ -131,6 +131,8 @@ class SceneRenderer(torch.nn.Module):
             mask = (instance != TABLE_INSTANCE).to(rgb.dtype)
         else:
             coverage = torch.sigmoid(-fragments.dists / s.sigma) * covered
+            if scene.face_opacity is not None:
+                coverage = coverage * scene.face_opacity[face]
             rgb = composite_front_to_back(colors, coverage, torch.tensor(BACKGROUND))
             object_coverage = coverage * (instance_per_fragment != TABLE_INSTANCE)
             mask = 1.0 - torch.prod(1.0 - object_coverage, dim=-1)

@@ -1,0 +1,343 @@
+"""Attend, Infer, Repeat for tabletop scenes: the inference network and the generative model.
+
+Latents of step t (one object; Eslami et al. 2016, sec. 3.3, adapted):
+- z_pres (B,): Bernoulli, 'is there another object?'; once 0, every later step is 0;
+- z_where (B, 2): the object's position on the table (x, y), metres, Normal;
+- z_what: identity (B,) Categorical over the catalog; yaw (B,) radians, Normal;
+  colour (B, 3), Normal in logit space (colour = sigmoid).
+
+The guide runs an LSTM for up to N steps. Each step sees the image code and the
+previous step's latents, proposes z_pres and z_where, then takes a glimpse of
+the image around the projection of z_where (a spatial transformer: the 'attend'
+part) from which it proposes z_what. The DAIR variant encodes the difference
+between the image and a render of the objects found so far instead of the image.
+
+The generative model: truncated geometric p(n), uniform identity, position
+Normal(0, prior_position_std) on the table, uniform yaw, Normal colour logits,
+and a Gaussian likelihood of the image given the soft render of the scene
+(occlusion comes from the renderer), evaluated on the image and on blurred
+copies of it (a pyramid), so an object a few pixels off still has a gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Bernoulli, Categorical, Normal, RelaxedBernoulli
+
+from ..assets import ObjectCatalog
+from ..rendering.likelihood import gaussian_blur, make_planar_renderer
+from ..rendering.renderer import SceneRenderer
+from ..scene import Camera, SceneBatch, Table
+
+OBJECT_HEIGHT = 0.02  # metres above the table where glimpses are centred (objects are 3-5 cm tall)
+
+
+@dataclass
+class AIRConfig:
+    max_steps: int = 3
+    dair: bool = False
+    renderer: str = "pytorch3d"  # likelihood renderer, rendering.likelihood.RENDERER_NAMES
+    count_estimator: str = "reinforce"  # z_pres gradients: 'reinforce' (NVIL) or 'concrete' (relaxed)
+    hidden: int = 256
+    glimpse_px: int = 24  # window side in image pixels
+    glimpse_size: int = 16  # window resampled to this many pixels
+    pixel_std: float = 0.1  # Gaussian likelihood std per pixel and channel
+    blur_levels_px: tuple = (0.0, 2.0, 4.0)  # likelihood pyramid
+    prior_position_std: float = 0.08  # metres
+    prior_color_std: float = 1.5  # colour logits
+    z_pres_prior_start: float = 0.9  # p(another object | one more so far), annealed linearly...
+    z_pres_prior_end: float = 0.5  # ...to this
+    z_pres_prior_anneal_steps: int = 2000
+    concrete_temperature: float = 0.5
+    table_half_extent: float = 0.15  # z_where means are squashed into this square (metres)
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["blur_levels_px"] = list(self.blur_levels_px)
+        return d
+
+
+class Step(NamedTuple):
+    """One guide step's samples and the distributions they came from, all batched over B."""
+
+    z_pres: torch.Tensor  # (B,) in {0, 1} (or relaxed in (0, 1))
+    position: torch.Tensor  # (B, 2) metres
+    identity: torch.Tensor  # (B,) int64
+    yaw: torch.Tensor  # (B,) radians
+    color: torch.Tensor  # (B, 3) in (0, 1)
+    pres_prob: torch.Tensor  # (B,)
+    log_q_continuous: torch.Tensor  # (B,) position, yaw, colour
+    log_q_pres: torch.Tensor  # (B,)
+    log_q_identity: torch.Tensor  # (B,)
+    log_p_continuous: torch.Tensor  # (B,)
+    identity_logits: torch.Tensor  # (B, C)
+    glimpse_center: torch.Tensor  # (B, 2) pixels (u, v)
+
+
+class Encoder(nn.Module):
+    """(B, 3, H, W) image -> (B, out) code."""
+
+    def __init__(self, out: int, channels=(32, 64, 64, 128)):
+        super().__init__()
+        layers, c_in = [], 3
+        for c in channels:
+            layers += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), nn.ReLU()]
+            c_in = c
+        self.conv = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(4), nn.Flatten())
+        self.fc = nn.Sequential(nn.Linear(c_in * 16, out), nn.ReLU())
+
+    def forward(self, x):
+        return self.fc(self.conv(x))
+
+
+class GlimpseEncoder(nn.Module):
+    """(B, 3, g, g) glimpse -> (B, out)."""
+
+    def __init__(self, out: int, size: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                 nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                                 nn.Linear(64 * (size // 4) ** 2, out), nn.ReLU())
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def image_to_window(images: torch.Tensor, center_px: torch.Tensor, window_px: int, size: int) -> torch.Tensor:
+    """Spatial transformer: (B, 3, H, W) images, (B, 2) window centres (u, v) in pixels
+    -> (B, 3, size, size) windows of window_px x window_px image pixels (differentiable in the centre)."""
+    B, _, H, W = images.shape
+    theta = torch.zeros(B, 2, 3, dtype=images.dtype)
+    theta[:, 0, 0] = window_px / W
+    theta[:, 1, 1] = window_px / H
+    # align_corners=False: pixel u's centre is at normalized (2u + 1) / W - 1
+    theta[:, 0, 2] = (2 * center_px[:, 0] + 1) / W - 1
+    theta[:, 1, 2] = (2 * center_px[:, 1] + 1) / H - 1
+    grid = F.affine_grid(theta, (B, 3, size, size), align_corners=False)
+    return F.grid_sample(images, grid, align_corners=False, padding_mode="border")
+
+
+class Guide(nn.Module):
+    """The inference network q(z | x)."""
+
+    def __init__(self, config: AIRConfig, num_categories: int, camera: Camera):
+        super().__init__()
+        self.config, self.C, self.camera = config, num_categories, camera
+        h = config.hidden
+        self.encoder = Encoder(h)
+        # previous latents: z_pres, position (2), identity one-hot (C), cos/sin yaw (2), colour (3)
+        self.prev_dim = 1 + 2 + num_categories + 2 + 3
+        self.lstm = nn.LSTMCell(h + self.prev_dim, h)
+        self.where_head = nn.Linear(h, 1 + 4)  # z_pres logit, position mean (2), position std (2)
+        self.glimpse_encoder = GlimpseEncoder(128, config.glimpse_size)
+        self.what_head = nn.Sequential(nn.Linear(128 + h, 128), nn.ReLU(),
+                                       nn.Linear(128, num_categories + 3 + 6))  # identity, yaw (cos, sin, std), colour
+        # Start by proposing objects near the table centre with wide spread, and presence likely.
+        nn.init.zeros_(self.where_head.weight)
+        with torch.no_grad():
+            self.where_head.bias.copy_(torch.tensor([2.0, 0.0, 0.0, -1.0, -1.0]))
+
+    def initial_previous(self, B: int) -> torch.Tensor:
+        prev = torch.zeros(B, self.prev_dim)
+        prev[:, 0] = 1.0  # 'the previous step found an object'
+        return prev
+
+    def step(self, code: torch.Tensor, image: torch.Tensor, state, prev: torch.Tensor, alive: torch.Tensor,
+             greedy: bool = False):
+        """One object.  code (B, hidden); image (B, 3, H, W); alive (B,) previous z_pres."""
+        cfg = self.config
+        h, c = self.lstm(torch.cat([code, prev], -1), state)
+        where = self.where_head(h)
+        prob = torch.sigmoid(where[:, 0]).clamp(1e-4, 1 - 1e-4)
+        alive_hard = (alive > 0.5).to(prob.dtype)
+        pres_prob = prob * alive_hard  # 0 once an earlier step said 'no more objects'
+        mean = torch.tanh(where[:, 1:3]) * cfg.table_half_extent
+        std = F.softplus(where[:, 3:5]) * 0.05 + 1e-4
+        q_position = Normal(mean, std)
+        position = mean if greedy else q_position.rsample()
+
+        center, _ = self.camera.project(torch.cat([position, torch.full_like(position[:, :1], OBJECT_HEIGHT)], -1))
+        window = image_to_window(image, center, cfg.glimpse_px, cfg.glimpse_size)
+        what = self.what_head(torch.cat([self.glimpse_encoder(window), h], -1))
+        logits = what[:, :self.C]
+        q_identity = Categorical(logits=logits)
+        identity = logits.argmax(-1) if greedy else q_identity.sample()
+        yaw_mean = torch.atan2(what[:, self.C + 1], what[:, self.C])
+        q_yaw = Normal(yaw_mean, F.softplus(what[:, self.C + 2]) + 1e-3)
+        yaw = yaw_mean if greedy else q_yaw.rsample()
+        color_mean = what[:, self.C + 3:self.C + 6]
+        q_color = Normal(color_mean, F.softplus(what[:, self.C + 6:]) * 0.5 + 1e-3)
+        color_logit = color_mean if greedy else q_color.rsample()
+
+        if greedy:
+            z_pres = (pres_prob > 0.5).to(image.dtype)
+        elif cfg.count_estimator == "concrete":
+            z_pres = RelaxedBernoulli(torch.tensor(cfg.concrete_temperature), probs=prob).rsample() * alive
+        else:
+            z_pres = Bernoulli(pres_prob).sample()
+        hard_pres = (z_pres > 0.5).to(image.dtype)
+        log_q_pres = Bernoulli(prob).log_prob(hard_pres) * alive_hard
+        log_q_cont = (q_position.log_prob(position).sum(-1) + q_yaw.log_prob(yaw)
+                      + q_color.log_prob(color_logit).sum(-1))
+        log_p_cont = (Normal(0.0, cfg.prior_position_std).log_prob(position).sum(-1) - math.log(2 * math.pi)
+                      + Normal(0.0, cfg.prior_color_std).log_prob(color_logit).sum(-1))
+        step = Step(z_pres, position, identity, yaw, torch.sigmoid(color_logit), pres_prob,
+                    log_q_cont * hard_pres, log_q_pres, q_identity.log_prob(identity) * hard_pres,
+                    log_p_cont * hard_pres, logits, center)
+        prev = torch.cat([z_pres[:, None], position, F.one_hot(identity, self.C).to(image.dtype),
+                          torch.stack([yaw.cos(), yaw.sin()], -1), step.color], -1)
+        return step, (h, c), prev
+
+
+class AIR(nn.Module):
+    """Guide + generative model for one camera, table and catalog."""
+
+    def __init__(self, config: AIRConfig, catalog: ObjectCatalog, camera: Camera, table: Table):
+        super().__init__()
+        self.config, self.catalog, self.camera, self.table = config, catalog, camera, table
+        self.guide = Guide(config, len(catalog), camera)
+        self.renderer = make_planar_renderer(config.renderer, catalog)
+        self.residual_renderer = SceneRenderer(catalog, mode="hard", gradients="none")  # DAIR's input
+        # NVIL: a learned per-step baseline on the (detached) image code, and running reward statistics.
+        self.baseline = nn.Sequential(nn.Linear(config.hidden, 128), nn.ReLU(), nn.Linear(128, config.max_steps))
+        self.register_buffer("reward_mean", torch.zeros(()))
+        self.register_buffer("reward_var", torch.ones(()))
+        self.register_buffer("signal_var", torch.ones(config.max_steps))
+
+    def infer(self, images: torch.Tensor, greedy: bool = False) -> list[Step]:
+        """images (B, H, W, 3) in [0, 1] -> one Step per guide step."""
+        if images.dim() != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must have shape (B, H, W, 3), got {tuple(images.shape)}")
+        if tuple(images.shape[1:3]) != tuple(self.camera.image_size):
+            raise ValueError(f"images are {tuple(images.shape[1:3])} pixels, the model's camera expects "
+                             f"{tuple(self.camera.image_size)}")
+        B = images.shape[0]
+        x = images.permute(0, 3, 1, 2)
+        code = self.guide.encoder(x)
+        state = (torch.zeros(B, self.config.hidden), torch.zeros(B, self.config.hidden))
+        prev = self.guide.initial_previous(B)
+        alive = torch.ones(B)
+        steps = []
+        for t in range(self.config.max_steps):
+            if self.config.dair:  # what the objects found so far (none at first: the bare table) leave unexplained
+                with torch.no_grad():
+                    residual = images - self.render_steps(steps, hard=True, batch_size=B)
+                code = self.guide.encoder(residual.permute(0, 3, 1, 2))
+            step, state, prev = self.guide.step(code, x, state, prev, alive, greedy)
+            steps.append(step)
+            alive = step.z_pres
+        return steps
+
+    def scene_tensors(self, steps: list[Step]):
+        """category (B, N) (-1 absent), position (B, N, 2), yaw (B, N), color (B, N, 3), presence (B, N)."""
+        presence = torch.stack([s.z_pres for s in steps], 1)
+        identity = torch.stack([s.identity for s in steps], 1)
+        category = torch.where(presence > 0.5, identity, -1)
+        return (category, torch.stack([s.position for s in steps], 1), torch.stack([s.yaw for s in steps], 1),
+                torch.stack([s.color for s in steps], 1), presence)
+
+    def render_steps(self, steps: list[Step], hard: bool = False, batch_size: int | None = None) -> torch.Tensor:
+        """(B, H, W, 3) soft render of the objects the steps found (hard: the non-differentiable render)."""
+        if not steps:  # the bare table
+            empty = torch.full((batch_size, 1), -1, dtype=torch.long)
+            batch = SceneBatch.from_planar(empty, torch.zeros(batch_size, 1, 2), torch.zeros(batch_size, 1),
+                                           torch.zeros(batch_size, 1, 3), self.catalog, self.camera, self.table)
+            return self.residual_renderer(batch).rgb
+        category, position, yaw, color, presence = self.scene_tensors(steps)
+        if hard:
+            batch = SceneBatch.from_planar(category, position.detach(), yaw.detach(), color.detach(), self.catalog,
+                                           self.camera, self.table)
+            return self.residual_renderer(batch).rgb
+        if self.config.count_estimator == "concrete" and self.training:
+            identity = torch.stack([s.identity for s in steps], 1)
+            return self.renderer(identity, position, yaw, color, self.camera, self.table, opacity=presence)
+        return self.renderer(category, position, yaw, color, self.camera, self.table)
+
+    def log_likelihood(self, images: torch.Tensor, rendered: torch.Tensor) -> torch.Tensor:
+        """(B,) Gaussian log p(x | z) summed over pixels, channels and pyramid levels."""
+        total = 0.0
+        std = self.config.pixel_std
+        for blur in self.config.blur_levels_px:
+            a, b = (images, rendered) if blur == 0 else (gaussian_blur(images, blur), gaussian_blur(rendered, blur))
+            total = total + Normal(b, std).log_prob(a).flatten(1).sum(1)
+        return total
+
+    def z_pres_prior(self, iteration: int) -> float:
+        cfg = self.config
+        frac = min(1.0, iteration / max(1, cfg.z_pres_prior_anneal_steps))
+        return cfg.z_pres_prior_start + frac * (cfg.z_pres_prior_end - cfg.z_pres_prior_start)
+
+    def log_prior_discrete(self, steps: list[Step], iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) log p(count) (truncated geometric) and (B,) log p(identities) (uniform)."""
+        rho = self.z_pres_prior(iteration)
+        alive = torch.ones_like(steps[0].pres_prob)
+        log_count, log_identity = torch.zeros_like(alive), torch.zeros_like(alive)
+        for s in steps:
+            hard = (s.z_pres > 0.5).to(alive.dtype)
+            log_count = log_count + alive * (hard * math.log(rho) + (1 - hard) * math.log(1 - rho))
+            log_identity = log_identity - hard * math.log(len(self.catalog))
+            alive = alive * hard
+        return log_count, log_identity
+
+    def z_pres_kl(self, steps: list[Step], iteration: int) -> torch.Tensor:
+        """(B,) sum over live steps of KL(Bernoulli(q) || Bernoulli(prior)), for the relaxed estimator."""
+        rho = torch.tensor(self.z_pres_prior(iteration))
+        total = 0.0
+        for s in steps:
+            p = s.pres_prob.clamp(1e-4, 1 - 1e-4)
+            kl = p * (p / rho).log() + (1 - p) * ((1 - p) / (1 - rho)).log()
+            total = total + kl * (s.pres_prob > 0)
+        return total
+
+    def loss(self, images: torch.Tensor, iteration: int, score_weight: float = 1.0,
+             baseline_momentum: float = 0.99) -> tuple[torch.Tensor, dict]:
+        """Surrogate loss whose gradient estimates -grad ELBO, and diagnostics.
+
+        Continuous latents: reparameterized, through the renderer. Identity (and
+        z_pres with 'reinforce'): score function, with the NVIL learning signal
+        (ELBO - running mean) / running std - learned baseline, per step, again
+        normalized by its running std. With 'concrete', z_pres is relaxed and
+        the render is differentiable in it (objects get opacity z_pres).
+        """
+        steps = self.infer(images)
+        rendered = self.render_steps(steps)
+        log_lik = self.log_likelihood(images, rendered)
+        relaxed = self.config.count_estimator == "concrete"
+        log_p_count, log_p_identity = self.log_prior_discrete(steps, iteration)
+        log_p = log_p_identity + sum(s.log_p_continuous for s in steps)
+        log_q_cont = sum(s.log_q_continuous for s in steps)
+        log_q_disc = torch.stack([s.log_q_identity + (0.0 if relaxed else s.log_q_pres) for s in steps], 1)  # (B, T)
+        if relaxed:  # z_pres's KL to its prior in closed form, differentiable in q's presence probabilities
+            count_term = -self.z_pres_kl(steps, iteration)
+        else:
+            count_term = log_p_count
+        elbo = log_lik + log_p + count_term - log_q_cont - log_q_disc.sum(1).detach()
+
+        with torch.no_grad():
+            reward = elbo.detach()
+            if self.training:
+                self.reward_mean.mul_(baseline_momentum).add_((1 - baseline_momentum) * reward.mean())
+                self.reward_var.mul_(baseline_momentum).add_((1 - baseline_momentum) * reward.var(unbiased=False))
+            centred = (reward - self.reward_mean) / self.reward_var.sqrt().clamp(min=1e-6)
+        baseline = self.baseline(self.guide.encoder(images.permute(0, 3, 1, 2)).detach())  # (B, T)
+        signal = centred[:, None] - baseline.detach()
+        if self.training:
+            with torch.no_grad():
+                self.signal_var.mul_(baseline_momentum).add_((1 - baseline_momentum) * signal.pow(2).mean(0))
+        signal = signal / self.signal_var.sqrt().clamp(min=1.0)
+        # A step's discrete choices affect the likelihood only from that step on; the whole ELBO is
+        # used as the reward, with the per-step baseline removing the shared part.
+        score = (signal * log_q_disc).sum(1)
+        pixels = images[0].numel()
+        surrogate = -(elbo / pixels) - score_weight * score / self.config.max_steps
+        baseline_loss = (baseline - centred[:, None]).pow(2).mean(1)
+        loss = (surrogate + baseline_loss).mean()
+        counts = torch.stack([(s.z_pres > 0.5) for s in steps], 1).sum(1)
+        return loss, {"elbo": float(elbo.mean()), "log_lik": float(log_lik.mean()), "counts": counts}
