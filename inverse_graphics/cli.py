@@ -104,6 +104,59 @@ def cmd_bench_blackbox(args) -> int:
     return 0
 
 
+def _air_config(args):
+    from .air.model import AIRConfig
+
+    return AIRConfig(max_steps=args.max_steps, dair=args.dair, renderer=args.renderer,
+                     count_estimator=args.count_estimator)
+
+
+def cmd_train_air(args) -> int:
+    import torch
+
+    from .air.train import TrainConfig, train_air
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = _tabletop(args)
+    if args.max_steps < data.config.max_objects and args.split in ("train", "val", "test"):
+        print(f"note: {args.max_steps} steps cannot count the {data.config.max_objects} objects some scenes have")
+    train_cfg = TrainConfig(split=args.split, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
+                            baseline_lr=args.baseline_lr, train_pool=args.train_pool, val_size=args.val_size,
+                            val_every=args.val_every, time_limit_minutes=args.minutes, seed=args.train_seed)
+    result = train_air(args.out, _air_config(args), train_cfg, data, resume=args.resume, progress=not args.quiet)
+    out = Path(args.out)
+    print(f"trained {result['iteration']} iterations in {result['train_minutes']:.1f} min "
+          f"({result['skipped']} skipped); validation count accuracy {result.get('val_count_acc', float('nan')):.3f}, "
+          f"identity {result.get('val_identity_acc', float('nan')):.3f}")
+    print(f"wrote {out / 'checkpoint.pt'}, {out / 'history.json'}, {out / 'curves.png'}")
+    return 0
+
+
+def cmd_infer(args) -> int:
+    from .air.infer import infer, load_images, overlay_figure, to_json
+    from .air.train import load_checkpoint
+    from .data.bop import atomic_write_json
+
+    model, _ = load_checkpoint(args.model)
+    images, files = load_images(args.images)
+    results = infer(model, images, samples=args.samples)
+    out = Path(args.out)
+    payload = [to_json(r, str(f)) for r, f in zip(results, files)]
+    for entry, r in zip(payload, results):
+        entry["samples"] = [[{"category": o.category, "planar": list(o.planar)} for o in s.objects]
+                            for s in r.samples]
+    atomic_write_json(out / "poses.json", payload)
+    shown = min(len(files), args.overlay_max)
+    figure = overlay_figure(model, images[:shown], results[:shown], [str(f) for f in files[:shown]],
+                            out / "overlay.png")
+    for entry in payload[:8]:
+        print(f"{Path(entry['image']).name}: {entry['count']} objects: "
+              + ", ".join(f"{o['category']} at ({o['x_m'] * 1000:.0f}, {o['y_m'] * 1000:.0f}) mm" for o in entry["objects"]))
+    print(f"wrote {out / 'poses.json'} ({len(files)} images) and {figure}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     import torch
 
@@ -159,6 +212,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=80, help="gradient steps per pose recovery")
     p.add_argument("--out", default=str(RESULTS_DIR / "blackbox_grad.json"))
     p.set_defaults(func=cmd_bench_blackbox)
+
+    from .rendering.likelihood import RENDERER_NAMES
+
+    p = sub.add_parser("train-air", help="train AIR without labels by maximising the ELBO through the renderer")
+    p.add_argument("--out", required=True, help="run folder: checkpoint.pt, history.json, curves.png")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    p.add_argument("--renderer", choices=RENDERER_NAMES, default="pytorch3d", help="likelihood renderer")
+    p.add_argument("--count-estimator", choices=["reinforce", "concrete"], default="reinforce",
+                   help="z_pres gradients: NVIL score function or Concrete relaxation")
+    p.add_argument("--dair", action="store_true", help="DAIR: each step sees what is left unexplained")
+    p.add_argument("--max-steps", type=int, default=3, help="most objects per image (default 3)")
+    p.add_argument("--split", default="train", choices=list(SPLITS), help="training images (labels unused)")
+    p.add_argument("--iterations", type=int, default=8000)
+    p.add_argument("--minutes", type=float, default=60.0, help="stop after this much training time")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--baseline-lr", type=float, default=1e-3)
+    p.add_argument("--train-pool", type=int, default=6000, help="distinct training images, rendered once")
+    p.add_argument("--val-size", type=int, default=300)
+    p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--train-seed", type=int, default=0, help="initialization and batch-order seed")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p.add_argument("--quiet", action="store_true")
+    data_args(p)
+    p.set_defaults(func=cmd_train_air)
+
+    p = sub.add_parser("infer", help="count, identity and pose of the objects in images, with a trained AIR model")
+    p.add_argument("images", nargs="+", help="PNG/JPEG files or folders, at the model's image size")
+    p.add_argument("--model", required=True, help="AIR checkpoint (checkpoint.pt)")
+    p.add_argument("--out", default="infer_output")
+    p.add_argument("--samples", type=int, default=0, help="posterior samples per image, written to the JSON")
+    p.add_argument("--overlay-max", type=int, default=16, help="images shown in overlay.png")
+    p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser("demo", help="small tabletop set, contact sheet and one scene in both render modes")
     p.add_argument("--out", default="demo_output")

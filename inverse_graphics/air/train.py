@@ -21,7 +21,7 @@ import torch
 
 from ..data.tabletop import Tabletop, TabletopConfig
 from ..metrics import evaluate_planar
-from .model import AIR, AIRConfig
+from .model import AIR, AIRConfig, air_config_from_dict
 
 
 @dataclass
@@ -66,7 +66,7 @@ def load_checkpoint(path: str | Path, data: Tabletop | None = None) -> tuple[AIR
         raise FileNotFoundError(f"no AIR checkpoint at {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        air_config = AIRConfig(**{**ckpt["air_config"], "blur_levels_px": tuple(ckpt["air_config"]["blur_levels_px"])})
+        air_config = air_config_from_dict(ckpt["air_config"])
     except Exception as exc:  # torch raises many kinds for a damaged file
         raise ValueError(f"{path} is not a readable AIR checkpoint ({exc})") from exc
     data = data or Tabletop(TabletopConfig.from_fields(ckpt["data_config"]))
@@ -150,7 +150,7 @@ def train_air(out: str | Path, air_config: AIRConfig | None = None, train_config
     ckpt = None
     if resume and ckpt_path.exists():
         _, ckpt = load_checkpoint(ckpt_path, data)
-        air_config = AIRConfig(**{**ckpt["air_config"], "blur_levels_px": tuple(ckpt["air_config"]["blur_levels_px"])})
+        air_config = air_config_from_dict(ckpt["air_config"])
         cfg = TrainConfig(**{**ckpt["train_config"], "iterations": cfg.iterations,
                              "time_limit_minutes": cfg.time_limit_minutes})
     elif ckpt_path.exists() and not resume:
@@ -215,7 +215,7 @@ def train_air(out: str | Path, air_config: AIRConfig | None = None, train_config
         optimizer.step()
         iteration += 1
         counts = info["counts"].float()
-        history.append({"iteration": iteration, "elbo": info["elbo"], "loss": float(loss),
+        history.append({"iteration": iteration, "elbo": info["elbo"], "loss": float(loss.detach()),
                         "mean_count": float(counts.mean()), "seconds": train_seconds()})
         if iteration % cfg.val_every == 0 or iteration == cfg.iterations:
             metrics = evaluate(model, val_images, val_truth)

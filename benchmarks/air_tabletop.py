@@ -1,0 +1,91 @@
+"""AIR on tabletop-v1: train (or resume, or load) several seeds and DAIR, evaluate on the test split.
+
+    python benchmarks/air_tabletop.py train --seed 0 --minutes 60      # one run (resumes if present)
+    python benchmarks/air_tabletop.py train --seed 0 --dair --split extrap-train --max-steps 4
+    python benchmarks/air_tabletop.py evaluate                          # every finished run -> JSON
+
+`evaluate` writes benchmarks/results/air_tabletop.json: per-seed test metrics
+(benchmark spec), the headline figures of the seed with the best validation count
+accuracy, the mean over seeds, inference speed, and DAIR's count accuracy on
+extrap-test (exactly 3 objects) when a DAIR run trained on extrap-train exists.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+
+from inverse_graphics.air.benchmark import HEADLINE, evaluate_run, train_run  # noqa: E402
+from inverse_graphics.data.bop import atomic_write_json  # noqa: E402
+
+RUNS = ROOT / "results" / "air_runs"
+OUT = ROOT / "results" / "air_tabletop.json"
+
+
+def cmd_train(args):
+    result = train_run(RUNS, args.seed, args.minutes, args.iterations, args.dair, args.split, args.max_steps,
+                       args.count_estimator)
+    print(result)
+
+
+def cmd_evaluate(args):
+    runs = sorted(p for p in RUNS.iterdir() if (p / "checkpoint.pt").exists()) if RUNS.exists() else []
+    air = [p for p in runs if p.name.startswith("air_train_")]
+    if not air:
+        raise SystemExit(f"no AIR runs in {RUNS}; train some first (see --help)")
+    per_seed = {}
+    for p in air:
+        print(f"evaluating {p.name} on {args.num} test scenes ...", flush=True)
+        per_seed[p.name] = evaluate_run(p, "test", args.num)
+    best = max(per_seed, key=lambda k: per_seed[k]["val_count_acc"] or 0)
+    result = {"method": "AIR (no labels), ELBO through the PyTorch3D soft renderer",
+              "test_scenes": args.num, "selected_run": best, "selected_by": "validation count accuracy",
+              **{k: per_seed[best][k] for k in HEADLINE},
+              "infer_ms_per_image": per_seed[best]["infer_ms_per_image"],
+              "infer_ms_single_image": per_seed[best]["infer_ms_single_image"],
+              "images_per_second_batched": per_seed[best]["images_per_second_batched"],
+              "train_minutes": per_seed[best]["train_minutes"],
+              "mean_over_seeds": {k: float(np.mean([r[k] for r in per_seed.values()])) for k in HEADLINE},
+              "seeds_converged": sum(r["count_acc"] >= args.converged for r in per_seed.values()),
+              "converged_means": f"test count accuracy at least {args.converged}",
+              "per_seed": per_seed}
+    for p in runs:
+        if p.name.startswith("dair_extrap-train_") or p.name.startswith("air_extrap-train_"):
+            print(f"evaluating {p.name} on extrap-test ...", flush=True)
+            result.setdefault("extrapolation", {})[p.name] = evaluate_run(p, "extrap-test", args.num)
+    dair = {k: v for k, v in result.get("extrapolation", {}).items() if k.startswith("dair")}
+    if dair:
+        result["dair_extrap_count_acc"] = max(v["count_acc"] for v in dair.values())
+    result["command"] = "python benchmarks/air_tabletop.py evaluate"
+    atomic_write_json(OUT, result)
+    print({k: result[k] for k in ("selected_run", *HEADLINE, "infer_ms_per_image", "train_minutes",
+                                  "seeds_converged")})
+    print(f"wrote {OUT}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--minutes", type=float, default=60.0)
+    p.add_argument("--iterations", type=int, default=20000)
+    p.add_argument("--dair", action="store_true")
+    p.add_argument("--split", default="train")
+    p.add_argument("--max-steps", type=int, default=3)
+    p.add_argument("--count-estimator", default="reinforce", choices=["reinforce", "concrete"])
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("evaluate")
+    p.add_argument("--num", type=int, default=1000, help="test scenes")
+    p.add_argument("--converged", type=float, default=0.9, help="count accuracy that counts as converged")
+    p.set_defaults(func=cmd_evaluate)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

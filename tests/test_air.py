@@ -1,0 +1,129 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from inverse_graphics.air.model import AIR, AIRConfig
+from inverse_graphics.air.train import TrainConfig, load_checkpoint, train_air
+from inverse_graphics.cli import main
+from inverse_graphics.metrics import evaluate_planar
+
+SMALL = dict(hidden=32)
+
+
+def _tiny_train(out, tabletop, **overrides):
+    cfg = dict(iterations=4, batch_size=4, train_pool=16, val_size=8, val_every=2, checkpoint_every=2)
+    cfg.update(overrides)
+    return train_air(out, AIRConfig(**SMALL), TrainConfig(**cfg), tabletop, progress=False, log=lambda m: None)
+
+
+@pytest.mark.parametrize("estimator,dair", [("reinforce", False), ("concrete", False), ("reinforce", True)])
+def test_air_loss_is_finite_and_reaches_every_part_of_the_guide(catalog, tabletop, estimator, dair):
+    model = AIR(AIRConfig(count_estimator=estimator, dair=dair, **SMALL), catalog, tabletop.camera,
+                tabletop.config.table)
+    images = tabletop.render("train", range(4))[0].rgb
+    loss, info = model.loss(images, iteration=0)
+    assert torch.isfinite(loss)
+    loss.backward()
+    for name in ("guide.encoder.fc.0.weight", "guide.where_head.weight", "guide.what_head.2.weight",
+                 "guide.glimpse_encoder.net.0.weight", "baseline.2.weight"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    assert info["counts"].shape == (4,) and int(info["counts"].max()) <= 3
+
+
+def test_guide_rejects_images_of_the_wrong_size(catalog, tabletop):
+    model = AIR(AIRConfig(**SMALL), catalog, tabletop.camera, tabletop.config.table)
+    with pytest.raises(ValueError, match=r"\(32, 32\).*\(64, 64\)"):
+        model.infer(torch.zeros(1, 32, 32, 3))
+
+
+def test_training_checkpoints_atomically_and_resumes(tmp_path, tabletop):
+    first = _tiny_train(tmp_path / "run", tabletop)
+    assert first["iteration"] == 4
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 0
+    assert not list((tmp_path / "run").glob("*.tmp"))
+    with pytest.raises(ValueError, match="--resume"):
+        _tiny_train(tmp_path / "run", tabletop)
+    resumed = train_air(tmp_path / "run", None, TrainConfig(iterations=6), tabletop, resume=True, progress=False,
+                        log=lambda m: None)
+    assert resumed["iteration"] == 6
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["iteration"] for h in history if "elbo" in h] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_nan_loss_skips_the_step(tmp_path, tabletop, monkeypatch):
+    calls = []
+    original = AIR.loss
+
+    def sometimes_nan(self, images, iteration, *args, **kwargs):
+        loss, info = original(self, images, iteration, *args, **kwargs)
+        calls.append(iteration)
+        return (loss * float("nan") if len(calls) == 2 else loss), info
+
+    monkeypatch.setattr(AIR, "loss", sometimes_nan)
+    messages = []
+    result = train_air(tmp_path / "run", AIRConfig(**SMALL),
+                       TrainConfig(iterations=3, batch_size=2, train_pool=4, val_size=4), tabletop, progress=False,
+                       log=messages.append)
+    assert result["skipped"] == 1 and any("skipped" in m for m in messages)
+    model, _ = load_checkpoint(tmp_path / "run" / "checkpoint.pt", tabletop)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_corrupt_checkpoint_is_named(tmp_path):
+    bad = tmp_path / "checkpoint.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="checkpoint.pt is not a readable AIR checkpoint"):
+        load_checkpoint(bad)
+    with pytest.raises(FileNotFoundError, match="no AIR checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_infer_command_writes_poses_and_overlay(tmp_path, tabletop, capsys):
+    _tiny_train(tmp_path / "run", tabletop, iterations=2)
+    images = tabletop.render("test", range(3))[0].rgb
+    for k in range(3):
+        Image.fromarray((images[k].numpy() * 255).astype(np.uint8)).save(tmp_path / f"frame{k}.png")
+    rc = main(["infer", str(tmp_path / "frame0.png"), str(tmp_path / "frame1.png"), str(tmp_path / "frame2.png"),
+               "--model", str(tmp_path / "run" / "checkpoint.pt"), "--out", str(tmp_path / "out"), "--samples", "2"])
+    assert rc == 0
+    poses = json.loads((tmp_path / "out" / "poses.json").read_text())
+    assert len(poses) == 3 and all(len(p["samples"]) == 2 for p in poses)
+    for entry in poses:
+        assert entry["count"] == len(entry["objects"]) <= 3
+        for obj in entry["objects"]:
+            assert np.allclose(np.array(obj["pose_camera"])[3], [0, 0, 0, 1])
+    assert (tmp_path / "out" / "overlay.png").stat().st_size > 0
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "small.png")
+    rc = main(["infer", str(tmp_path / "small.png"), "--model", str(tmp_path / "run" / "checkpoint.pt"),
+               "--out", str(tmp_path / "out2")])
+    assert rc == 2 and "(30, 40) pixels" in capsys.readouterr().err
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG garbage")
+    rc = main(["infer", str(tmp_path / "broken.png"), "--model", str(tmp_path / "run" / "checkpoint.pt")])
+    assert rc == 2 and "cannot read image" in capsys.readouterr().err
+
+
+def test_metrics_match_by_position_and_respect_symmetry(catalog):
+    cube, l_block = catalog.index_of("cube"), catalog.index_of("l_block")
+    true_category = torch.tensor([[cube, l_block, -1], [l_block, -1, -1]])
+    true_position = torch.tensor([[[0.0, 0.0], [0.05, 0.05], [0, 0]], [[0.02, 0.0], [0, 0], [0, 0]]])
+    true_yaw = torch.tensor([[0.1, 0.2, 0.0], [1.0, 0.0, 0.0]])
+    # Prediction lists scene 0's objects in the other order, the cube turned by 90 degrees (a symmetry)
+    # and 3 mm off; scene 1 gets a spurious second object.
+    pred_category = torch.tensor([[l_block, cube], [l_block, cube]])
+    pred_position = torch.tensor([[[0.05, 0.05], [0.003, 0.0]], [[0.02, 0.0], [-0.08, 0.0]]])
+    pred_yaw = torch.tensor([[0.2, 0.1 + math.pi / 2], [1.0, 0.0]])
+    m = evaluate_planar(pred_category, pred_position, pred_yaw, true_category, true_position, true_yaw, catalog)
+    assert m["count_acc"] == 0.5
+    assert m["identity_acc"] == 1.0
+    assert m["pos_err_mm_median"] == pytest.approx(0.0, abs=1e-3)
+    assert m["rot_err_deg_median"] == pytest.approx(0.0, abs=1e-3)
+    assert m["adds_recall"] == 1.0
+    wrong = evaluate_planar(pred_category, pred_position, pred_yaw + math.pi / 3, true_category, true_position,
+                            true_yaw, catalog)
+    assert wrong["rot_err_deg_median"] == pytest.approx(60.0, abs=1e-3)
