@@ -35,6 +35,7 @@ from ..rendering.likelihood import gaussian_blur, make_planar_renderer
 from ..rendering.renderer import SceneRenderer
 from ..scene import Camera, SceneBatch, Table
 
+MEAN_SHADING = 0.75  # typical ambient + diffuse factor of a visible face
 OBJECT_HEIGHT = 0.02  # metres above the table where glimpses are centred (objects are 3-5 cm tall)
 
 
@@ -58,7 +59,6 @@ class AIRConfig:
     z_pres_prior_end: float = 0.5  # ...to this
     z_pres_prior_anneal_steps: int = 2000
     concrete_temperature: float = 0.5
-    table_half_extent: float = 0.12  # z_where means lie in this square (metres), the part of the table in view
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -132,6 +132,40 @@ def image_to_window(images: torch.Tensor, center_px: torch.Tensor, window_px: in
     return F.grid_sample(images, grid, align_corners=False, padding_mode="border")
 
 
+class WhereMap(nn.Module):
+    """(B, 6, H, W) image and what the background leaves unexplained -> (B, F, H/4, W/4) features
+    and (B, H/4 * W/4) base logits of a spatial softmax over where the next object is.
+
+    The base logits include the unexplained residual's magnitude per cell, so from the
+    first iteration attention goes where the image differs from the bare table (the
+    generative model's own background); training refines it.
+    """
+
+    def __init__(self, features: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(6, 32, 3, padding=1), nn.ReLU(),
+                                 nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+                                 nn.Conv2d(64, features, 3, stride=2, padding=1), nn.ReLU(),
+                                 nn.Conv2d(features, features, 3, padding=1), nn.ReLU())
+        self.base = nn.Conv2d(features, 1, 1)
+        # How strongly cells that differ from the bare table attract attention (learned).
+        self.evidence_gain = nn.Parameter(torch.tensor(30.0))
+
+    def forward(self, x):
+        f = self.net(x)
+        evidence = F.adaptive_avg_pool2d(x[:, 3:].abs().sum(1, keepdim=True), f.shape[-2:])
+        return f, (self.base(f) + self.evidence_gain * evidence).flatten(1)
+
+
+def pixel_to_table(camera: Camera, uv: torch.Tensor, height: float) -> torch.Tensor:
+    """(B, 2) pixels (u, v) -> (B, 2) world (x, y) metres where the pixel's ray meets the plane z = height."""
+    ones = torch.ones_like(uv[:, :1])
+    rays = torch.cat([uv, ones], -1) @ torch.linalg.inv(camera.K).T.to(uv) @ camera.R.to(uv)  # world directions
+    origin = -camera.R.T.to(uv) @ camera.t.to(uv)
+    s = (height - origin[2]) / rays[:, 2]
+    return origin[:2] + s[:, None] * rays[:, :2]
+
+
 class Guide(nn.Module):
     """The inference network q(z | x)."""
 
@@ -143,31 +177,56 @@ class Guide(nn.Module):
         # previous latents: z_pres, position (2), identity one-hot (C), cos/sin yaw (2), colour (3)
         self.prev_dim = 1 + 2 + num_categories + 2 + 3
         self.lstm = nn.LSTMCell(h + self.prev_dim, h)
-        self.where_head = nn.Linear(h, 1 + 4)  # z_pres logit, position mean (2), position std (2)
+        # Where: a spatial softmax over image cells, queried by the LSTM state, so the proposal is
+        # tied to image evidence from the start (a fully connected head learned to put every object
+        # in the least visible corner, whatever the image).
+        self.where_map = WhereMap(64)
+        self.where_query = nn.Linear(h, 64)
+        self.where_head = nn.Linear(h, 1 + 2)  # z_pres logit, position std (2)
         self.glimpse_encoder = GlimpseEncoder(128, config.glimpse_size)
         self.what_head = nn.Sequential(nn.Linear(128 + h, 128), nn.ReLU(),
                                        nn.Linear(128, num_categories + 3 + 6))  # identity, yaw (cos, sin, std), colour
-        # Start by proposing objects near the table centre with wide spread, and presence likely.
+        # Start with presence likely and a wide position spread.
         nn.init.zeros_(self.where_head.weight)
         with torch.no_grad():
-            self.where_head.bias.copy_(torch.tensor([2.0, 0.0, 0.0, -1.0, -1.0]))
+            self.where_head.bias.copy_(torch.tensor([2.0, -1.0, -1.0]))
 
     def initial_previous(self, B: int) -> torch.Tensor:
         prev = torch.zeros(B, self.prev_dim)
         prev[:, 0] = 1.0  # 'the previous step found an object'
         return prev
 
-    def step(self, code: torch.Tensor, image: torch.Tensor, state, prev: torch.Tensor, alive: torch.Tensor,
-             greedy: bool = False):
-        """One object.  code (B, hidden); image (B, 3, H, W); alive (B,) previous z_pres."""
+    def where_mean(self, h: torch.Tensor, where_maps, found: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expected object position (B, 2) metres and its pixel (B, 2) under the spatial softmax.
+
+        found: pixel centres (B, 2) of earlier steps' objects, whose cells are suppressed
+        (inhibition of return), so that AIR's steps attend to different objects.
+        """
+        features, base = where_maps
+        B, Fdim, h_cells, w_cells = features.shape
+        logits = base + torch.einsum("bfhw,bf->bhw", features, self.where_query(h)).flatten(1) / Fdim ** 0.5
+        H, W = self.camera.image_size
+        cell_v, cell_u = torch.meshgrid((torch.arange(h_cells) + 0.5) * H / h_cells - 0.5,
+                                        (torch.arange(w_cells) + 0.5) * W / w_cells - 0.5, indexing="ij")
+        cells = torch.stack([cell_u.flatten(), cell_v.flatten()], -1)  # (cells, 2) pixels
+        for center in found:
+            d2 = ((cells[None] - center[:, None].detach()) ** 2).sum(-1)
+            logits = logits - 50.0 * torch.exp(-d2 / (2 * (1.5 * H / h_cells) ** 2))
+        uv = logits.softmax(-1) @ cells
+        return pixel_to_table(self.camera, uv, OBJECT_HEIGHT), uv
+
+    def step(self, code: torch.Tensor, image: torch.Tensor, where_maps, found: list[torch.Tensor], state,
+             prev: torch.Tensor, alive: torch.Tensor, greedy: bool = False):
+        """One object.  code (B, hidden); image (B, 3, H, W); where_maps from WhereMap;
+        found: earlier steps' glimpse centres; alive (B,) previous z_pres."""
         cfg = self.config
         h, c = self.lstm(torch.cat([code, prev], -1), state)
         where = self.where_head(h)
         prob = torch.sigmoid(where[:, 0]).clamp(1e-4, 1 - 1e-4)
         alive_hard = (alive > 0.5).to(prob.dtype)
         pres_prob = prob * alive_hard  # 0 once an earlier step said 'no more objects'
-        mean = torch.tanh(where[:, 1:3]) * cfg.table_half_extent
-        std = F.softplus(where[:, 3:5]) * 0.05 + 1e-4
+        mean, _ = self.where_mean(h, where_maps, found)
+        std = F.softplus(where[:, 1:3]) * 0.05 + 1e-4
         q_position = Normal(mean, std)
         position = mean if greedy else q_position.rsample()
 
@@ -180,7 +239,11 @@ class Guide(nn.Module):
         yaw_mean = torch.atan2(what[:, self.C + 1], what[:, self.C])
         q_yaw = Normal(yaw_mean, F.softplus(what[:, self.C + 2]) + 1e-3)
         yaw = yaw_mean if greedy else q_yaw.rsample()
-        color_mean = what[:, self.C + 3:self.C + 6]
+        # Colour starts from the glimpse's central colour, undoing the mean shading, so an object
+        # placed on the right spot is roughly the right colour from the start.
+        centre = window[:, :, cfg.glimpse_size // 2 - 2:cfg.glimpse_size // 2 + 2,
+                        cfg.glimpse_size // 2 - 2:cfg.glimpse_size // 2 + 2].mean((2, 3))
+        color_mean = torch.logit((centre / MEAN_SHADING).clamp(0.02, 0.98)) + what[:, self.C + 3:self.C + 6]
         q_color = Normal(color_mean, F.softplus(what[:, self.C + 6:]) * 0.5 + 1e-3)
         color_logit = color_mean if greedy else q_color.rsample()
 
@@ -232,16 +295,28 @@ class AIR(nn.Module):
         state = (torch.zeros(B, self.config.hidden), torch.zeros(B, self.config.hidden))
         prev = self.guide.initial_previous(B)
         alive = torch.ones(B)
-        steps = []
+        steps, found = [], []
+        background = self.background().expand(B, -1, -1, -1)
+        where_maps = self.guide.where_map(torch.cat([x, x - background], 1))
         for t in range(self.config.max_steps):
             if self.config.dair:  # what the objects found so far (none at first: the bare table) leave unexplained
                 with torch.no_grad():
-                    residual = images - self.render_steps(steps, hard=True, batch_size=B)
-                code = self.guide.encoder(residual.permute(0, 3, 1, 2))
-            step, state, prev = self.guide.step(code, x, state, prev, alive, greedy)
+                    residual = (images - self.render_steps(steps, hard=True, batch_size=B)).permute(0, 3, 1, 2)
+                code = self.guide.encoder(residual)
+                where_maps = self.guide.where_map(torch.cat([x, residual], 1))
+            step, state, prev = self.guide.step(code, x, where_maps, [] if self.config.dair else found, state, prev,
+                                                alive, greedy)
             steps.append(step)
+            found.append(step.glimpse_center)
             alive = step.z_pres
         return steps
+
+    def background(self) -> torch.Tensor:
+        """(1, 3, H, W) the bare table as the camera sees it (cached)."""
+        if getattr(self, "_background", None) is None:
+            with torch.no_grad():
+                self._background = self.render_steps([], hard=True, batch_size=1).permute(0, 3, 1, 2)
+        return self._background
 
     def scene_tensors(self, steps: list[Step]):
         """category (B, N) (-1 absent), position (B, N, 2), yaw (B, N), color (B, N, 3), presence (B, N)."""
