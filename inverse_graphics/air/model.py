@@ -186,10 +186,12 @@ class Guide(nn.Module):
         self.glimpse_encoder = GlimpseEncoder(128, config.glimpse_size)
         self.what_head = nn.Sequential(nn.Linear(128 + h, 128), nn.ReLU(),
                                        nn.Linear(128, num_categories + 3 + 6))  # identity, yaw (cos, sin, std), colour
-        # Start with presence likely and a wide position spread.
+        self.pres_gain = nn.Parameter(torch.tensor(0.5))
+        self.pres_threshold = nn.Parameter(torch.tensor(10.0))
+        # Start with a wide position spread.
         nn.init.zeros_(self.where_head.weight)
         with torch.no_grad():
-            self.where_head.bias.copy_(torch.tensor([2.0, -1.0, -1.0]))
+            self.where_head.bias.copy_(torch.tensor([0.0, -1.0, -1.0]))
 
     def initial_previous(self, B: int) -> torch.Tensor:
         prev = torch.zeros(B, self.prev_dim)
@@ -197,7 +199,8 @@ class Guide(nn.Module):
         return prev
 
     def where_mean(self, h: torch.Tensor, where_maps, found: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Expected object position (B, 2) metres and its pixel (B, 2) under the spatial softmax.
+        """Expected object position (B, 2) metres and the attention's peak logit (B,) (a soft max
+        over cells: how much unexplained evidence is left) under the spatial softmax.
 
         found: pixel centres (B, 2) of earlier steps' objects, whose cells are suppressed
         (inhibition of return), so that AIR's steps attend to different objects.
@@ -213,7 +216,7 @@ class Guide(nn.Module):
             d2 = ((cells[None] - center[:, None].detach()) ** 2).sum(-1)
             logits = logits - 50.0 * torch.exp(-d2 / (2 * (1.5 * H / h_cells) ** 2))
         uv = logits.softmax(-1) @ cells
-        return pixel_to_table(self.camera, uv, OBJECT_HEIGHT), uv
+        return pixel_to_table(self.camera, uv, OBJECT_HEIGHT), logits.logsumexp(-1)
 
     def step(self, code: torch.Tensor, image: torch.Tensor, where_maps, found: list[torch.Tensor], state,
              prev: torch.Tensor, alive: torch.Tensor, greedy: bool = False):
@@ -222,10 +225,11 @@ class Guide(nn.Module):
         cfg = self.config
         h, c = self.lstm(torch.cat([code, prev], -1), state)
         where = self.where_head(h)
-        prob = torch.sigmoid(where[:, 0]).clamp(1e-4, 1 - 1e-4)
+        mean, peak = self.where_mean(h, where_maps, found)
+        # 'Another object?' also reads how much evidence the attention has left to explain.
+        prob = torch.sigmoid(where[:, 0] + self.pres_gain * (peak - self.pres_threshold)).clamp(1e-4, 1 - 1e-4)
         alive_hard = (alive > 0.5).to(prob.dtype)
         pres_prob = prob * alive_hard  # 0 once an earlier step said 'no more objects'
-        mean, _ = self.where_mean(h, where_maps, found)
         std = F.softplus(where[:, 1:3]) * 0.05 + 1e-4
         q_position = Normal(mean, std)
         position = mean if greedy else q_position.rsample()

@@ -71,9 +71,22 @@ def load_checkpoint(path: str | Path, data: Tabletop | None = None) -> tuple[AIR
         raise ValueError(f"{path} is not a readable AIR checkpoint ({exc})") from exc
     data = data or Tabletop(TabletopConfig.from_fields(ckpt["data_config"]))
     model = build_model(air_config, data)
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in ckpt["model"].items()})
     model.eval()
     return model, ckpt
+
+
+def export_weights(checkpoint: str | Path, path: str | Path) -> Path:
+    """A small file for shipping: the model's weights in float16 plus its configuration
+    (no optimizer state). load_checkpoint reads it like a full checkpoint."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    slim = {"model": {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["model"].items()},
+            "air_config": ckpt["air_config"], "train_config": ckpt["train_config"],
+            "data_config": ckpt["data_config"], "train_seconds": ckpt["train_seconds"],
+            "iteration": ckpt["iteration"], "skipped": ckpt.get("skipped", 0),
+            "history": [h for h in ckpt["history"] if "val_count_acc" in h]}
+    atomic_torch_save(slim, Path(path))
+    return Path(path)
 
 
 @torch.no_grad()
