@@ -19,7 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-from inverse_graphics.air.benchmark import HEADLINE, evaluate_run, train_run  # noqa: E402
+from inverse_graphics.air.benchmark import HEADLINE, evaluate_run, evaluate_untrained, train_run  # noqa: E402
 from inverse_graphics.data.bop import atomic_write_json  # noqa: E402
 
 RUNS = ROOT / "results" / "air_runs"
@@ -57,6 +57,8 @@ def cmd_evaluate(args):
         if p.name.startswith("dair_extrap-train_") or p.name.startswith("air_extrap-train_"):
             print(f"evaluating {p.name} on extrap-test ...", flush=True)
             result.setdefault("extrapolation", {})[p.name] = evaluate_run(p, "extrap-test", args.num)
+    print("evaluating the untrained guide ...", flush=True)
+    result["untrained_guide"] = evaluate_untrained("test", args.num)
     dair = {k: v for k, v in result.get("extrapolation", {}).items() if k.startswith("dair")}
     if dair:
         result["dair_extrap_count_acc"] = max(v["count_acc"] for v in dair.values())

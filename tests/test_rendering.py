@@ -102,3 +102,23 @@ def test_occlusion_comes_from_depth(catalog, tabletop):
 def test_render_settings_validate():
     with pytest.raises(ValueError, match="mode"):
         RenderSettings(mode="blurry")
+
+
+def test_soft_render_has_no_seams_where_faces_meet(tabletop):
+    """Away from silhouettes the soft render equals the hard one: edges shared by two faces
+    (the table's grid, an object's own triangles) must not let the background through."""
+    batch = tabletop.scene_batch(tabletop.sample("test", range(8)))
+    hard = SceneRenderer(tabletop.catalog, mode="hard", gradients="none")(batch)
+    soft = SceneRenderer(tabletop.catalog, mode="soft", gradients="none")(batch)
+    # pixels whose 3x3 neighbourhood has one instance id lie away from any silhouette
+    inst = hard.instance.float()[:, None]
+    pooled_max = torch.nn.functional.max_pool2d(inst, 3, 1, 1)
+    pooled_min = -torch.nn.functional.max_pool2d(-inst, 3, 1, 1)
+    interior = (pooled_max == pooled_min)[:, 0]
+    assert interior.float().mean() > 0.8
+    difference = (soft.rgb - hard.rgb).abs().amax(-1)
+    table = interior & (hard.instance == -1)
+    assert difference[table].max() < 1e-3  # the table's grid is invisible
+    # Inside objects, neighbouring flat-shaded facets blend over about a third of a pixel.
+    objects = interior & (hard.instance >= 0)
+    assert difference[objects].mean() < 0.01 and (difference[objects] > 0.05).float().mean() < 0.02

@@ -68,3 +68,17 @@ def evaluate_run(path: Path, split: str, num: int) -> dict:
             "train_minutes": ckpt["train_seconds"] / 60, "iterations": ckpt["iteration"],
             "skipped_steps": ckpt.get("skipped", 0), "val_count_acc": val[-1]["val_count_acc"] if val else None,
             "config": ckpt["air_config"], "split": split}
+
+
+def evaluate_untrained(split: str, num: int, seed: int = 0) -> dict:
+    """The guide before any training: what its architecture alone (attention seeded by the
+    difference from the bare table, presence from the evidence left) gets right."""
+    from .model import AIR
+
+    torch.manual_seed(seed)
+    data = Tabletop()
+    model = AIR(AIRConfig(), data.catalog, data.camera, data.config.table)
+    images, truth = _render_pool(data, split, num, progress=False)
+    metrics = evaluate(model, images.float() / 255, truth)
+    metrics.pop("count_pairs")
+    return metrics

@@ -4,8 +4,9 @@ Two modes:
 - 'hard': one face per pixel, no blur; what the dataset is made of.
 - 'soft': anti-aliased and differentiable with respect to poses and colours, by
   default through the fast CPU gradient path in fragments.py. Each of the K
-  nearest front-facing fragments covers the pixel with SoftRasterizer's
-  probability sigmoid(-d / sigma) (d the signed squared distance to the face)
+  nearest front-facing fragments covers the pixel fully if the pixel is inside
+  the face and with 2 sigmoid(-d / sigma) outside it (d the squared distance to
+  the face, as in SoftRasterizer, but one-sided so shared edges stay closed),
   and they are alpha-composited front to back over the background.
 
 Shading model (shared with every renderer of this project): flat Lambertian,
@@ -130,7 +131,11 @@ class SceneRenderer(torch.nn.Module):
             rgb = torch.where(covered[..., 0, None], colors[..., 0, :], torch.tensor(BACKGROUND))
             mask = (instance != TABLE_INSTANCE).to(rgb.dtype)
         else:
-            coverage = torch.sigmoid(-fragments.dists / s.sigma) * covered
+            # Inside a face: covered. Outside: a soft edge falling from 1 at the face's edge, so that
+            # edges shared by two faces of one surface (the table's grid, a mesh's own triangles)
+            # do not let the background show through, as a sigmoid centred on every edge would.
+            outside = 2 * torch.sigmoid(-fragments.dists.clamp(min=0) / s.sigma)
+            coverage = outside * covered
             if scene.face_opacity is not None:
                 coverage = coverage * scene.face_opacity[face]
             rgb = composite_front_to_back(colors, coverage, torch.tensor(BACKGROUND))
