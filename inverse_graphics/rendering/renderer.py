@@ -36,6 +36,7 @@ BACKGROUND = (0.08, 0.08, 0.10)  # beyond the table's edge
 # float32 gradients are noise. Linear z is exact enough on small faces; the table
 # is split into a grid so its depth error stays about 2 mm (measured at 64x64).
 SOFT_TABLE_CELLS = 4
+SEAM_DEPTH = 0.003  # metres; faces closer than this in depth at a pixel are one surface there
 
 
 @dataclass
@@ -135,7 +136,13 @@ class SceneRenderer(torch.nn.Module):
             # edges shared by two faces of one surface (the table's grid, a mesh's own triangles)
             # do not let the background show through, as a sigmoid centred on every edge would.
             outside = 2 * torch.sigmoid(-fragments.dists.clamp(min=0) / s.sigma)
-            coverage = outside * covered
+            # A pixel inside one face of a surface is not also partly covered by that surface's
+            # neighbouring faces at the same depth (their soft edges would bleed facet colours
+            # across shared edges); a face of the same object well in front still occludes softly.
+            same_surface = instance_per_fragment[..., :, None] == instance_per_fragment[..., None, :]
+            same_depth = (fragments.zbuf[..., :, None] - fragments.zbuf[..., None, :]).abs() < SEAM_DEPTH
+            within_surface = (same_surface & same_depth & inside[..., None, :]).any(-1)
+            coverage = torch.where(inside, 1.0, outside * (covered & ~within_surface))
             if scene.face_opacity is not None:
                 coverage = coverage * scene.face_opacity[face]
             rgb = composite_front_to_back(colors, coverage, torch.tensor(BACKGROUND))
