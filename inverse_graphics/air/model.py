@@ -35,6 +35,7 @@ from ..rendering.likelihood import gaussian_blur, make_planar_renderer
 from ..rendering.renderer import SceneRenderer
 from ..scene import Camera, SceneBatch, Table
 
+MAX_OFFSET = 0.03  # metres: how far the glimpse may move the attended position
 MEAN_SHADING = 0.75  # typical ambient + diffuse factor of a visible face
 OBJECT_HEIGHT = 0.02  # metres above the table where glimpses are centred (objects are 3-5 cm tall)
 
@@ -45,6 +46,8 @@ class AIRConfig:
     dair: bool = False
     renderer: str = "pytorch3d"  # likelihood renderer, rendering.likelihood.RENDERER_NAMES
     count_estimator: str = "reinforce"  # z_pres gradients: 'reinforce' (NVIL) or 'concrete' (relaxed)
+    identity_signal: str = "local"  # identity's score-function reward: 'global' (the ELBO) or 'local'
+    # ('local': the log-likelihood of the pixels around the object, with its own baseline)
     hidden: int = 256
     glimpse_px: int = 24  # window side in image pixels
     glimpse_size: int = 16  # window resampled to this many pixels
@@ -86,7 +89,8 @@ class Step(NamedTuple):
     log_q_identity: torch.Tensor  # (B,)
     log_p_continuous: torch.Tensor  # (B,)
     identity_logits: torch.Tensor  # (B, C)
-    glimpse_center: torch.Tensor  # (B, 2) pixels (u, v)
+    glimpse_center: torch.Tensor  # (B, 2) pixels (u, v) of the object's position
+    glimpse_code: torch.Tensor  # (B, 128) detached glimpse features, for the local baseline
 
 
 class Encoder(nn.Module):
@@ -184,8 +188,8 @@ class Guide(nn.Module):
         self.where_query = nn.Linear(h, 64)
         self.where_head = nn.Linear(h, 1 + 2)  # z_pres logit, position std (2)
         self.glimpse_encoder = GlimpseEncoder(128, config.glimpse_size)
-        self.what_head = nn.Sequential(nn.Linear(128 + h, 128), nn.ReLU(),
-                                       nn.Linear(128, num_categories + 3 + 6))  # identity, yaw (cos, sin, std), colour
+        # identity, yaw (cos, sin, std), colour (mean, std), position offset from the attention's cell (2)
+        self.what_head = nn.Sequential(nn.Linear(128 + h, 128), nn.ReLU(), nn.Linear(128, num_categories + 3 + 6 + 2))
         self.pres_gain = nn.Parameter(torch.tensor(0.5))
         self.pres_threshold = nn.Parameter(torch.tensor(10.0))
         # Start with a wide position spread.
@@ -231,12 +235,17 @@ class Guide(nn.Module):
         alive_hard = (alive > 0.5).to(prob.dtype)
         pres_prob = prob * alive_hard  # 0 once an earlier step said 'no more objects'
         std = F.softplus(where[:, 1:3]) * 0.05 + 1e-4
+
+        # Attend: a glimpse where the attention points; from it, what the object is and how far
+        # its centre lies from the attended spot.
+        coarse, _ = self.camera.project(torch.cat([mean, torch.full_like(mean[:, :1], OBJECT_HEIGHT)], -1))
+        window = image_to_window(image, coarse, cfg.glimpse_px, cfg.glimpse_size)
+        glimpse_code = self.glimpse_encoder(window)
+        what = self.what_head(torch.cat([glimpse_code, h], -1))
+        mean = mean + torch.tanh(what[:, -2:]) * MAX_OFFSET
         q_position = Normal(mean, std)
         position = mean if greedy else q_position.rsample()
-
         center, _ = self.camera.project(torch.cat([position, torch.full_like(position[:, :1], OBJECT_HEIGHT)], -1))
-        window = image_to_window(image, center, cfg.glimpse_px, cfg.glimpse_size)
-        what = self.what_head(torch.cat([self.glimpse_encoder(window), h], -1))
         logits = what[:, :self.C]
         q_identity = Categorical(logits=logits)
         identity = logits.argmax(-1) if greedy else q_identity.sample()
@@ -248,7 +257,7 @@ class Guide(nn.Module):
         centre = window[:, :, cfg.glimpse_size // 2 - 2:cfg.glimpse_size // 2 + 2,
                         cfg.glimpse_size // 2 - 2:cfg.glimpse_size // 2 + 2].mean((2, 3))
         color_mean = torch.logit((centre / MEAN_SHADING).clamp(0.02, 0.98)) + what[:, self.C + 3:self.C + 6]
-        q_color = Normal(color_mean, F.softplus(what[:, self.C + 6:]) * 0.5 + 1e-3)
+        q_color = Normal(color_mean, F.softplus(what[:, self.C + 6:self.C + 9]) * 0.5 + 1e-3)
         color_logit = color_mean if greedy else q_color.rsample()
 
         if greedy:
@@ -265,7 +274,7 @@ class Guide(nn.Module):
                       + Normal(0.0, cfg.prior_color_std).log_prob(color_logit).sum(-1))
         step = Step(z_pres, position, identity, yaw, torch.sigmoid(color_logit), pres_prob,
                     log_q_cont * hard_pres, log_q_pres, q_identity.log_prob(identity) * hard_pres,
-                    log_p_cont * hard_pres, logits, center)
+                    log_p_cont * hard_pres, logits, center, glimpse_code.detach())
         prev = torch.cat([z_pres[:, None], position, F.one_hot(identity, self.C).to(image.dtype),
                           torch.stack([yaw.cos(), yaw.sin()], -1), step.color], -1)
         return step, (h, c), prev
@@ -285,6 +294,10 @@ class AIR(nn.Module):
         self.register_buffer("reward_mean", torch.zeros(()))
         self.register_buffer("reward_var", torch.ones(()))
         self.register_buffer("signal_var", torch.ones(config.max_steps))
+        # 'local' identity signal: a baseline per step from the glimpse, and running statistics.
+        self.local_baseline = nn.Sequential(nn.Linear(128 + config.max_steps, 64), nn.ReLU(), nn.Linear(64, 1))
+        self.register_buffer("local_mean", torch.zeros(config.max_steps))
+        self.register_buffer("local_var", torch.ones(config.max_steps))
 
     def infer(self, images: torch.Tensor, greedy: bool = False) -> list[Step]:
         """images (B, H, W, 3) in [0, 1] -> one Step per guide step."""
@@ -348,7 +361,7 @@ class AIR(nn.Module):
         return self.renderer(category, position, yaw, color, self.camera, self.table)
 
     def log_likelihood(self, images: torch.Tensor, rendered: torch.Tensor, iteration: int | None = None) -> torch.Tensor:
-        """(B,) Gaussian log p(x | z) summed over pixels, channels and pyramid levels.
+        """(B, H, W) Gaussian log p(x | z) per pixel, summed over channels and pyramid levels.
 
         Level l has std pixel_std / sqrt(weight_l). Blurred levels make an object
         centimetres off still see the one it should explain (tests of the gradient
@@ -363,8 +376,21 @@ class AIR(nn.Module):
                 frac = min(1.0, iteration / max(1, cfg.fine_anneal_steps))
                 weight = weight * (cfg.fine_weight_start + frac * (1 - cfg.fine_weight_start))
             a, b = (images, rendered) if blur == 0 else (gaussian_blur(images, blur), gaussian_blur(rendered, blur))
-            total = total + Normal(b, cfg.pixel_std / math.sqrt(weight)).log_prob(a).flatten(1).sum(1)
+            total = total + Normal(b, cfg.pixel_std / math.sqrt(weight)).log_prob(a).sum(-1)
         return total
+
+    def local_rewards(self, log_lik_map: torch.Tensor, steps: list[Step]) -> torch.Tensor:
+        """(B, T) log-likelihood of the pixels within glimpse_px of each step's object."""
+        H, W = log_lik_map.shape[1:]
+        v, u = torch.meshgrid(torch.arange(H, dtype=log_lik_map.dtype), torch.arange(W, dtype=log_lik_map.dtype),
+                              indexing="ij")
+        half = self.config.glimpse_px / 2
+        rewards = []
+        for s in steps:
+            c = s.glimpse_center.detach()
+            window = ((u[None] - c[:, 0, None, None]).abs() <= half) & ((v[None] - c[:, 1, None, None]).abs() <= half)
+            rewards.append((log_lik_map * window).flatten(1).sum(1))
+        return torch.stack(rewards, 1)
 
     def z_pres_prior(self, iteration: int) -> float:
         cfg = self.config
@@ -405,12 +431,15 @@ class AIR(nn.Module):
         """
         steps = self.infer(images)
         rendered = self.render_steps(steps)
-        log_lik = self.log_likelihood(images, rendered, iteration)
+        log_lik_map = self.log_likelihood(images, rendered, iteration)
+        log_lik = log_lik_map.flatten(1).sum(1)
         relaxed = self.config.count_estimator == "concrete"
         log_p_count, log_p_identity = self.log_prior_discrete(steps, iteration)
         log_p = log_p_identity + sum(s.log_p_continuous for s in steps)
         log_q_cont = sum(s.log_q_continuous for s in steps)
-        log_q_disc = torch.stack([s.log_q_identity + (0.0 if relaxed else s.log_q_pres) for s in steps], 1)  # (B, T)
+        log_q_identity = torch.stack([s.log_q_identity for s in steps], 1)  # (B, T)
+        log_q_pres = torch.stack([s.log_q_pres for s in steps], 1) * (0.0 if relaxed else 1.0)
+        log_q_disc = log_q_identity + log_q_pres
         if relaxed:  # z_pres's KL to its prior in closed form, differentiable in q's presence probabilities
             count_term = -self.z_pres_kl(steps, iteration)
         else:
@@ -431,10 +460,28 @@ class AIR(nn.Module):
         signal = signal / self.signal_var.sqrt().clamp(min=1.0)
         # A step's discrete choices affect the likelihood only from that step on; the whole ELBO is
         # used as the reward, with the per-step baseline removing the shared part.
-        score = (signal * log_q_disc).sum(1)
+        local_loss = 0.0
+        if self.config.identity_signal == "local":
+            # An object's identity mostly changes the pixels around it: rewarding it with those
+            # pixels' log-likelihood drops the other objects' noise (biased where objects overlap).
+            with torch.no_grad():
+                local = self.local_rewards(log_lik_map, steps)
+                if self.training:
+                    self.local_mean.mul_(baseline_momentum).add_((1 - baseline_momentum) * local.mean(0))
+                    self.local_var.mul_(baseline_momentum).add_((1 - baseline_momentum) * local.var(0, unbiased=False))
+                local = (local - self.local_mean) / self.local_var.sqrt().clamp(min=1e-6)
+            step_id = torch.eye(len(steps)).expand(images.shape[0], -1, -1)
+            local_baseline = self.local_baseline(
+                torch.cat([torch.stack([s.glimpse_code for s in steps], 1), step_id], -1))[..., 0]  # (B, T)
+            local_signal = (local - local_baseline.detach()).clamp(-5, 5)
+            present = torch.stack([(s.z_pres > 0.5) for s in steps], 1).to(local.dtype)
+            local_loss = ((local_baseline - local).pow(2) * present).mean(1)
+            score = (signal * log_q_pres).sum(1) + (local_signal * log_q_identity).sum(1)
+        else:
+            score = (signal * log_q_disc).sum(1)
         pixels = images[0].numel()
         surrogate = -(elbo / pixels) - score_weight * score / self.config.max_steps
         baseline_loss = (baseline - centred[:, None]).pow(2).mean(1)
-        loss = (surrogate + baseline_loss).mean()
+        loss = (surrogate + baseline_loss + local_loss).mean()
         counts = torch.stack([(s.z_pres > 0.5) for s in steps], 1).sum(1)
         return loss, {"elbo": float(elbo.detach().mean()), "log_lik": float(log_lik.detach().mean()), "counts": counts}

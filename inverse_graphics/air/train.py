@@ -171,9 +171,10 @@ def train_air(out: str | Path, air_config: AIRConfig | None = None, train_config
     air_config = air_config or AIRConfig()
     torch.manual_seed(cfg.seed)
     model = build_model(air_config, data)
-    guide_params = [p for n, p in model.named_parameters() if not n.startswith("baseline")]
+    baselines = [p for n, p in model.named_parameters() if n.startswith(("baseline", "local_baseline"))]
+    guide_params = [p for n, p in model.named_parameters() if not n.startswith(("baseline", "local_baseline"))]
     optimizer = torch.optim.Adam([{"params": guide_params, "lr": cfg.lr},
-                                  {"params": model.baseline.parameters(), "lr": cfg.baseline_lr}])
+                                  {"params": baselines, "lr": cfg.baseline_lr}])
     history, iteration, elapsed_before, skipped = [], 0, 0.0, 0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
