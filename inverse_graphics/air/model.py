@@ -46,8 +46,11 @@ class AIRConfig:
     dair: bool = False
     renderer: str = "pytorch3d"  # likelihood renderer, rendering.likelihood.RENDERER_NAMES
     count_estimator: str = "reinforce"  # z_pres gradients: 'reinforce' (NVIL) or 'concrete' (relaxed)
-    identity_signal: str = "local"  # identity's score-function reward: 'global' (the ELBO) or 'local'
-    # ('local': the log-likelihood of the pixels around the object, with its own baseline)
+    # Identity gradients: 'global' (score function, the ELBO as reward), 'local' (score function, the
+    # log-likelihood of the pixels around the object as reward) or 'enumerate' (exact expectation over
+    # the categories at one random step per image, the others held at their samples).
+    identity_signal: str = "global"
+    enumerate_images: int = 8  # images per batch whose identity is enumerated (each costs C renders)
     hidden: int = 256
     glimpse_px: int = 24  # window side in image pixels
     glimpse_size: int = 16  # window resampled to this many pixels
@@ -62,6 +65,7 @@ class AIRConfig:
     z_pres_prior_end: float = 0.5  # ...to this
     z_pres_prior_anneal_steps: int = 2000
     concrete_temperature: float = 0.5
+    overlap_nats_per_mm: float = 200.0  # prior: objects rest side by side, never inside one another
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -289,6 +293,9 @@ class AIR(nn.Module):
         self.guide = Guide(config, len(catalog), camera)
         self.renderer = make_planar_renderer(config.renderer, catalog)
         self.residual_renderer = SceneRenderer(catalog, mode="hard", gradients="none")  # DAIR's input
+        # footprint radius (m) of each category seen from above, for the no-interpenetration prior
+        self.register_buffer("footprint", torch.stack([c.verts[:, :2].norm(dim=1).max() for c in catalog.categories]),
+                             persistent=False)
         # NVIL: a learned per-step baseline on the (detached) image code, and running reward statistics.
         self.baseline = nn.Sequential(nn.Linear(config.hidden, 128), nn.ReLU(), nn.Linear(128, config.max_steps))
         self.register_buffer("reward_mean", torch.zeros(()))
@@ -409,6 +416,15 @@ class AIR(nn.Module):
             alive = alive * hard
         return log_count, log_identity
 
+    def log_prior_overlap(self, steps: list[Step]) -> torch.Tensor:
+        """(B,) -overlap_nats_per_mm x the total overlap (mm) of present objects' footprints."""
+        category, position, _, _, presence = self.scene_tensors(steps)
+        radius = self.footprint[category.clamp(min=0)]
+        distance = (position[:, :, None] - position[:, None]).norm(dim=-1)  # (B, T, T)
+        overlap = torch.relu(radius[:, :, None] + radius[:, None] - distance)
+        pairs = (presence[:, :, None] > 0.5) & (presence[:, None] > 0.5) & torch.ones_like(distance, dtype=bool).triu(1)
+        return -self.config.overlap_nats_per_mm * 1000 * (overlap * pairs).flatten(1).sum(1)
+
     def z_pres_kl(self, steps: list[Step], iteration: int) -> torch.Tensor:
         """(B,) sum over live steps of KL(Bernoulli(q) || Bernoulli(prior)), for the relaxed estimator."""
         rho = torch.tensor(self.z_pres_prior(iteration))
@@ -418,6 +434,34 @@ class AIR(nn.Module):
             kl = p * (p / rho).log() + (1 - p) * ((1 - p) / (1 - rho)).log()
             total = total + kl * (s.pres_prob > 0)
         return total
+
+    def enumerated_identity(self, images: torch.Tensor, steps: list[Step], iteration: int) -> torch.Tensor:
+        """(B,) E_q(identity_t)[log p(x | z)] - KL(q(identity_t) || uniform) for one random present
+        step t per image, every category rendered (no grad) with the other latents held fixed.
+
+        Its gradient in q's identity probabilities is exact for that step: no sampling noise.
+        """
+        C = len(self.catalog)
+        B = min(images.shape[0], self.config.enumerate_images)  # the batch is shuffled: take the first B
+        images = images[:B]
+        category, position, yaw, color, presence = (x[:B] for x in self.scene_tensors(steps))
+        present = presence > 0.5
+        if not present.any():
+            return torch.zeros(())
+        # a random present step per image (images with no object keep t = 0 and are masked out)
+        t = torch.multinomial(present.float() + 1e-6 * ~present.any(1, keepdim=True), 1)[:, 0]
+        rows = torch.arange(B)
+        alternatives = category.repeat(C, 1)  # (C B, T)
+        alternatives[torch.arange(C * B), t.repeat(C)] = torch.arange(C).repeat_interleave(B)
+        with torch.no_grad():
+            rendered = self.renderer(alternatives, position.detach().repeat(C, 1, 1), yaw.detach().repeat(C, 1),
+                                     color.detach().repeat(C, 1, 1), self.camera, self.table)
+            ll = self.log_likelihood(images.repeat(C, 1, 1, 1), rendered, iteration).flatten(1).sum(1).view(C, B).T
+        logits = torch.stack([s.identity_logits[:B] for s in steps], 1)[rows, t]  # (B, C)
+        probs = logits.softmax(-1)
+        kl = (probs * logits.log_softmax(-1)).sum(-1) + math.log(C)
+        value = (probs * (ll - ll.mean(1, keepdim=True))).sum(-1) - kl
+        return (value * present[rows, t]).sum() / len(steps[0].identity_logits)  # per image of the full batch
 
     def loss(self, images: torch.Tensor, iteration: int, score_weight: float = 1.0,
              baseline_momentum: float = 0.99) -> tuple[torch.Tensor, dict]:
@@ -435,7 +479,7 @@ class AIR(nn.Module):
         log_lik = log_lik_map.flatten(1).sum(1)
         relaxed = self.config.count_estimator == "concrete"
         log_p_count, log_p_identity = self.log_prior_discrete(steps, iteration)
-        log_p = log_p_identity + sum(s.log_p_continuous for s in steps)
+        log_p = log_p_identity + sum(s.log_p_continuous for s in steps) + self.log_prior_overlap(steps)
         log_q_cont = sum(s.log_q_continuous for s in steps)
         log_q_identity = torch.stack([s.log_q_identity for s in steps], 1)  # (B, T)
         log_q_pres = torch.stack([s.log_q_pres for s in steps], 1) * (0.0 if relaxed else 1.0)
@@ -461,7 +505,11 @@ class AIR(nn.Module):
         # A step's discrete choices affect the likelihood only from that step on; the whole ELBO is
         # used as the reward, with the per-step baseline removing the shared part.
         local_loss = 0.0
-        if self.config.identity_signal == "local":
+        enumerated = 0.0
+        if self.config.identity_signal == "enumerate":
+            enumerated = self.enumerated_identity(images, steps, iteration)
+            score = (signal * log_q_pres).sum(1)
+        elif self.config.identity_signal == "local":
             # An object's identity mostly changes the pixels around it: rewarding it with those
             # pixels' log-likelihood drops the other objects' noise (biased where objects overlap).
             with torch.no_grad():
@@ -480,7 +528,7 @@ class AIR(nn.Module):
         else:
             score = (signal * log_q_disc).sum(1)
         pixels = images[0].numel()
-        surrogate = -(elbo / pixels) - score_weight * score / self.config.max_steps
+        surrogate = -(elbo / pixels) - score_weight * score / self.config.max_steps - enumerated / pixels
         baseline_loss = (baseline - centred[:, None]).pow(2).mean(1)
         loss = (surrogate + baseline_loss + local_loss).mean()
         counts = torch.stack([(s.z_pres > 0.5) for s in steps], 1).sum(1)
