@@ -49,8 +49,13 @@ class AIRConfig:
     # Identity gradients: 'global' (score function, the ELBO as reward), 'local' (score function, the
     # log-likelihood of the pixels around the object as reward) or 'enumerate' (exact expectation over
     # the categories at one random step per image, the others held at their samples).
-    identity_signal: str = "global"
+    identity_signal: str = "enumerate"
     enumerate_images: int = 8  # images per batch whose identity is enumerated (each costs C renders)
+    # Identity's likelihood is tempered by this factor at first, annealed geometrically to 1: while
+    # yaw is still unknown a sphere (yaw-free) explains every object best, and a q(identity) that
+    # collapses onto it early never lets yaw learn for the other shapes.
+    identity_temperature_start: float = 300.0
+    identity_temperature_steps: int = 1500
     hidden: int = 256
     glimpse_px: int = 24  # window side in image pixels
     glimpse_size: int = 16  # window resampled to this many pixels
@@ -460,7 +465,10 @@ class AIR(nn.Module):
         logits = torch.stack([s.identity_logits[:B] for s in steps], 1)[rows, t]  # (B, C)
         probs = logits.softmax(-1)
         kl = (probs * logits.log_softmax(-1)).sum(-1) + math.log(C)
-        value = (probs * (ll - ll.mean(1, keepdim=True))).sum(-1) - kl
+        cfg = self.config
+        frac = min(1.0, iteration / max(1, cfg.identity_temperature_steps))
+        temperature = cfg.identity_temperature_start ** (1 - frac)
+        value = (probs * (ll - ll.mean(1, keepdim=True))).sum(-1) / temperature - kl
         return (value * present[rows, t]).sum() / len(steps[0].identity_logits)  # per image of the full batch
 
     def loss(self, images: torch.Tensor, iteration: int, score_weight: float = 1.0,
