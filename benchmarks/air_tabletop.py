@@ -27,6 +27,10 @@ OUT = ROOT / "results" / "air_tabletop.json"
 
 
 def cmd_train(args):
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     result = train_run(RUNS, args.seed, args.minutes, args.iterations, args.dair, args.split, args.max_steps,
                        args.count_estimator)
     print(result)
@@ -80,6 +84,7 @@ def main():
     p.add_argument("--split", default="train")
     p.add_argument("--max-steps", type=int, default=3)
     p.add_argument("--count-estimator", default="reinforce", choices=["reinforce", "concrete"])
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("evaluate")
     p.add_argument("--num", type=int, default=1000, help="test scenes")

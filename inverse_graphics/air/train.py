@@ -214,16 +214,14 @@ def train_air(out: str | Path, air_config: AIRConfig | None = None, train_config
         images = pool[index].float() / 255
         loss, info = model.loss(images, iteration, cfg.score_weight)
         optimizer.zero_grad()
-        if not torch.isfinite(loss):
+        problem = None if torch.isfinite(loss) else f"loss is {float(loss)}"
+        if problem is None:
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            problem = None if torch.isfinite(norm) else "gradient has NaN or Inf"
+        if problem is not None:  # skip the step, keep the weights
             skipped += 1
-            log(f"iteration {iteration}: loss is {float(loss)}; step skipped ({skipped} so far)")
-            iteration += 1
-            continue
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        if not torch.isfinite(norm):
-            skipped += 1
-            log(f"iteration {iteration}: gradient has NaN or Inf; step skipped ({skipped} so far)")
+            log(f"iteration {iteration}: {problem}; step skipped ({skipped} so far)")
             iteration += 1
             continue
         optimizer.step()
