@@ -214,7 +214,7 @@ def train_air(out: str | Path, air_config: AIRConfig | None = None, train_config
         images = pool[index].float() / 255
         loss, info = model.loss(images, iteration, cfg.score_weight)
         optimizer.zero_grad()
-        problem = None if torch.isfinite(loss) else f"loss is {float(loss)}"
+        problem = None if torch.isfinite(loss) else f"loss is {float(loss.detach())}"
         if problem is None:
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
