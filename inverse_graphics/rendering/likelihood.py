@@ -16,6 +16,7 @@ camera, table) -> rgb (B, H, W, 3), differentiable in position, yaw and colour.
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +29,7 @@ from .renderer import RenderSettings, SceneRenderer
 RENDERER_NAMES = ("pytorch3d", "open3d-fd")
 
 
-class PlanarRenderer(torch.nn.Module):
+class PlanarRenderer(torch.nn.Module, abc.ABC):
     """Base: renders resting objects from planar parameters."""
 
     name = ""
@@ -37,9 +38,10 @@ class PlanarRenderer(torch.nn.Module):
         super().__init__()
         self.catalog = catalog
 
+    @abc.abstractmethod
     def forward(self, category: torch.Tensor, position: torch.Tensor, yaw: torch.Tensor, color: torch.Tensor,
                 camera: Camera, table: Table | None = None, opacity: torch.Tensor | None = None) -> torch.Tensor:
-        raise NotImplementedError
+        """rgb (B, H, W, 3); see the module docstring for the arguments."""
 
 
 class PyTorch3DPlanarRenderer(PlanarRenderer):
