@@ -2,6 +2,8 @@
 
     python benchmarks/air_tabletop.py train --seed 0 --minutes 60      # one run (resumes if present)
     python benchmarks/air_tabletop.py train --seed 0 --dair --split extrap-train --max-steps 4
+    python benchmarks/air_tabletop.py train --seed 0 --iterations 400 --tag cmp-reinforce-global \
+        --identity-signal global                                        # a gradient-estimator comparison run
     python benchmarks/air_tabletop.py evaluate                          # every finished run -> JSON
 
 `evaluate` writes benchmarks/results/air_tabletop.json: per-seed test metrics
@@ -32,7 +34,7 @@ def cmd_train(args):
 
         torch.set_num_threads(args.threads)
     result = train_run(RUNS, args.seed, args.minutes, args.iterations, args.dair, args.split, args.max_steps,
-                       args.count_estimator)
+                       args.count_estimator, args.identity_signal, args.tag)
     print(result)
 
 
@@ -61,6 +63,13 @@ def cmd_evaluate(args):
         if p.name.startswith("dair_extrap-train_") or p.name.startswith("air_extrap-train_"):
             print(f"evaluating {p.name} on extrap-test ...", flush=True)
             result.setdefault("extrapolation", {})[p.name] = evaluate_run(p, "extrap-test", args.num)
+    for p in runs:
+        if p.name.startswith("cmp-"):
+            print(f"evaluating {p.name} (estimator comparison) on {args.num} test scenes ...", flush=True)
+            m = evaluate_run(p, "test", args.num)
+            result.setdefault("estimator_comparison", {})[p.name] = {
+                k: m[k] for k in (*HEADLINE, "iterations", "train_minutes", "skipped_steps")} | {
+                "count_estimator": m["config"]["count_estimator"], "identity_signal": m["config"]["identity_signal"]}
     print("evaluating the untrained guide ...", flush=True)
     result["untrained_guide"] = evaluate_untrained("test", args.num)
     dair = {k: v for k, v in result.get("extrapolation", {}).items() if k.startswith("dair")}
@@ -84,6 +93,8 @@ def main():
     p.add_argument("--split", default="train")
     p.add_argument("--max-steps", type=int, default=3)
     p.add_argument("--count-estimator", default="reinforce", choices=["reinforce", "concrete"])
+    p.add_argument("--identity-signal", default="enumerate", choices=["enumerate", "global", "local"])
+    p.add_argument("--tag", default="", help="run-name prefix; 'cmp-...' runs form the estimator comparison")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("evaluate")

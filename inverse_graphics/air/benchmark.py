@@ -20,15 +20,17 @@ from .train import TrainConfig, _render_pool, evaluate, load_checkpoint, train_a
 HEADLINE = ("count_acc", "identity_acc", "pos_err_mm_median", "rot_err_deg_median", "adds_recall")
 
 
-def run_name(seed: int, dair: bool = False, split: str = "train") -> str:
-    return f"{'dair' if dair else 'air'}_{split}_seed{seed}"
+def run_name(seed: int, dair: bool = False, split: str = "train", tag: str = "") -> str:
+    return f"{tag + '_' if tag else ''}{'dair' if dair else 'air'}_{split}_seed{seed}"
 
 
 def train_run(runs_dir: Path, seed: int, minutes: float, iterations: int, dair: bool = False, split: str = "train",
-              max_steps: int = 3, count_estimator: str = "reinforce", progress: bool = True) -> dict:
+              max_steps: int = 3, count_estimator: str = "reinforce", identity_signal: str = "enumerate",
+              tag: str = "", progress: bool = True) -> dict:
     data = Tabletop(TabletopConfig(max_objects=max(3, max_steps)))
-    out = Path(runs_dir) / run_name(seed, dair, split)
-    config = AIRConfig(max_steps=max_steps, dair=dair, count_estimator=count_estimator)
+    out = Path(runs_dir) / run_name(seed, dair, split, tag)
+    config = AIRConfig(max_steps=max_steps, dair=dair, count_estimator=count_estimator,
+                       identity_signal=identity_signal)
     train_cfg = TrainConfig(split=split, iterations=iterations, time_limit_minutes=minutes, seed=seed)
     return train_air(out, config, train_cfg, data, resume=(out / "checkpoint.pt").exists(), progress=progress)
 
