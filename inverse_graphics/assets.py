@@ -191,6 +191,10 @@ class ObjectCatalog:
                 return i
         raise KeyError(f"unknown object {name_or_obj_id!r}; known: {', '.join(self.names)}")
 
+    def footprint_radii(self) -> torch.Tensor:
+        """(C,) metres: radius of each category's bounding circle seen from above (about its origin)."""
+        return torch.stack([c.verts[:, :2].norm(dim=1).max() for c in self.categories])
+
     def rest_heights(self) -> torch.Tensor:
         """(C,) metres."""
         return torch.tensor([c.rest_height for c in self.categories])

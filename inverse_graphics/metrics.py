@@ -31,9 +31,10 @@ def model_points(category, count: int = 500) -> torch.Tensor:
 
 
 def _planar_pose(position: torch.Tensor, yaw: torch.Tensor, height: float) -> torch.Tensor:
+    from .scene import yaw_to_matrix
+
     pose = torch.eye(4)
-    c, s = math.cos(float(yaw)), math.sin(float(yaw))
-    pose[:2, :2] = torch.tensor([[c, -s], [s, c]])
+    pose[:3, :3] = yaw_to_matrix(yaw.detach().reshape(()).float())
     pose[:3, 3] = torch.tensor([float(position[0]), float(position[1]), height])
     return pose
 

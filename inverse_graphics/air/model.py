@@ -299,8 +299,7 @@ class AIR(nn.Module):
         self.renderer = make_planar_renderer(config.renderer, catalog)
         self.residual_renderer = SceneRenderer(catalog, mode="hard", gradients="none")  # DAIR's input
         # footprint radius (m) of each category seen from above, for the no-interpenetration prior
-        self.register_buffer("footprint", torch.stack([c.verts[:, :2].norm(dim=1).max() for c in catalog.categories]),
-                             persistent=False)
+        self.register_buffer("footprint", catalog.footprint_radii(), persistent=False)
         # NVIL: a learned per-step baseline on the (detached) image code, and running reward statistics.
         self.baseline = nn.Sequential(nn.Linear(config.hidden, 128), nn.ReLU(), nn.Linear(128, config.max_steps))
         self.register_buffer("reward_mean", torch.zeros(()))
@@ -313,6 +312,10 @@ class AIR(nn.Module):
 
     def infer(self, images: torch.Tensor, greedy: bool = False) -> list[Step]:
         """images (B, H, W, 3) in [0, 1] -> one Step per guide step."""
+        return self._run_guide(images, greedy)[0]
+
+    def _run_guide(self, images: torch.Tensor, greedy: bool) -> tuple[list[Step], torch.Tensor]:
+        """Steps, and the code (B, hidden) of the image itself (the baseline's input)."""
         if images.dim() != 4 or images.shape[-1] != 3:
             raise ValueError(f"images must have shape (B, H, W, 3), got {tuple(images.shape)}")
         if tuple(images.shape[1:3]) != tuple(self.camera.image_size):
@@ -320,13 +323,13 @@ class AIR(nn.Module):
                              f"{tuple(self.camera.image_size)}")
         B = images.shape[0]
         x = images.permute(0, 3, 1, 2)
-        code = self.guide.encoder(x)
+        code = image_code = self.guide.encoder(x)
         state = (torch.zeros(B, self.config.hidden), torch.zeros(B, self.config.hidden))
         prev = self.guide.initial_previous(B)
         alive = torch.ones(B)
         steps, found = [], []
-        background = self.background().expand(B, -1, -1, -1)
-        where_maps = self.guide.where_map(torch.cat([x, x - background], 1))
+        if not self.config.dair:  # DAIR builds its maps at every step
+            where_maps = self.guide.where_map(torch.cat([x, x - self.background().expand(B, -1, -1, -1)], 1))
         for t in range(self.config.max_steps):
             if self.config.dair:  # what the objects found so far (none at first: the bare table) leave unexplained
                 with torch.no_grad():
@@ -338,7 +341,7 @@ class AIR(nn.Module):
             steps.append(step)
             found.append(step.glimpse_center)
             alive = step.z_pres
-        return steps
+        return steps, image_code
 
     def background(self) -> torch.Tensor:
         """(1, 3, H, W) the bare table as the camera sees it (cached)."""
@@ -481,7 +484,7 @@ class AIR(nn.Module):
         normalized by its running std. With 'concrete', z_pres is relaxed and
         the render is differentiable in it (objects get opacity z_pres).
         """
-        steps = self.infer(images)
+        steps, image_code = self._run_guide(images, greedy=False)
         rendered = self.render_steps(steps)
         log_lik_map = self.log_likelihood(images, rendered, iteration)
         log_lik = log_lik_map.flatten(1).sum(1)
@@ -504,7 +507,7 @@ class AIR(nn.Module):
                 self.reward_mean.mul_(baseline_momentum).add_((1 - baseline_momentum) * reward.mean())
                 self.reward_var.mul_(baseline_momentum).add_((1 - baseline_momentum) * reward.var(unbiased=False))
             centred = (reward - self.reward_mean) / self.reward_var.sqrt().clamp(min=1e-6)
-        baseline = self.baseline(self.guide.encoder(images.permute(0, 3, 1, 2)).detach())  # (B, T)
+        baseline = self.baseline(image_code.detach())  # (B, T)
         signal = centred[:, None] - baseline.detach()
         if self.training:
             with torch.no_grad():

@@ -111,7 +111,7 @@ class Tabletop:
         self.catalog = catalog or ObjectCatalog.load()
         self.camera = self.config.camera()
         # Bounding-circle radius (m) of each category seen from above, for rejecting overlaps.
-        self.footprint = np.array([float(c.verts[:, :2].norm(dim=1).max()) for c in self.catalog.categories])
+        self.footprint = self.catalog.footprint_radii().double().numpy()
 
     def split(self, name: str) -> Split:
         if name not in SPLITS:
