@@ -28,13 +28,32 @@ RUNS = ROOT / "results" / "air_runs"
 OUT = ROOT / "results" / "air_tabletop.json"
 
 
+def parse_overrides(pairs: list[str]) -> dict:
+    """['key=value', ...] -> {key: value parsed as JSON where it parses, else the string}."""
+    import json
+
+    from inverse_graphics.air.model import AIRConfig
+
+    fields = AIRConfig.__dataclass_fields__
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in fields:
+            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def cmd_train(args):
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     result = train_run(RUNS, args.seed, args.minutes, args.iterations, args.dair, args.split, args.max_steps,
-                       args.count_estimator, args.identity_signal, args.tag)
+                       args.count_estimator, args.identity_signal, args.tag, overrides=parse_overrides(args.set))
     print(result)
 
 
@@ -96,6 +115,8 @@ def main():
     p.add_argument("--identity-signal", default="enumerate", choices=["enumerate", "global", "local"])
     p.add_argument("--tag", default="", help="run-name prefix; 'cmp-...' runs form the estimator comparison")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an AIRConfig field (repeatable), e.g. --set identity_hold_steps=750")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("evaluate")
     p.add_argument("--num", type=int, default=1000, help="test scenes")

@@ -9,7 +9,11 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
-SHIPPED_AIR = REPO_ROOT / "assets" / "weights" / "air_tabletop_v1.pt"
+WEIGHTS_DIR = REPO_ROOT / "assets" / "weights"
+SHIPPED_AIR = WEIGHTS_DIR / "air_tabletop_v1.pt"
+SHIPPED_DAIR = WEIGHTS_DIR / "dair_tabletop_v1.pt"
+SHIPPED_SUPERVISED = WEIGHTS_DIR / "supervised_tabletop_v1.pt"
+GENERALIZATION_MODELS = RESULTS_DIR / "models"  # <method>_<train split>.pt for the generalization splits
 
 
 def _tabletop(args):
@@ -131,6 +135,60 @@ def cmd_train_air(args) -> int:
           f"({result['skipped']} skipped); validation count accuracy {result.get('val_count_acc', float('nan')):.3f}, "
           f"identity {result.get('val_identity_acc', float('nan')):.3f}")
     print(f"wrote {out / 'checkpoint.pt'}, {out / 'history.json'}, {out / 'curves.png'}")
+    return 0
+
+
+def cmd_train_supervised(args) -> int:
+    import torch
+
+    from .supervised import train_supervised
+    from .training import TrainConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = _tabletop(args)
+    train_cfg = TrainConfig(split=args.split, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
+                            train_pool=args.train_pool, val_size=args.val_size, val_every=args.val_every,
+                            time_limit_minutes=args.minutes, seed=args.train_seed)
+    result = train_supervised(args.out, None, train_cfg, data, resume=args.resume, progress=not args.quiet)
+    out = Path(args.out)
+    print(f"trained {result['iteration']} iterations in {result['train_minutes']:.1f} min "
+          f"({result['skipped']} skipped); validation count accuracy {result.get('val_count_acc', float('nan')):.3f}, "
+          f"identity {result.get('val_identity_acc', float('nan')):.3f}")
+    print(f"wrote {out / 'checkpoint.pt'}, {out / 'history.json'}, {out / 'curves.png'}")
+    return 0
+
+
+def _existing(path) -> str | None:
+    return str(path) if path and Path(path).is_file() else None
+
+
+def cmd_benchmark(args) -> int:
+    import torch
+
+    from .report import GENERALIZATION, BenchmarkConfig, run_benchmark
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    models = Path(args.generalization_models)
+    generalization = {} if args.no_generalization else {
+        test: {m: str(models / f"{m}_{train}.pt") for m in ("air", "dair", "supervised")}
+        for test, train in GENERALIZATION.items()}
+    checkpoints = {}
+    for name in ("air", "dair", "supervised"):
+        given = getattr(args, name)
+        if given and not Path(given).is_file():
+            raise FileNotFoundError(f"--{name}: no checkpoint at {given}")
+        checkpoints[name] = _existing(given)
+    config = BenchmarkConfig(split=args.split, num=args.num, optimise_num=args.optimise_num, renderer=args.renderer,
+                             seed=args.optimise_seed, generalization=generalization, **checkpoints)
+    report = run_benchmark(config, args.out, progress=not args.quiet)
+    for name, m in report["methods"].items():
+        print(f"{name:11s} count {m['count_acc']:.3f}  identity {m['identity_acc']:.3f}  "
+              f"pos {m['pos_err_mm_median']:.1f} mm  yaw {m['rot_err_deg_median']:.1f} deg  "
+              f"ADD-S {m['adds_recall']:.3f}  {m['ms_per_image']:.2f} ms/image ({m['scenes']} scenes)")
+    out = Path(args.out)
+    print(f"wrote {out / 'tabletop_report.md'}, {out / 'tabletop_report.json'}, figures and BOP CSVs in {out / 'bop'}")
     return 0
 
 
@@ -263,6 +321,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     data_args(p)
     p.set_defaults(func=cmd_train_air)
+
+    p = sub.add_parser("train-supervised", help="train the supervised regression baseline on labelled renders")
+    p.add_argument("--out", required=True, help="run folder: checkpoint.pt, history.json, curves.png")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    p.add_argument("--split", default="train", choices=list(SPLITS), help="training images and their labels")
+    p.add_argument("--iterations", type=int, default=1_000_000, help="(the time limit usually ends training)")
+    p.add_argument("--minutes", type=float, default=60.0, help="stop after this much training time (AIR's budget)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--train-pool", type=int, default=6000, help="distinct training images (AIR's default)")
+    p.add_argument("--val-size", type=int, default=300)
+    p.add_argument("--val-every", type=int, default=1000)
+    p.add_argument("--train-seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    data_args(p)
+    p.set_defaults(func=cmd_train_supervised)
+
+    p = sub.add_parser("benchmark", help="AIR, DAIR, supervised, optimise and AIR+refine side by side -> report")
+    p.add_argument("--out", default=str(RESULTS_DIR), help="report folder (default benchmarks/results)")
+    p.add_argument("--split", default="test", choices=list(SPLITS))
+    p.add_argument("--num", type=int, default=1000, help="scenes for the amortized methods and AIR+refine")
+    p.add_argument("--optimise-num", type=int, default=100, help="scenes for per-image optimisation")
+    p.add_argument("--optimise-seed", type=int, default=0, help="seed of the optimiser's random starts")
+    p.add_argument("--renderer", choices=RENDERER_NAMES, default="pytorch3d", help="for optimise and AIR+refine")
+    p.add_argument("--air", default=str(SHIPPED_AIR), help="AIR checkpoint")
+    p.add_argument("--dair", default=_existing(SHIPPED_DAIR), help="DAIR checkpoint")
+    p.add_argument("--supervised", default=_existing(SHIPPED_SUPERVISED), help="supervised-baseline checkpoint")
+    p.add_argument("--generalization-models", default=str(GENERALIZATION_MODELS),
+                   help="folder of <method>_<extrap|interp>-train.pt checkpoints for the generalization splits")
+    p.add_argument("--no-generalization", action="store_true")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    data_args(p)
+    p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("infer", help="count, identity and pose of the objects in images, with a trained AIR model")
     p.add_argument("images", nargs="+", help="PNG/JPEG files or folders, at the model's image size")

@@ -39,16 +39,43 @@ def _planar_pose(position: torch.Tensor, yaw: torch.Tensor, height: float) -> to
     return pose
 
 
+MSSD_THRESHOLDS = torch.arange(0.05, 0.51, 0.05)  # x object diameter (BOP)
+MSPD_THRESHOLDS_PX_AT_640 = torch.arange(5.0, 51.0, 5.0)  # pixels, scaled by image width / 640 (BOP)
+
+
+def symmetric_distances(vertices: torch.Tensor, axis_origin: torch.Tensor, yaw_error_rad: float,
+                        offset: torch.Tensor, camera=None) -> tuple[float, float]:
+    """MSSD (m) and MSPD (px; nan without a camera) of a planar estimate.
+
+    vertices (V, 3): the true model at its true pose, world metres. The estimate is the
+    same model turned by yaw_error_rad (the error to the nearest symmetric equivalent of
+    the truth) about the vertical through axis_origin (3,), and moved by offset (3,) m.
+    """
+    from .scene import yaw_to_matrix
+
+    turn = yaw_to_matrix(torch.tensor(yaw_error_rad, dtype=vertices.dtype))
+    moved = (vertices - axis_origin) @ turn.T + axis_origin + offset
+    mssd = float((moved - vertices).norm(dim=-1).max())
+    if camera is None:
+        return mssd, float("nan")
+    a, _ = camera.project(vertices.float())
+    b, _ = camera.project(moved.float())
+    return mssd, float((a - b).norm(dim=-1).max())
+
+
 def evaluate_planar(pred_category: torch.Tensor, pred_position: torch.Tensor, pred_yaw: torch.Tensor,
                     true_category: torch.Tensor, true_position: torch.Tensor, true_yaw: torch.Tensor,
-                    catalog) -> dict:
+                    catalog, camera=None) -> dict:
     """Benchmark metrics for B scenes of planar objects (benchmark spec).
 
     category (B, N) int64, -1 empty; position (B, N, 2) metres; yaw (B, N) radians
     (prediction and truth may have different N). Objects are matched to the truth
     by position (Hungarian); identity accuracy, position error (mm), symmetry-aware
     yaw error (degrees) and ADD-S are over matched pairs; ADD-S recall (at 0.1 x the
-    true object's diameter) counts unmatched true objects as misses.
+    true object's diameter) counts unmatched true objects as misses. MSSD and MSPD
+    recalls are BOP's averages over thresholds (0.05-0.5 x diameter; 5-50 px x width/640),
+    over true objects, counting unmatched and wrongly identified ones as misses (MSPD
+    needs the camera). `matches` lists every matched pair's errors, for figures.
     """
     from scipy.optimize import linear_sum_assignment
 
@@ -56,7 +83,8 @@ def evaluate_planar(pred_category: torch.Tensor, pred_position: torch.Tensor, pr
     points = [model_points(c) for c in catalog.categories]
     count_correct, identity_correct, matched = 0, 0, 0
     pos_err, yaw_err, adds_ok, true_total = [], [], 0, 0
-    per_scene_counts = []
+    per_scene_counts, matches, mssd_hits, mspd_hits = [], [], 0.0, 0.0
+    mspd_thresholds = None if camera is None else MSPD_THRESHOLDS_PX_AT_640 * camera.image_size[1] / 640
     for b in range(len(true_category)):
         p_idx = (pred_category[b] >= 0).nonzero()[:, 0]
         t_idx = (true_category[b] >= 0).nonzero()[:, 0]
@@ -80,12 +108,30 @@ def evaluate_planar(pred_category: torch.Tensor, pred_position: torch.Tensor, pr
             # The predicted object's own model points: a wrong identity is judged by its shape.
             distance = add_s_between(points[pc], pred_pose, points[tc], true_pose)
             adds_ok += int(distance < 0.1 * true_cat.diameter)
+            mssd = mspd = float("nan")
+            if pc == tc:  # BOP scores an estimate against the ground truth of its own object id
+                origin = true_pose[:3, 3].double()
+                verts = true_cat.verts.double() @ true_pose[:3, :3].T.double() + origin
+                offset = torch.zeros(3, dtype=torch.float64)
+                offset[:2] = (pred_position[b, i] - true_position[b, j]).double()
+                order = int(orders[tc])
+                period = 2 * math.pi / max(order, 1)
+                signed = float(torch.remainder(pred_yaw[b, i] - true_yaw[b, j], period))
+                signed = 0.0 if order == 0 else (signed - period if signed > period / 2 else signed)
+                mssd, mspd = symmetric_distances(verts, origin, signed, offset, camera)
+                mssd_hits += float((mssd < MSSD_THRESHOLDS * true_cat.diameter).float().mean())
+                if camera is not None:
+                    mspd_hits += float((mspd < mspd_thresholds).float().mean())
+            matches.append({"true_category": tc, "pred_category": pc, "pos_err_mm": pos_err[-1],
+                            "yaw_err_deg": yaw_err[-1], "adds_m": float(distance), "mssd_m": mssd, "mspd_px": mspd})
     median = (lambda v: float(torch.tensor(v).median()) if v else float("nan"))
     return {"scenes": len(true_category), "count_acc": count_correct / max(1, len(true_category)),
             "identity_acc": identity_correct / matched if matched else float("nan"),
             "pos_err_mm_median": median(pos_err), "rot_err_deg_median": median(yaw_err),
-            "adds_recall": adds_ok / max(1, true_total), "matched": matched, "true_objects": true_total,
-            "count_pairs": per_scene_counts}
+            "adds_recall": adds_ok / max(1, true_total),
+            "mssd_recall": mssd_hits / max(1, true_total),
+            "mspd_recall": mspd_hits / max(1, true_total) if camera is not None else float("nan"),
+            "matched": matched, "true_objects": true_total, "count_pairs": per_scene_counts, "matches": matches}
 
 
 def add_s_between(points_a: torch.Tensor, pose_a: torch.Tensor, points_b: torch.Tensor,

@@ -130,6 +130,15 @@ class Camera:
             raise ValueError(f"camera description lacks {exc}") from exc
 
 
+def pixel_to_table(camera: Camera, uv: torch.Tensor, height: float) -> torch.Tensor:
+    """(B, 2) pixels (u, v) -> (B, 2) world (x, y) metres where the pixel's ray meets the plane z = height."""
+    ones = torch.ones_like(uv[:, :1])
+    rays = torch.cat([uv, ones], -1) @ torch.linalg.inv(camera.K).T.to(uv) @ camera.R.to(uv)  # world directions
+    origin = -camera.R.T.to(uv) @ camera.t.to(uv)
+    s = (height - origin[2]) / rays[:, 2]
+    return origin[:2] + s[:, None] * rays[:, :2]
+
+
 @dataclass
 class Table:
     """The table: a rectangle of `size` (m) centred at `center` (m) in the plane z = 0."""

@@ -52,7 +52,7 @@ def test_training_checkpoints_atomically_and_resumes(tmp_path, tabletop):
                         log=lambda m: None)
     assert resumed["iteration"] == 6
     history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert [h["iteration"] for h in history if "elbo" in h] == [1, 2, 3, 4, 5, 6]
+    assert [h["iteration"] for h in history if "objective" in h] == [1, 2, 3, 4, 5, 6]
 
 
 def test_a_nan_loss_skips_the_step(tmp_path, tabletop, monkeypatch):

@@ -7,15 +7,16 @@ can be interrupted and run again.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..data.tabletop import Tabletop, TabletopConfig
+from ..timing import time_inference
+from ..training import TrainConfig, render_pool
 from .model import AIRConfig
-from .train import TrainConfig, _render_pool, evaluate, load_checkpoint, train_air
+from .train import evaluate, load_checkpoint, train_air
 
 HEADLINE = ("count_acc", "identity_acc", "pos_err_mm_median", "rot_err_deg_median", "adds_recall")
 
@@ -26,47 +27,29 @@ def run_name(seed: int, dair: bool = False, split: str = "train", tag: str = "")
 
 def train_run(runs_dir: Path, seed: int, minutes: float, iterations: int, dair: bool = False, split: str = "train",
               max_steps: int = 3, count_estimator: str = "reinforce", identity_signal: str = "enumerate",
-              tag: str = "", progress: bool = True) -> dict:
+              tag: str = "", progress: bool = True, overrides: dict | None = None) -> dict:
     data = Tabletop(TabletopConfig(max_objects=max(3, max_steps)))
     out = Path(runs_dir) / run_name(seed, dair, split, tag)
     config = AIRConfig(max_steps=max_steps, dair=dair, count_estimator=count_estimator,
-                       identity_signal=identity_signal)
+                       identity_signal=identity_signal, **(overrides or {}))
     train_cfg = TrainConfig(split=split, iterations=iterations, time_limit_minutes=minutes, seed=seed)
     return train_air(out, config, train_cfg, data, resume=(out / "checkpoint.pt").exists(), progress=progress)
-
-
-def time_inference(model, images: torch.Tensor, repeats: int = 3) -> dict:
-    """ms per image for batched (all images in batches of 250) and single-image inference."""
-    model.eval()
-    with torch.no_grad():
-        model.infer(images[:8], greedy=True)  # warm-up
-        batched = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for chunk in torch.split(images, 250):
-                model.infer(chunk, greedy=True)
-            batched.append((time.perf_counter() - start) * 1000 / len(images))
-        single = []
-        for k in range(min(50, len(images))):
-            start = time.perf_counter()
-            model.infer(images[k:k + 1], greedy=True)
-            single.append((time.perf_counter() - start) * 1000)
-    return {"infer_ms_per_image": float(np.median(batched)), "infer_ms_single_image": float(np.median(single)),
-            "images_per_second_batched": 1000 / float(np.median(batched))}
 
 
 def evaluate_run(path: Path, split: str, num: int) -> dict:
     model, ckpt = load_checkpoint(Path(path) / "checkpoint.pt")
     data = Tabletop(TabletopConfig.from_fields(ckpt["data_config"]))
-    images, truth = _render_pool(data, split, num, progress=False)
+    images, truth = render_pool(data, split, num, progress=False)
     images = images.float() / 255
     metrics = evaluate(model, images, truth)
     pairs = metrics.pop("count_pairs")
+    metrics.pop("matches")
     confusion = np.zeros((model.config.max_steps + 1, model.config.max_steps + 1), dtype=int)
     for t, p in pairs:
         confusion[min(t, model.config.max_steps), p] += 1
     val = [h for h in ckpt["history"] if "val_count_acc" in h]
-    return {**metrics, **time_inference(model, images), "count_confusion": confusion.tolist(),
+    timing = time_inference(lambda x: model.infer(x, greedy=True), images)
+    return {**metrics, **timing, "count_confusion": confusion.tolist(),
             "train_minutes": ckpt["train_seconds"] / 60, "iterations": ckpt["iteration"],
             "skipped_steps": ckpt.get("skipped", 0), "val_count_acc": val[-1]["val_count_acc"] if val else None,
             "config": ckpt["air_config"], "split": split}
@@ -80,7 +63,8 @@ def evaluate_untrained(split: str, num: int, seed: int = 0) -> dict:
     torch.manual_seed(seed)
     data = Tabletop()
     model = AIR(AIRConfig(), data.catalog, data.camera, data.config.table)
-    images, truth = _render_pool(data, split, num, progress=False)
+    images, truth = render_pool(data, split, num, progress=False)
     metrics = evaluate(model, images.float() / 255, truth)
     metrics.pop("count_pairs")
+    metrics.pop("matches")
     return metrics

@@ -33,7 +33,7 @@ from torch.distributions import Bernoulli, Categorical, Normal, RelaxedBernoulli
 from ..assets import ObjectCatalog
 from ..rendering.likelihood import gaussian_blur, make_planar_renderer
 from ..rendering.renderer import SceneRenderer
-from ..scene import Camera, SceneBatch, Table
+from ..scene import Camera, SceneBatch, Table, pixel_to_table
 
 MAX_OFFSET = 0.03  # metres: how far the glimpse may move the attended position
 MEAN_SHADING = 0.75  # typical ambient + diffuse factor of a visible face
@@ -51,11 +51,18 @@ class AIRConfig:
     # the categories at one random step per image, the others held at their samples).
     identity_signal: str = "enumerate"
     enumerate_images: int = 8  # images per batch whose identity is enumerated (each costs C renders)
+    # q(yaw | identity, x): a yaw proposal per category, each trained (in the enumeration) on the
+    # render of its own category whatever q(identity) currently favours. With one shared yaw, the
+    # yaw-free sphere explains every object best until yaw is right, and yaw never gets right.
+    yaw_per_category: bool = True
     # Identity's likelihood is tempered by this factor at first, annealed geometrically to 1: while
     # yaw is still unknown a sphere (yaw-free) explains every object best, and a q(identity) that
     # collapses onto it early never lets yaw learn for the other shapes.
     identity_temperature_start: float = 300.0
     identity_temperature_steps: int = 1500
+    # With yaw_per_category, q(identity) is held uniform (only its KL to the prior trains it) for
+    # this many iterations while every category's yaw learns; the temperature anneal starts after.
+    identity_hold_steps: int = 0
     hidden: int = 256
     glimpse_px: int = 24  # window side in image pixels
     glimpse_size: int = 16  # window resampled to this many pixels
@@ -81,6 +88,7 @@ class AIRConfig:
 
 
 def air_config_from_dict(d: dict) -> AIRConfig:
+    d = {"yaw_per_category": False, **d}  # checkpoints from before the option had one shared yaw
     return AIRConfig(**{**d, "blur_levels_px": tuple(d["blur_levels_px"]), "level_weights": tuple(d["level_weights"])})
 
 
@@ -100,6 +108,8 @@ class Step(NamedTuple):
     identity_logits: torch.Tensor  # (B, C)
     glimpse_center: torch.Tensor  # (B, 2) pixels (u, v) of the object's position
     glimpse_code: torch.Tensor  # (B, 128) detached glimpse features, for the local baseline
+    yaw_per_category: torch.Tensor  # (B, C) radians: a yaw sample for each category (the enumeration's)
+    yaw_entropy: torch.Tensor  # (B, C) nats: entropy of q(yaw | category)
 
 
 class Encoder(nn.Module):
@@ -170,15 +180,6 @@ class WhereMap(nn.Module):
         return f, (self.base(f) + self.evidence_gain * evidence).flatten(1)
 
 
-def pixel_to_table(camera: Camera, uv: torch.Tensor, height: float) -> torch.Tensor:
-    """(B, 2) pixels (u, v) -> (B, 2) world (x, y) metres where the pixel's ray meets the plane z = height."""
-    ones = torch.ones_like(uv[:, :1])
-    rays = torch.cat([uv, ones], -1) @ torch.linalg.inv(camera.K).T.to(uv) @ camera.R.to(uv)  # world directions
-    origin = -camera.R.T.to(uv) @ camera.t.to(uv)
-    s = (height - origin[2]) / rays[:, 2]
-    return origin[:2] + s[:, None] * rays[:, :2]
-
-
 class Guide(nn.Module):
     """The inference network q(z | x)."""
 
@@ -197,8 +198,11 @@ class Guide(nn.Module):
         self.where_query = nn.Linear(h, 64)
         self.where_head = nn.Linear(h, 1 + 2)  # z_pres logit, position std (2)
         self.glimpse_encoder = GlimpseEncoder(128, config.glimpse_size)
-        # identity, yaw (cos, sin, std), colour (mean, std), position offset from the attention's cell (2)
-        self.what_head = nn.Sequential(nn.Linear(128 + h, 128), nn.ReLU(), nn.Linear(128, num_categories + 3 + 6 + 2))
+        # identity, yaw (cos, sin, std; per category or shared), colour (mean, std), position offset
+        # from the attention's cell (2)
+        self.yaw_heads = num_categories if config.yaw_per_category else 1
+        self.what_head = nn.Sequential(nn.Linear(128 + h, 128), nn.ReLU(),
+                                       nn.Linear(128, num_categories + 3 * self.yaw_heads + 6 + 2))
         self.pres_gain = nn.Parameter(torch.tensor(0.5))
         self.pres_threshold = nn.Parameter(torch.tensor(10.0))
         # Start with a wide position spread.
@@ -258,15 +262,19 @@ class Guide(nn.Module):
         logits = what[:, :self.C]
         q_identity = Categorical(logits=logits)
         identity = logits.argmax(-1) if greedy else q_identity.sample()
-        yaw_mean = torch.atan2(what[:, self.C + 1], what[:, self.C])
-        q_yaw = Normal(yaw_mean, F.softplus(what[:, self.C + 2]) + 1e-3)
-        yaw = yaw_mean if greedy else q_yaw.rsample()
+        yaw_params = what[:, self.C:self.C + 3 * self.yaw_heads].view(-1, self.yaw_heads, 3)
+        yaw_means = torch.atan2(yaw_params[..., 1], yaw_params[..., 0]).expand(-1, self.C)  # (B, C)
+        q_yaws = Normal(yaw_means, (F.softplus(yaw_params[..., 2]) + 1e-3).expand(-1, self.C))
+        yaws = yaw_means if greedy else q_yaws.rsample()
+        yaw = yaws.gather(1, identity[:, None])[:, 0]
+        log_q_yaw = q_yaws.log_prob(yaws).gather(1, identity[:, None])[:, 0]
         # Colour starts from the glimpse's central colour, undoing the mean shading, so an object
         # placed on the right spot is roughly the right colour from the start.
         centre = window[:, :, cfg.glimpse_size // 2 - 2:cfg.glimpse_size // 2 + 2,
                         cfg.glimpse_size // 2 - 2:cfg.glimpse_size // 2 + 2].mean((2, 3))
-        color_mean = torch.logit((centre / MEAN_SHADING).clamp(0.02, 0.98)) + what[:, self.C + 3:self.C + 6]
-        q_color = Normal(color_mean, F.softplus(what[:, self.C + 6:self.C + 9]) * 0.5 + 1e-3)
+        k = self.C + 3 * self.yaw_heads
+        color_mean = torch.logit((centre / MEAN_SHADING).clamp(0.02, 0.98)) + what[:, k:k + 3]
+        q_color = Normal(color_mean, F.softplus(what[:, k + 3:k + 6]) * 0.5 + 1e-3)
         color_logit = color_mean if greedy else q_color.rsample()
 
         if greedy:
@@ -277,13 +285,13 @@ class Guide(nn.Module):
             z_pres = Bernoulli(pres_prob).sample()
         hard_pres = (z_pres > 0.5).to(image.dtype)
         log_q_pres = Bernoulli(prob).log_prob(hard_pres) * alive_hard
-        log_q_cont = (q_position.log_prob(position).sum(-1) + q_yaw.log_prob(yaw)
+        log_q_cont = (q_position.log_prob(position).sum(-1) + log_q_yaw
                       + q_color.log_prob(color_logit).sum(-1))
         log_p_cont = (Normal(0.0, cfg.prior_position_std).log_prob(position).sum(-1) - math.log(2 * math.pi)
                       + Normal(0.0, cfg.prior_color_std).log_prob(color_logit).sum(-1))
         step = Step(z_pres, position, identity, yaw, torch.sigmoid(color_logit), pres_prob,
                     log_q_cont * hard_pres, log_q_pres, q_identity.log_prob(identity) * hard_pres,
-                    log_p_cont * hard_pres, logits, center, glimpse_code.detach())
+                    log_p_cont * hard_pres, logits, center, glimpse_code.detach(), yaws, q_yaws.entropy())
         prev = torch.cat([z_pres[:, None], position, F.one_hot(identity, self.C).to(image.dtype),
                           torch.stack([yaw.cos(), yaw.sin()], -1), step.color], -1)
         return step, (h, c), prev
@@ -445,9 +453,13 @@ class AIR(nn.Module):
 
     def enumerated_identity(self, images: torch.Tensor, steps: list[Step], iteration: int) -> torch.Tensor:
         """(B,) E_q(identity_t)[log p(x | z)] - KL(q(identity_t) || uniform) for one random present
-        step t per image, every category rendered (no grad) with the other latents held fixed.
+        step t per image, every category rendered with the other latents held fixed.
 
         Its gradient in q's identity probabilities is exact for that step: no sampling noise.
+        With yaw_per_category, category c is rendered with its own yaw sample, and every
+        q(yaw | c) is trained on its render (likelihood plus entropy) at full weight, not
+        weighted by q(c): each learns 'if this were a c, how is it turned', so a category
+        q(identity) does not favour yet still gets a fair hearing once its yaw is right.
         """
         C = len(self.catalog)
         B = min(images.shape[0], self.config.enumerate_images)  # the batch is shuffled: take the first B
@@ -459,19 +471,30 @@ class AIR(nn.Module):
         # a random present step per image (images with no object keep t = 0 and are masked out)
         t = torch.multinomial(present.float() + 1e-6 * ~present.any(1, keepdim=True), 1)[:, 0]
         rows = torch.arange(B)
-        alternatives = category.repeat(C, 1)  # (C B, T)
-        alternatives[torch.arange(C * B), t.repeat(C)] = torch.arange(C).repeat_interleave(B)
-        with torch.no_grad():
-            rendered = self.renderer(alternatives, position.detach().repeat(C, 1, 1), yaw.detach().repeat(C, 1),
+        flat = torch.arange(C * B)
+        alternatives = category.repeat(C, 1)  # (C B, T), category-major
+        alternatives[flat, t.repeat(C)] = torch.arange(C).repeat_interleave(B)
+        per_category = self.config.yaw_per_category
+        alternative_yaw = yaw.detach().repeat(C, 1)
+        if per_category:
+            yaws = torch.stack([s.yaw_per_category[:B] for s in steps], 1)[rows, t]  # (B, C)
+            alternative_yaw = alternative_yaw.index_put((flat, t.repeat(C)), yaws.T.reshape(-1))
+        with torch.set_grad_enabled(per_category and torch.is_grad_enabled()):
+            rendered = self.renderer(alternatives, position.detach().repeat(C, 1, 1), alternative_yaw,
                                      color.detach().repeat(C, 1, 1), self.camera, self.table)
             ll = self.log_likelihood(images.repeat(C, 1, 1, 1), rendered, iteration).flatten(1).sum(1).view(C, B).T
         logits = torch.stack([s.identity_logits[:B] for s in steps], 1)[rows, t]  # (B, C)
         probs = logits.softmax(-1)
         kl = (probs * logits.log_softmax(-1)).sum(-1) + math.log(C)
         cfg = self.config
-        frac = min(1.0, iteration / max(1, cfg.identity_temperature_steps))
+        frac = min(1.0, max(0, iteration - cfg.identity_hold_steps) / max(1, cfg.identity_temperature_steps))
         temperature = cfg.identity_temperature_start ** (1 - frac)
-        value = (probs * (ll - ll.mean(1, keepdim=True))).sum(-1) / temperature - kl
+        held = iteration < cfg.identity_hold_steps
+        value = (0.0 if held else (probs * (ll.detach() - ll.detach().mean(1, keepdim=True))).sum(-1) / temperature) - kl
+        if per_category:  # every q(yaw | c) on its own render, at full sharpness (blur hides yaw)
+            sharp = self.log_likelihood(images.repeat(C, 1, 1, 1), rendered).flatten(1).sum(1).view(C, B).T
+            entropy = torch.stack([s.yaw_entropy[:B] for s in steps], 1)[rows, t]
+            value = value + (sharp + entropy).sum(-1)
         return (value * present[rows, t]).sum() / len(steps[0].identity_logits)  # per image of the full batch
 
     def loss(self, images: torch.Tensor, iteration: int, score_weight: float = 1.0,

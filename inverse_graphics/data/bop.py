@@ -11,6 +11,10 @@
         scene_gt.json              {im_id: [{obj_id, cam_R_m2c, cam_t_m2c (mm)}]}
         scene_tabletop.json        {im_id: {index, objects: [{obj_id, color}]}} (what BOP has no field for)
 
+Estimates go out as a BOP results CSV (write_bop_results): one row per object,
+scene_id,im_id,obj_id,score,R,t,time with R the 9 entries of cam_R_m2c (row major),
+t cam_t_m2c in mm and time the seconds spent on that image.
+
 This module is the millimetre boundary: BOP files hold millimetres, everything
 returned is in metres. Every file is written atomically (temporary file, then
 rename), so a killed run leaves only whole files and a rerun resumes by skipping
@@ -123,9 +127,73 @@ def generate_split(data: Tabletop, split: str, root: str | Path, num_scenes: int
     return root / split
 
 
+def model_to_camera(batch: SceneBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Objects' poses in the camera frame: R_m2c (B, N, 3, 3) and t_m2c (B, N, 3) metres."""
+    cam = batch.camera
+    R_m2c = cam.R.to(batch.rotation) @ batch.rotation
+    t_m2c = batch.translation @ cam.R.to(batch.translation).T + cam.t.to(batch.translation)
+    return R_m2c, t_m2c
+
+
+def bop_ids(index: int) -> tuple[int, int]:
+    """(scene_id, im_id) of a split's image index in the BOP layout written here."""
+    return index // IMAGES_PER_FOLDER, index % IMAGES_PER_FOLDER
+
+
+BOP_RESULTS_HEADER = "scene_id,im_id,obj_id,score,R,t,time"
+
+
+def write_bop_results(path: str | Path, batch: SceneBatch, indices: list[int], catalog: ObjectCatalog,
+                      seconds: list[float] | torch.Tensor, scores: torch.Tensor | None = None) -> Path:
+    """Writes one method's estimates as a BOP results CSV (atomically).
+
+    batch: the estimates (B, N) as a SceneBatch; indices: each row's image index in its split;
+    seconds: (B,) time spent per image; scores: (B, N) confidence (1 where not given).
+    """
+    if len(indices) != len(batch) or len(seconds) != len(batch):
+        raise ValueError(f"write_bop_results: {len(batch)} scenes but {len(indices)} indices and "
+                         f"{len(seconds)} times")
+    R_m2c, t_m2c = model_to_camera(batch)
+    lines = [BOP_RESULTS_HEADER]
+    for b, index in enumerate(indices):
+        scene_id, im_id = bop_ids(int(index))
+        for n in range(batch.category.shape[1]):
+            c = int(batch.category[b, n])
+            if c < 0:
+                continue
+            score = 1.0 if scores is None else float(scores[b, n])
+            R = " ".join(f"{float(v):.6f}" for v in R_m2c[b, n].flatten())
+            t = " ".join(f"{v:.3f}" for v in _mm(t_m2c[b, n]))
+            lines.append(f"{scene_id},{im_id},{catalog[c].obj_id},{score:.4f},{R},{t},{float(seconds[b]):.6f}")
+    path = Path(path)
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    return path
+
+
+def read_bop_results(path: str | Path) -> list[dict]:
+    """Rows of a BOP results CSV: scene_id, im_id, obj_id, score, R (3, 3), t (3,) mm, time."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing BOP results file: {path}")
+    lines = path.read_text().splitlines()
+    if not lines or lines[0].strip() != BOP_RESULTS_HEADER:
+        raise ValueError(f"{path} is not a BOP results CSV (header must be {BOP_RESULTS_HEADER!r})")
+    rows = []
+    for k, line in enumerate(lines[1:], start=2):
+        fields = line.split(",")
+        try:
+            rows.append({"scene_id": int(fields[0]), "im_id": int(fields[1]), "obj_id": int(fields[2]),
+                         "score": float(fields[3]), "R": np.array(fields[4].split(), float).reshape(3, 3),
+                         "t": np.array(fields[5].split(), float).reshape(3), "time": float(fields[6])})
+        except (IndexError, ValueError) as exc:
+            raise ValueError(f"{path} line {k} is not a BOP result row ({exc})") from exc
+    return rows
+
+
 def _write_annotations(data: Tabletop, split: str, indices: list[int], folder: Path) -> None:
     batch = data.scene_batch(data.sample(split, indices))
     cam = data.camera
+    R_m2c_all, t_m2c_all = model_to_camera(batch)
     scene_camera, scene_gt, scene_tabletop = {}, {}, {}
     for b, index in enumerate(indices):
         im_id = str(index % IMAGES_PER_FOLDER)
@@ -136,8 +204,7 @@ def _write_annotations(data: Tabletop, split: str, indices: list[int], folder: P
             c = int(batch.category[b, n])
             if c < 0:
                 continue
-            R_m2c = cam.R @ batch.rotation[b, n]
-            t_m2c = cam.R @ batch.translation[b, n] + cam.t
+            R_m2c, t_m2c = R_m2c_all[b, n], t_m2c_all[b, n]
             obj_id = data.catalog[c].obj_id
             gts.append({"obj_id": obj_id, "cam_R_m2c": [float(v) for v in R_m2c.flatten()], "cam_t_m2c": _mm(t_m2c)})
             extras.append({"obj_id": obj_id, "color": [float(v) for v in batch.color[b, n]]})

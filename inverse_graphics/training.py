@@ -1,0 +1,205 @@
+"""What every trainer here shares: a rendered image pool, atomic checkpoints, resume, a time
+limit, a NaN guard, periodic validation, a progress bar and the history as JSON and PNG.
+
+AIR (no labels) and the supervised baseline (labels) differ only in their loss and
+their model; both go through `fit`, so their budgets and bookkeeping are the same.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .data.tabletop import Tabletop
+from .scene import SceneBatch
+
+
+@dataclass
+class TrainConfig:
+    split: str = "train"
+    iterations: int = 4000
+    batch_size: int = 32
+    lr: float = 1e-3
+    baseline_lr: float = 1e-3  # AIR's NVIL baselines
+    score_weight: float = 1.0  # AIR's score-function terms
+    train_pool: int = 6000  # distinct training images, rendered once
+    val_size: int = 300
+    val_split: str = "val"
+    val_every: int = 250
+    checkpoint_every: int = 100
+    time_limit_minutes: float = 60.0
+    seed: int = 0
+    grad_clip: float = 10.0
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(buffer.getvalue())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | Path, kind: str) -> dict:
+    """The checkpoint dict at path; a clear error for a missing or unreadable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {kind} checkpoint at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many kinds for a damaged file
+        raise ValueError(f"{path} is not a readable {kind} checkpoint ({exc})") from exc
+
+
+def export_weights(checkpoint: str | Path, path: str | Path) -> Path:
+    """A small file for shipping: the model's weights in float16, its configurations and its
+    validation history, without optimizer or RNG state. Loaders read it like a full checkpoint."""
+    ckpt = read_checkpoint(checkpoint, "training")
+    slim = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "torch_rng", "history")}
+    slim["model"] = {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["model"].items()}
+    slim["history"] = [h for h in ckpt["history"] if "val_count_acc" in h]
+    atomic_torch_save(slim, Path(path))
+    return Path(path)
+
+
+def render_pool(data: Tabletop, split: str, count: int, progress: bool) -> tuple[torch.Tensor, SceneBatch]:
+    """(count, H, W, 3) uint8 hard renders of a split's first scenes, and their SceneBatch truth."""
+    from tqdm import tqdm
+
+    images, batches = [], []
+    for start in tqdm(range(0, count, 500), desc=f"rendering {split} images", disable=not progress, leave=False):
+        out, batch = data.render(split, range(start, min(count, start + 500)))
+        images.append((out.rgb * 255).round().to(torch.uint8))
+        batches.append(batch)
+    truth = batches[0]
+    if len(batches) > 1:
+        truth = SceneBatch(torch.cat([b.category for b in batches]), torch.cat([b.rotation for b in batches]),
+                           torch.cat([b.translation for b in batches]), torch.cat([b.color for b in batches]),
+                           truth.camera, truth.table)
+    return torch.cat(images), truth
+
+
+def save_curves(history: list[dict], path: Path, objective: str = "ELBO per image (nats, smoothed)") -> Path:
+    """Training objective and validation accuracies against iteration, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .visualize import save_figure
+
+    train = [{**h, "objective": h.get("objective", h.get("elbo"))} for h in history if "objective" in h or "elbo" in h]
+    val = [h for h in history if "val_count_acc" in h]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    if train:
+        it = np.array([h["iteration"] for h in train])
+        value = np.array([h["objective"] for h in train])
+        k = max(1, len(value) // 50)
+        axes[0].plot(it[k - 1:], np.convolve(value, np.ones(k) / k, mode="valid"))
+    axes[0].set(xlabel="iteration", ylabel=objective, title="training objective")
+    if val:
+        it = [h["iteration"] for h in val]
+        axes[1].plot(it, [h["val_count_acc"] for h in val], label="count")
+        axes[1].plot(it, [h["val_identity_acc"] for h in val], label="identity (matched)")
+        axes[1].plot(it, [h["val_adds_recall"] for h in val], label="ADD-S recall")
+        axes[1].legend()
+    axes[1].set(xlabel="iteration", ylabel="accuracy", ylim=(0, 1.02), title="validation")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def fit(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+        step_loss: Callable[[torch.Tensor, int], tuple[torch.Tensor, dict]],
+        validate: Callable[[], dict], pool_size: int, payload: dict, resumed: dict | None = None,
+        progress: bool = True, log=print, desc: str = "train", objective_label: str = "objective") -> dict:
+    """The training loop: out/checkpoint.pt (atomic, every cfg.checkpoint_every), history.json, curves.png.
+
+    step_loss(index (batch,) into the pool, iteration) -> (scalar loss, info with 'objective' and
+    'mean_count'); validate() -> metrics (evaluate_planar's). payload: what the checkpoint
+    holds besides model, optimizer and progress (configurations). resumed: a checkpoint to
+    continue. A step whose loss or gradient is not finite is skipped and logged.
+    """
+    from tqdm import tqdm
+
+    out = Path(out)
+    ckpt_path = out / "checkpoint.pt"
+    history, iteration, elapsed_before, skipped = [], 0, 0.0, 0
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        history, iteration = resumed["history"], resumed["iteration"]
+        elapsed_before, skipped = resumed["train_seconds"], resumed.get("skipped", 0)
+        torch.set_rng_state(resumed["torch_rng"])
+        log(f"resuming {ckpt_path} at iteration {iteration}")
+    model.train()
+    start = time.perf_counter()
+
+    def train_seconds():
+        return elapsed_before + time.perf_counter() - start
+
+    def checkpoint():
+        from .data.bop import atomic_write_json
+
+        atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
+                           "history": history, "train_seconds": train_seconds(), "skipped": skipped,
+                           "torch_rng": torch.get_rng_state(), **payload}, ckpt_path)
+        atomic_write_json(out / "history.json", history)
+
+    def validation():
+        was_training = model.training
+        model.eval()
+        metrics = validate()
+        model.train(was_training)
+        return {f"val_{k}": v for k, v in metrics.items() if k not in ("count_pairs", "matches")}
+
+    bar = tqdm(total=cfg.iterations, initial=iteration, desc=desc, disable=not progress)
+    last_val = {}
+    generator = torch.Generator().manual_seed(cfg.seed * 1000 + iteration)
+    while iteration < cfg.iterations:
+        if train_seconds() > cfg.time_limit_minutes * 60:
+            log(f"time limit of {cfg.time_limit_minutes} min reached at iteration {iteration}")
+            break
+        index = torch.randint(pool_size, (cfg.batch_size,), generator=generator)
+        loss, info = step_loss(index, iteration)
+        optimizer.zero_grad()
+        problem = None if torch.isfinite(loss) else f"loss is {float(loss.detach())}"
+        if problem is None:
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            problem = None if torch.isfinite(norm) else "gradient has NaN or Inf"
+        if problem is not None:  # skip the step, keep the weights
+            skipped += 1
+            log(f"iteration {iteration}: {problem}; step skipped ({skipped} so far)")
+            iteration += 1
+            continue
+        optimizer.step()
+        iteration += 1
+        history.append({"iteration": iteration, "objective": info["objective"], "loss": float(loss.detach()),
+                        "mean_count": info["mean_count"], "seconds": train_seconds()})
+        if iteration % cfg.val_every == 0 or iteration == cfg.iterations:
+            last_val = validation()
+            history.append({"iteration": iteration, **last_val, "seconds": train_seconds()})
+        if iteration % cfg.checkpoint_every == 0:
+            checkpoint()
+        bar.update(1)
+        bar.set_postfix(objective=f"{info['objective']:.3g}", count=f"{info['mean_count']:.2f}",
+                        val_count=f"{last_val.get('val_count_acc', float('nan')):.3f}")
+    bar.close()
+    if not last_val or history[-1].get("iteration") != iteration:
+        last_val = validation()
+        history.append({"iteration": iteration, **last_val, "seconds": train_seconds()})
+    checkpoint()
+    save_curves(history, out / "curves.png", objective_label)
+    return {"iteration": iteration, "train_minutes": train_seconds() / 60, "skipped": skipped, **last_val}

@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from inverse_graphics.air.model import AIRConfig
+from inverse_graphics.air.train import train_air
+from inverse_graphics.supervised import SetRegressor, SupervisedConfig, load_supervised, set_loss, train_supervised
+from inverse_graphics.training import TrainConfig, export_weights, render_pool
+
+TINY = dict(batch_size=8, train_pool=16, val_size=8, checkpoint_every=5)
+
+
+def test_set_loss_ignores_the_order_of_the_slots(catalog, tabletop):
+    images, truth = render_pool(tabletop, "train", 6, progress=False)
+    model = SetRegressor(SupervisedConfig(), len(catalog))
+    prediction = model(images.float() / 255)
+    loss, _ = set_loss(prediction, truth, model.config)
+    order = torch.tensor([2, 0, 1])
+    permuted = {k: (v[:, order] if k != "count_logits" else v) for k, v in prediction.items()}
+    permuted_loss, _ = set_loss(permuted, truth, model.config)
+    assert torch.isfinite(loss) and torch.allclose(loss, permuted_loss)
+    loss.backward()
+    assert model.encoder.fc[0].weight.grad.abs().sum() > 0
+
+
+def test_supervised_training_fits_its_labels_and_resumes(tmp_path, tabletop):
+    first = train_supervised(tmp_path / "run", None, TrainConfig(iterations=5, val_every=5, **TINY), tabletop,
+                             progress=False, log=lambda m: None)
+    assert first["iteration"] == 5 and (tmp_path / "run" / "curves.png").is_file()
+    with pytest.raises(ValueError, match="--resume"):
+        train_supervised(tmp_path / "run", None, TrainConfig(iterations=5, **TINY), tabletop, progress=False)
+    resumed = train_supervised(tmp_path / "run", None, TrainConfig(iterations=400, val_every=400, **TINY), tabletop,
+                               resume=True, progress=False, log=lambda m: None)
+    assert resumed["iteration"] == 400
+    # 400 steps on 16 labelled images: it must have learned to count them
+    model, _ = load_supervised(export_weights(tmp_path / "run" / "checkpoint.pt", tmp_path / "slim.pt"))
+    images, truth = render_pool(tabletop, "train", 16, progress=False)
+    category, position, yaw, color = model.predict(images.float() / 255)
+    assert category.shape == (16, 3) and position.shape == (16, 3, 2) and yaw.shape == (16, 3)
+    assert ((category >= 0).sum(1) == truth.counts).float().mean() >= 0.75
+
+
+def test_load_supervised_names_a_foreign_or_broken_file(tmp_path, tabletop):
+    train_air(tmp_path / "air", AIRConfig(hidden=32), TrainConfig(iterations=1, **TINY), tabletop, progress=False,
+              log=lambda m: None)
+    with pytest.raises(ValueError, match="not a supervised-baseline checkpoint"):
+        load_supervised(tmp_path / "air" / "checkpoint.pt")
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="broken.pt is not a readable supervised checkpoint"):
+        load_supervised(tmp_path / "broken.pt")
+    with pytest.raises(FileNotFoundError, match="no supervised checkpoint"):
+        load_supervised(tmp_path / "missing.pt")
