@@ -117,45 +117,42 @@ def _air_config(args):
 
 
 def cmd_train_air(args) -> int:
-    import torch
+    from .air.train import train_air
 
-    from .air.train import TrainConfig, train_air
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
     data = _tabletop(args)
     if args.max_steps < data.config.max_objects and args.split in ("train", "val", "test"):
         print(f"note: {args.max_steps} steps cannot count the {data.config.max_objects} objects some scenes have")
-    train_cfg = TrainConfig(split=args.split, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
-                            baseline_lr=args.baseline_lr, train_pool=args.train_pool, val_size=args.val_size,
-                            val_every=args.val_every, time_limit_minutes=args.minutes, seed=args.train_seed)
-    result = train_air(args.out, _air_config(args), train_cfg, data, resume=args.resume, progress=not args.quiet)
-    out = Path(args.out)
-    print(f"trained {result['iteration']} iterations in {result['train_minutes']:.1f} min "
-          f"({result['skipped']} skipped); validation count accuracy {result.get('val_count_acc', float('nan')):.3f}, "
-          f"identity {result.get('val_identity_acc', float('nan')):.3f}")
-    print(f"wrote {out / 'checkpoint.pt'}, {out / 'history.json'}, {out / 'curves.png'}")
+    result = train_air(args.out, _air_config(args), _train_config(args, baseline_lr=args.baseline_lr), data,
+                       resume=args.resume, progress=not args.quiet)
+    _report_training(result, Path(args.out))
     return 0
 
 
-def cmd_train_supervised(args) -> int:
-    import torch
-
-    from .supervised import train_supervised
+def _train_config(args, **extra):
     from .training import TrainConfig
 
     if args.threads:
+        import torch
+
         torch.set_num_threads(args.threads)
-    data = _tabletop(args)
-    train_cfg = TrainConfig(split=args.split, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
-                            train_pool=args.train_pool, val_size=args.val_size, val_every=args.val_every,
-                            time_limit_minutes=args.minutes, seed=args.train_seed)
-    result = train_supervised(args.out, None, train_cfg, data, resume=args.resume, progress=not args.quiet)
-    out = Path(args.out)
+    return TrainConfig(split=args.split, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
+                       train_pool=args.train_pool, val_size=args.val_size, val_every=args.val_every,
+                       time_limit_minutes=args.minutes, seed=args.train_seed, **extra)
+
+
+def _report_training(result: dict, out: Path) -> None:
     print(f"trained {result['iteration']} iterations in {result['train_minutes']:.1f} min "
           f"({result['skipped']} skipped); validation count accuracy {result.get('val_count_acc', float('nan')):.3f}, "
           f"identity {result.get('val_identity_acc', float('nan')):.3f}")
     print(f"wrote {out / 'checkpoint.pt'}, {out / 'history.json'}, {out / 'curves.png'}")
+
+
+def cmd_train_supervised(args) -> int:
+    from .supervised import train_supervised
+
+    train_cfg = _train_config(args)
+    result = train_supervised(args.out, None, train_cfg, _tabletop(args), resume=args.resume, progress=not args.quiet)
+    _report_training(result, Path(args.out))
     return 0
 
 
@@ -189,6 +186,54 @@ def cmd_benchmark(args) -> int:
               f"ADD-S {m['adds_recall']:.3f}  {m['ms_per_image']:.2f} ms/image ({m['scenes']} scenes)")
     out = Path(args.out)
     print(f"wrote {out / 'tabletop_report.md'}, {out / 'tabletop_report.json'}, figures and BOP CSVs in {out / 'bop'}")
+    return 0
+
+
+def cmd_optimise(args) -> int:
+    import time
+
+    import torch
+
+    from .air.infer import load_images
+    from .data.bop import atomic_write_json, write_bop_results
+    from .optimise import OptimiseSettings, optimise_scene
+    from .rendering.likelihood import make_planar_renderer
+    from .scene import SceneBatch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = _tabletop(args)
+    images, files = load_images(args.images)
+    if tuple(images.shape[1:3]) != tuple(data.camera.image_size):
+        raise ValueError(f"images are {tuple(images.shape[1:3])} pixels; the tabletop camera expects "
+                         f"{tuple(data.camera.image_size)} (see --image-size)")
+    renderer = make_planar_renderer(args.renderer, data.catalog)
+    settings = OptimiseSettings(max_objects=args.max_objects, starts=args.starts)
+    generator = torch.Generator().manual_seed(args.optimise_seed)
+    out = Path(args.out)
+    entries, fits, seconds = [], [], []
+    for image, name in zip(images, files):
+        start = time.perf_counter()
+        fit = optimise_scene(renderer, image, data.camera, data.config.table, len(data.catalog), settings, generator)
+        seconds.append(time.perf_counter() - start)
+        fits.append(fit)
+        objects = [{"category": data.catalog[int(c)].name, "x_m": float(p[0]), "y_m": float(p[1]),
+                    "yaw_rad": float(y), "color": [float(v) for v in col]}
+                   for c, p, y, col in zip(fit.category, fit.position, fit.yaw, fit.color)]
+        entries.append({"image": str(name), "count": len(objects), "objects": objects, "image_loss": fit.loss,
+                        "seconds": seconds[-1]})
+        print(f"{Path(name).name}: {len(objects)} objects: " + ", ".join(o["category"] for o in objects)
+              + f" ({seconds[-1]:.1f} s)")
+    N = max(1, args.max_objects)
+    category = torch.full((len(fits), N), -1, dtype=torch.long)
+    position, yaw, color = torch.zeros(len(fits), N, 2), torch.zeros(len(fits), N), torch.zeros(len(fits), N, 3)
+    for b, fit in enumerate(fits):
+        k = len(fit.category)
+        category[b, :k], position[b, :k], yaw[b, :k], color[b, :k] = fit.category, fit.position, fit.yaw, fit.color
+    batch = SceneBatch.from_planar(category, position, yaw, color, data.catalog, data.camera, data.config.table)
+    atomic_write_json(out / "poses.json", entries)
+    csv = write_bop_results(out / "optimise_images-test.csv", batch, list(range(len(fits))), data.catalog, seconds)
+    print(f"wrote {out / 'poses.json'} and {csv} (BOP results; im_id = the image's position in the list)")
     return 0
 
 
@@ -356,6 +401,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     data_args(p)
     p.set_defaults(func=cmd_benchmark)
+
+    p = sub.add_parser("optimise", help="fit count, identity and pose per image through the renderer (no model)")
+    p.add_argument("images", nargs="+", help="PNG/JPEG files or folders, at the tabletop camera's image size")
+    p.add_argument("--out", default="optimise_output")
+    p.add_argument("--renderer", choices=RENDERER_NAMES, default="pytorch3d")
+    p.add_argument("--max-objects", type=int, default=3)
+    p.add_argument("--starts", type=int, default=2, help="random starts per category for each new object")
+    p.add_argument("--optimise-seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    data_args(p)
+    p.set_defaults(func=cmd_optimise)
 
     p = sub.add_parser("infer", help="count, identity and pose of the objects in images, with a trained AIR model")
     p.add_argument("images", nargs="+", help="PNG/JPEG files or folders, at the model's image size")

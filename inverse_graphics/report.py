@@ -264,10 +264,12 @@ def write_figures(out: Path, images, truth, predictions: dict, methods: dict, ma
     fig, axes = plt.subplots(1, len(names), figsize=(2.8 * len(names), 2.9), squeeze=False)
     for ax, name in zip(axes[0], names):
         c = np.array(methods[name]["count_confusion"])
-        ax.imshow(c / np.maximum(1, c.sum(1, keepdims=True)), cmap="Blues", vmin=0, vmax=1)
+        rate = c / np.maximum(1, c.sum(1, keepdims=True))
+        ax.imshow(rate, cmap="Blues", vmin=0, vmax=1)
         for i in range(c.shape[0]):
             for j in range(c.shape[1]):
-                ax.text(j, i, str(c[i, j]), ha="center", va="center", fontsize=7)
+                ax.text(j, i, str(c[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if rate[i, j] > 0.5 else "black")
         ax.set(title=f"{name} ({methods[name]['count_acc']:.1%})", xlabel="inferred count", ylabel="true count")
     fig.suptitle("Count confusion (rows: truth)", fontsize=10)
     fig.tight_layout()

@@ -30,7 +30,7 @@ from .air.model import Encoder
 from .data.tabletop import Tabletop, TabletopConfig
 from .metrics import evaluate_planar
 from .scene import SceneBatch
-from .training import TrainConfig, fit, read_checkpoint, render_pool
+from .training import TrainConfig, checkpoint_to_resume, fit, read_checkpoint, render_pool
 
 POSITION_SCALE = 0.1  # metres per unit of the head's raw position output
 
@@ -157,17 +157,10 @@ def train_supervised(out: str | Path, config: SupervisedConfig | None = None, tr
                      data: Tabletop | None = None, resume: bool = False, progress: bool = True, log=print) -> dict:
     """Trains the baseline on labelled renders, writing out/checkpoint.pt, history.json and curves.png."""
     out = Path(out)
-    cfg = train_config or TrainConfig()
     data = data or Tabletop()
-    ckpt_path = out / "checkpoint.pt"
-    ckpt = None
-    if resume and ckpt_path.exists():
-        ckpt = read_checkpoint(ckpt_path, "supervised")
+    ckpt, cfg = checkpoint_to_resume(out, resume, train_config or TrainConfig(), "supervised")
+    if ckpt is not None:
         config = SupervisedConfig(**ckpt["supervised_config"])
-        cfg = TrainConfig(**{**ckpt["train_config"], "iterations": cfg.iterations,
-                             "time_limit_minutes": cfg.time_limit_minutes})
-    elif ckpt_path.exists() and not resume:
-        raise ValueError(f"{ckpt_path} exists; pass --resume to continue it or choose another --out")
     config = config or SupervisedConfig(max_objects=data.config.max_objects)
     torch.manual_seed(cfg.seed)
     model = SetRegressor(config, len(data.catalog))

@@ -63,6 +63,22 @@ def read_checkpoint(path: str | Path, kind: str) -> dict:
         raise ValueError(f"{path} is not a readable {kind} checkpoint ({exc})") from exc
 
 
+def checkpoint_to_resume(out: Path, resume: bool, cfg: TrainConfig, kind: str) -> tuple[dict | None, TrainConfig]:
+    """(the checkpoint in out to continue, or None; the training configuration to use).
+
+    Resuming keeps the run's own configuration but the new iteration and time limits;
+    starting over a run that exists is refused, so nothing written is lost.
+    """
+    ckpt_path = Path(out) / "checkpoint.pt"
+    if resume and ckpt_path.exists():
+        ckpt = read_checkpoint(ckpt_path, kind)
+        return ckpt, TrainConfig(**{**ckpt["train_config"], "iterations": cfg.iterations,
+                                    "time_limit_minutes": cfg.time_limit_minutes})
+    if ckpt_path.exists():
+        raise ValueError(f"{ckpt_path} exists; pass --resume to continue it or choose another --out")
+    return None, cfg
+
+
 def export_weights(checkpoint: str | Path, path: str | Path) -> Path:
     """A small file for shipping: the model's weights in float16, its configurations and its
     validation history, without optimizer or RNG state. Loaders read it like a full checkpoint."""

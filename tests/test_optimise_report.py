@@ -109,3 +109,20 @@ def test_benchmark_runs_every_method_and_writes_the_report(tmp_path, tabletop):
     for figure in report["figures"]:
         assert (tmp_path / "out" / figure).stat().st_size > 1000
     assert "| air+refine |" in (tmp_path / "out" / "tabletop_report.md").read_text()
+
+
+def test_optimise_command_writes_poses_and_bop_csv(tmp_path, catalog, tabletop):
+    import numpy as np
+    from PIL import Image
+
+    from inverse_graphics.cli import main
+
+    image = _image(catalog, tabletop, [catalog.index_of("bar")], [[-0.02, 0.03]], [1.0], [[0.9, 0.2, 0.2]])
+    Image.fromarray((image.numpy() * 255).round().astype(np.uint8)).save(tmp_path / "frame.png")
+    assert main(["optimise", str(tmp_path / "frame.png"), "--out", str(tmp_path / "out"), "--max-objects", "1",
+                 "--starts", "1"]) == 0
+    poses = json.loads((tmp_path / "out" / "poses.json").read_text())
+    assert poses[0]["count"] == 1 and poses[0]["objects"][0]["category"] == "bar"
+    assert len(read_bop_results(tmp_path / "out" / "optimise_images-test.csv")) == 1
+    Image.new("RGB", (32, 32)).save(tmp_path / "small.png")
+    assert main(["optimise", str(tmp_path / "small.png"), "--out", str(tmp_path / "out2")]) == 2

@@ -49,3 +49,15 @@ def test_load_supervised_names_a_foreign_or_broken_file(tmp_path, tabletop):
         load_supervised(tmp_path / "broken.pt")
     with pytest.raises(FileNotFoundError, match="no supervised checkpoint"):
         load_supervised(tmp_path / "missing.pt")
+
+
+def test_train_commands_run_and_refuse_to_overwrite(tmp_path):
+    from inverse_graphics.cli import main
+
+    tiny = ["--iterations", "2", "--train-pool", "8", "--val-size", "4", "--batch-size", "4", "--quiet"]
+    assert main(["train-supervised", "--out", str(tmp_path / "sup"), *tiny]) == 0
+    assert (tmp_path / "sup" / "checkpoint.pt").is_file()
+    assert main(["train-supervised", "--out", str(tmp_path / "sup"), *tiny]) == 2  # exists: --resume or another --out
+    assert main(["train-supervised", "--out", str(tmp_path / "sup"), *tiny[2:], "--iterations", "3", "--resume"]) == 0
+    assert main(["train-air", "--out", str(tmp_path / "air"), *tiny]) == 0
+    assert load_supervised(tmp_path / "sup" / "checkpoint.pt")[1]["iteration"] == 3

@@ -58,11 +58,11 @@ class AIRConfig:
     # Identity's likelihood is tempered by this factor at first, annealed geometrically to 1: while
     # yaw is still unknown a sphere (yaw-free) explains every object best, and a q(identity) that
     # collapses onto it early never lets yaw learn for the other shapes.
-    identity_temperature_start: float = 300.0
-    identity_temperature_steps: int = 1500
+    identity_temperature_start: float = 30.0
+    identity_temperature_steps: int = 600
     # With yaw_per_category, q(identity) is held uniform (only its KL to the prior trains it) for
     # this many iterations while every category's yaw learns; the temperature anneal starts after.
-    identity_hold_steps: int = 0
+    identity_hold_steps: int = 600
     hidden: int = 256
     glimpse_px: int = 24  # window side in image pixels
     glimpse_size: int = 16  # window resampled to this many pixels
@@ -201,6 +201,7 @@ class Guide(nn.Module):
         # identity, yaw (cos, sin, std; per category or shared), colour (mean, std), position offset
         # from the attention's cell (2)
         self.yaw_heads = num_categories if config.yaw_per_category else 1
+        self.register_buffer("yaw_fold", torch.ones(num_categories), persistent=False)  # set by AIR
         self.what_head = nn.Sequential(nn.Linear(128 + h, 128), nn.ReLU(),
                                        nn.Linear(128, num_categories + 3 * self.yaw_heads + 6 + 2))
         self.pres_gain = nn.Parameter(torch.tensor(0.5))
@@ -263,8 +264,11 @@ class Guide(nn.Module):
         q_identity = Categorical(logits=logits)
         identity = logits.argmax(-1) if greedy else q_identity.sample()
         yaw_params = what[:, self.C:self.C + 3 * self.yaw_heads].view(-1, self.yaw_heads, 3)
-        yaw_means = torch.atan2(yaw_params[..., 1], yaw_params[..., 0]).expand(-1, self.C)  # (B, C)
-        q_yaws = Normal(yaw_means, (F.softplus(yaw_params[..., 2]) + 1e-3).expand(-1, self.C))
+        # Per category, the head gives (cos k yaw, sin k yaw) for a k-fold symmetric shape: the
+        # map from image to yaw is then continuous (yaw and yaw + 2 pi / k look the same).
+        fold = self.yaw_fold if self.yaw_heads > 1 else torch.ones(1)
+        yaw_means = (torch.atan2(yaw_params[..., 1], yaw_params[..., 0]) / fold).expand(-1, self.C)  # (B, C)
+        q_yaws = Normal(yaw_means, ((F.softplus(yaw_params[..., 2]) + 1e-3) / fold).expand(-1, self.C))
         yaws = yaw_means if greedy else q_yaws.rsample()
         yaw = yaws.gather(1, identity[:, None])[:, 0]
         log_q_yaw = q_yaws.log_prob(yaws).gather(1, identity[:, None])[:, 0]
@@ -304,6 +308,8 @@ class AIR(nn.Module):
         super().__init__()
         self.config, self.catalog, self.camera, self.table = config, catalog, camera, table
         self.guide = Guide(config, len(catalog), camera)
+        self.guide.yaw_fold.copy_(torch.tensor([max(1, c.yaw_symmetry_order()) for c in catalog.categories],
+                                               dtype=torch.float32))
         self.renderer = make_planar_renderer(config.renderer, catalog)
         self.residual_renderer = SceneRenderer(catalog, mode="hard", gradients="none")  # DAIR's input
         # footprint radius (m) of each category seen from above, for the no-interpenetration prior

@@ -15,7 +15,7 @@ import torch
 
 from ..data.tabletop import Tabletop, TabletopConfig
 from ..metrics import evaluate_planar
-from ..training import TrainConfig, export_weights, fit, read_checkpoint, render_pool
+from ..training import TrainConfig, checkpoint_to_resume, export_weights, fit, read_checkpoint, render_pool
 from .model import AIR, AIRConfig, air_config_from_dict
 
 __all__ = ["TrainConfig", "train_air", "load_checkpoint", "export_weights", "evaluate"]
@@ -64,17 +64,10 @@ def train_air(out: str | Path, air_config: AIRConfig | None = None, train_config
     (validation reads the val split's to report accuracy).
     """
     out = Path(out)
-    cfg = train_config or TrainConfig()
     data = data or Tabletop()
-    ckpt_path = out / "checkpoint.pt"
-    ckpt = None
-    if resume and ckpt_path.exists():
-        _, ckpt = load_checkpoint(ckpt_path, data)
+    ckpt, cfg = checkpoint_to_resume(out, resume, train_config or TrainConfig(), "AIR")
+    if ckpt is not None:
         air_config = air_config_from_dict(ckpt["air_config"])
-        cfg = TrainConfig(**{**ckpt["train_config"], "iterations": cfg.iterations,
-                             "time_limit_minutes": cfg.time_limit_minutes})
-    elif ckpt_path.exists() and not resume:
-        raise ValueError(f"{ckpt_path} exists; pass --resume to continue it or choose another --out")
     air_config = air_config or AIRConfig()
     torch.manual_seed(cfg.seed)
     model = build_model(air_config, data)
