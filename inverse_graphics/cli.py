@@ -237,6 +237,14 @@ def cmd_optimise(args) -> int:
     return 0
 
 
+def cmd_export_weights(args) -> int:
+    from .training import export_weights
+
+    path = export_weights(args.checkpoint, args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, float16)")
+    return 0
+
+
 def cmd_infer(args) -> int:
     from .air.infer import infer, load_images, overlay_figure, to_json
     from .air.train import load_checkpoint
@@ -412,6 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0)
     data_args(p)
     p.set_defaults(func=cmd_optimise)
+
+    p = sub.add_parser("export-weights", help="a training checkpoint -> a small float16 file for shipping")
+    p.add_argument("checkpoint", help="checkpoint.pt of a train-air or train-supervised run")
+    p.add_argument("out", help="output file")
+    p.set_defaults(func=cmd_export_weights)
 
     p = sub.add_parser("infer", help="count, identity and pose of the objects in images, with a trained AIR model")
     p.add_argument("images", nargs="+", help="PNG/JPEG files or folders, at the model's image size")

@@ -213,7 +213,8 @@ def fit(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg
         bar.set_postfix(objective=f"{info['objective']:.3g}", count=f"{info['mean_count']:.2f}",
                         val_count=f"{last_val.get('val_count_acc', float('nan')):.3f}")
     bar.close()
-    if not last_val or history[-1].get("iteration") != iteration:
+    validated = [h["iteration"] for h in history if "val_count_acc" in h]
+    if not validated or validated[-1] != iteration:  # the time limit ended training between validations
         last_val = validation()
         history.append({"iteration": iteration, **last_val, "seconds": train_seconds()})
     checkpoint()

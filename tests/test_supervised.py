@@ -61,3 +61,7 @@ def test_train_commands_run_and_refuse_to_overwrite(tmp_path):
     assert main(["train-supervised", "--out", str(tmp_path / "sup"), *tiny[2:], "--iterations", "3", "--resume"]) == 0
     assert main(["train-air", "--out", str(tmp_path / "air"), *tiny]) == 0
     assert load_supervised(tmp_path / "sup" / "checkpoint.pt")[1]["iteration"] == 3
+    assert main(["export-weights", str(tmp_path / "sup" / "checkpoint.pt"), str(tmp_path / "sup.pt")]) == 0
+    model, slim = load_supervised(tmp_path / "sup.pt")
+    assert "optimizer" not in slim and next(iter(slim["model"].values())).dtype == torch.float16
+    assert main(["export-weights", str(tmp_path / "missing.pt"), str(tmp_path / "x.pt")]) == 2
