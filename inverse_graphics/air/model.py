@@ -53,15 +53,15 @@ class AIRConfig:
     enumerate_images: int = 8  # images per batch whose identity is enumerated (each costs C renders)
     # q(yaw | identity, x): a yaw proposal per category, each trained (in the enumeration) on the
     # render of its own category whatever q(identity) currently favours. With one shared yaw, the
-    # yaw-free sphere explains every object best until yaw is right, and yaw never gets right.
+    # yaw-free sphere explains every object best until yaw is right, and q(identity) moved there.
     yaw_per_category: bool = True
     # Identity's likelihood is tempered by this factor at first, annealed geometrically to 1: while
     # yaw is still unknown a sphere (yaw-free) explains every object best, and a q(identity) that
     # collapses onto it early never lets yaw learn for the other shapes.
     identity_temperature_start: float = 30.0
     identity_temperature_steps: int = 600
-    # With yaw_per_category, q(identity) is held uniform (only its KL to the prior trains it) for
-    # this many iterations while every category's yaw learns; the temperature anneal starts after.
+    # q(identity) gets no likelihood signal for this many iterations (with 'elbo', only its KL to
+    # the prior), so that yaws can learn first; the temperature anneal starts after.
     identity_hold_steps: int = 0
     # How q(identity) learns from the enumeration: 'rws' (fit to the enumerated posterior, as in
     # reweighted wake-sleep) or 'elbo' (the ELBO's exact gradient; it collapses onto one category).
@@ -139,8 +139,8 @@ class GlimpseEncoder(nn.Module):
     def __init__(self, out: int, size: int):
         super().__init__()
         self.net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-                                 nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Flatten(),
-                                 nn.Linear(64 * (size // 4) ** 2, out), nn.ReLU(inplace=True))
+                                 nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                                 nn.Flatten(), nn.Linear(64 * (size // 4) ** 2, out), nn.ReLU(inplace=True))
 
     def forward(self, x):
         return self.net(x)
