@@ -23,10 +23,8 @@ import torch
 from .refine import RefineSettings, image_loss, refine
 from .rendering.likelihood import PlanarRenderer
 from .rendering.likelihood import gaussian_blur
-from .scene import Camera, Table, pixel_to_table
+from .scene import MEAN_SHADING, OBJECT_HEIGHT, Camera, Table, pixel_to_table
 
-MEAN_SHADING = 0.75  # typical ambient + diffuse factor of a visible face (undone to read an object's colour)
-OBJECT_HEIGHT = 0.02  # metres: where a start's colour is read from the image
 
 
 @dataclass

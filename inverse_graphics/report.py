@@ -167,7 +167,7 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, data: Tabletop | Non
     predictions["optimise"] = Predictions(category, position, yaw, color, per_image)
 
     methods, subset, matches = {}, {}, {}
-    common = truth_subset(truth, cfg.optimise_num)
+    common = truth.select(slice(0, cfg.optimise_num))
     for name in METHODS:
         if name not in predictions:
             continue
@@ -218,11 +218,6 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, data: Tabletop | Non
     atomic_write_json(out / "tabletop_report.json", report)
     atomic_write_bytes(out / "tabletop_report.md", markdown(report).encode())
     return report
-
-
-def truth_subset(truth: SceneBatch, k: int) -> SceneBatch:
-    return SceneBatch(truth.category[:k], truth.rotation[:k], truth.translation[:k], truth.color[:k], truth.camera,
-                      truth.table)
 
 
 def _yaw_by_symmetry(matches: list[dict], data: Tabletop) -> dict:

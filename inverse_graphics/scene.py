@@ -139,6 +139,13 @@ def pixel_to_table(camera: Camera, uv: torch.Tensor, height: float) -> torch.Ten
     return origin[:2] + s[:, None] * rays[:, :2]
 
 
+# Where a planar object is looked for in the image: its centre's height above the table
+# (metres; objects are 3-5 cm tall), and the typical ambient + diffuse shading of a visible
+# face (divided out to read an object's colour from its pixels).
+OBJECT_HEIGHT = 0.02
+MEAN_SHADING = 0.75
+
+
 @dataclass
 class Table:
     """The table: a rectangle of `size` (m) centred at `center` (m) in the plane z = 0."""
@@ -283,6 +290,20 @@ class SceneBatch:
 
     def __len__(self) -> int:
         return self.category.shape[0]
+
+    def select(self, index) -> "SceneBatch":
+        """The scenes at index (a slice, or a (K,) tensor of indices) as a SceneBatch."""
+        opacity = None if self.opacity is None else self.opacity[index]
+        return SceneBatch(self.category[index], self.rotation[index], self.translation[index], self.color[index],
+                          self.camera, self.table, opacity)
+
+    @classmethod
+    def cat(cls, batches: list["SceneBatch"]) -> "SceneBatch":
+        """Batches of one camera and table (and the same N) joined along the scene axis."""
+        first = batches[0]
+        return cls(torch.cat([b.category for b in batches]), torch.cat([b.rotation for b in batches]),
+                   torch.cat([b.translation for b in batches]), torch.cat([b.color for b in batches]),
+                   first.camera, first.table)
 
     @property
     def present(self) -> torch.Tensor:

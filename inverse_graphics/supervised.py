@@ -125,11 +125,6 @@ def set_loss(p: Prediction, truth: SceneBatch, config: SupervisedConfig) -> tupl
                   "mean_count": float(p["count_logits"].argmax(-1).float().mean())}
 
 
-def _subset(truth: SceneBatch, index: torch.Tensor) -> SceneBatch:
-    return SceneBatch(truth.category[index], truth.rotation[index], truth.translation[index], truth.color[index],
-                      truth.camera, truth.table)
-
-
 @torch.no_grad()
 def evaluate(model: SetRegressor, images: torch.Tensor, truth: SceneBatch, catalog, batch_size: int = 256) -> dict:
     was_training = model.training
@@ -170,7 +165,7 @@ def train_supervised(out: str | Path, config: SupervisedConfig | None = None, tr
     val_images = val_images.float() / 255
 
     def step_loss(index, iteration):
-        return set_loss(model(pool[index].float() / 255), _subset(pool_truth, index), config)
+        return set_loss(model(pool[index].float() / 255), pool_truth.select(index), config)
 
     payload = {"supervised_config": asdict(config), "train_config": asdict(cfg),
                "data_config": data.config.to_fields()}

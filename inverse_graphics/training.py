@@ -99,12 +99,7 @@ def render_pool(data: Tabletop, split: str, count: int, progress: bool) -> tuple
         out, batch = data.render(split, range(start, min(count, start + 500)))
         images.append((out.rgb * 255).round().to(torch.uint8))
         batches.append(batch)
-    truth = batches[0]
-    if len(batches) > 1:
-        truth = SceneBatch(torch.cat([b.category for b in batches]), torch.cat([b.rotation for b in batches]),
-                           torch.cat([b.translation for b in batches]), torch.cat([b.color for b in batches]),
-                           truth.camera, truth.table)
-    return torch.cat(images), truth
+    return torch.cat(images), SceneBatch.cat(batches)
 
 
 def save_curves(history: list[dict], path: Path, objective: str = "ELBO per image (nats, smoothed)") -> Path:

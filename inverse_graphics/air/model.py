@@ -33,11 +33,9 @@ from torch.distributions import Bernoulli, Categorical, Normal, RelaxedBernoulli
 from ..assets import ObjectCatalog
 from ..rendering.likelihood import gaussian_blur, make_planar_renderer
 from ..rendering.renderer import SceneRenderer
-from ..scene import Camera, SceneBatch, Table, pixel_to_table
+from ..scene import MEAN_SHADING, OBJECT_HEIGHT, Camera, SceneBatch, Table, pixel_to_table
 
 MAX_OFFSET = 0.03  # metres: how far the glimpse may move the attended position
-MEAN_SHADING = 0.75  # typical ambient + diffuse factor of a visible face
-OBJECT_HEIGHT = 0.02  # metres above the table where glimpses are centred (objects are 3-5 cm tall)
 
 
 @dataclass
