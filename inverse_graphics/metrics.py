@@ -141,3 +141,34 @@ def add_s_between(points_a: torch.Tensor, pose_a: torch.Tensor, points_b: torch.
     a = points_a @ pose_a[:3, :3].T + pose_a[:3, 3]
     b = points_b @ pose_b[:3, :3].T + pose_b[:3, 3]
     return torch.cdist(b, a).min(1).values.mean()
+
+
+def evaluate_poses(predicted: list[list[dict]], truth: list[list[dict]], catalog) -> dict:
+    """Camera-frame 6-DoF poses, frame by frame: each object a dict with 'category' (name) and
+    'pose' (4, 4) model-to-camera, metres. Objects are matched by translation (Hungarian);
+    ADD-S (the predicted object's own points against the true object's) at 0.1 x the true
+    object's diameter, unmatched true objects counting as misses."""
+    from scipy.optimize import linear_sum_assignment
+
+    points = {c.name: model_points(c) for c in catalog.categories}
+    count_ok, identity_ok, matched, adds_ok, total, errors = 0, 0, 0, 0, 0, []
+    for pred, true in zip(predicted, truth, strict=True):
+        count_ok += int(len(pred) == len(true))
+        total += len(true)
+        if not pred or not true:
+            continue
+        t_pred = torch.stack([torch.as_tensor(p["pose"], dtype=torch.float64)[:3, 3] for p in pred])
+        t_true = torch.stack([torch.as_tensor(t["pose"], dtype=torch.float64)[:3, 3] for t in true])
+        cost = torch.cdist(t_pred, t_true)
+        for r, c in zip(*linear_sum_assignment(cost.numpy())):
+            p, t = pred[r], true[c]
+            matched += 1
+            identity_ok += int(p["category"] == t["category"])
+            distance = add_s_between(points[p["category"]].double(), torch.as_tensor(p["pose"], dtype=torch.float64),
+                                     points[t["category"]].double(), torch.as_tensor(t["pose"], dtype=torch.float64))
+            adds_ok += int(distance < 0.1 * catalog[catalog.index_of(t["category"])].diameter)
+            errors.append(float(cost[r, c]) * 1000)
+    return {"frames": len(truth), "count_acc": count_ok / max(1, len(truth)),
+            "identity_acc": identity_ok / matched if matched else float("nan"),
+            "translation_err_mm_median": float(torch.tensor(errors).median()) if errors else float("nan"),
+            "adds_recall": adds_ok / max(1, total), "true_objects": total, "matched": matched}

@@ -45,16 +45,12 @@ def image_loss(rendered: torch.Tensor, target: torch.Tensor, blur_px: float) -> 
     return ((gaussian_blur(rendered, blur_px) - gaussian_blur(target, blur_px)) ** 2).flatten(1).sum(1)
 
 
-def refine(renderer: PlanarRenderer, image: torch.Tensor, category: torch.Tensor, position: torch.Tensor,
-           yaw: torch.Tensor, color: torch.Tensor, camera: Camera, table: Table | None = None,
-           settings: RefineSettings | None = None, progress=None) -> Refined:
-    """Fits position, yaw (and colour) of the objects in `category` (B, N) to image (B, H, W, 3).
-
-    Scenes are independent: the loss is a sum over scenes and Adam is per element.
-    """
+def fit_planar(objective, position: torch.Tensor, yaw: torch.Tensor, color: torch.Tensor,
+               settings: RefineSettings | None = None, progress=None) -> Refined:
+    """Adam on position (B, N, 2), yaw (B, N) and colour (B, N, 3) against
+    objective(position, yaw, color, blur_px) -> (B,) loss, with the blur annealed
+    from settings.blur_start_px to blur_end_px. Scenes are independent (the loss is summed)."""
     s = settings or RefineSettings()
-    if image.shape[1:3] != tuple(camera.image_size):
-        raise ValueError(f"image is {tuple(image.shape[1:3])} pixels, camera expects {tuple(camera.image_size)}")
     position = position.detach().clone().requires_grad_()
     yaw = yaw.detach().clone().requires_grad_()
     color = color.detach().clone().requires_grad_(s.fit_color)
@@ -65,7 +61,7 @@ def refine(renderer: PlanarRenderer, image: torch.Tensor, category: torch.Tensor
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, s.steps, eta_min=0.0)
     for step in range(s.steps):
         blur = s.blur_start_px * (s.blur_end_px / s.blur_start_px) ** (step / max(1, s.steps - 1))
-        loss = image_loss(renderer(category, position, yaw, color, camera, table), image, blur)
+        loss = objective(position, yaw, color, blur)
         optimizer.zero_grad()
         loss.sum().backward()
         optimizer.step()
@@ -75,5 +71,18 @@ def refine(renderer: PlanarRenderer, image: torch.Tensor, category: torch.Tensor
         if progress is not None:
             progress(step + 1, s.steps)
     with torch.no_grad():
-        final = image_loss(renderer(category, position, yaw, color, camera, table), image, s.blur_end_px)
+        final = objective(position, yaw, color, s.blur_end_px)
     return Refined(position.detach(), yaw.detach(), color.detach(), final)
+
+
+def refine(renderer: PlanarRenderer, image: torch.Tensor, category: torch.Tensor, position: torch.Tensor,
+           yaw: torch.Tensor, color: torch.Tensor, camera: Camera, table: Table | None = None,
+           settings: RefineSettings | None = None, progress=None) -> Refined:
+    """Fits position, yaw (and colour) of the objects in `category` (B, N) to image (B, H, W, 3)."""
+    if image.shape[1:3] != tuple(camera.image_size):
+        raise ValueError(f"image is {tuple(image.shape[1:3])} pixels, camera expects {tuple(camera.image_size)}")
+
+    def objective(position, yaw, color, blur):
+        return image_loss(renderer(category, position, yaw, color, camera, table), image, blur)
+
+    return fit_planar(objective, position, yaw, color, settings, progress)

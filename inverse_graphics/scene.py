@@ -86,6 +86,13 @@ class Camera:
         K[1, 2] = (self.K[1, 2] + 0.5) * sy - 0.5
         return replace(self, K=K, image_size=tuple(image_size))
 
+    def cropped(self, top: int, left: int, image_size: tuple[int, int]) -> "Camera":
+        """The window of `image_size` (H, W) pixels whose top-left pixel is (row top, col left)."""
+        K = self.K.clone()
+        K[0, 2] -= left
+        K[1, 2] -= top
+        return replace(self, K=K, image_size=tuple(image_size))
+
     def world_to_camera(self, points: torch.Tensor) -> torch.Tensor:
         """(..., 3) world metres -> (..., 3) camera metres."""
         return points @ self.R.T.to(points) + self.t.to(points)

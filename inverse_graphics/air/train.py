@@ -57,11 +57,14 @@ def evaluate(model: AIR, images: torch.Tensor, truth, batch_size: int = 256) -> 
 
 
 def train_air(out: str | Path, air_config: AIRConfig | None = None, train_config: TrainConfig | None = None,
-              data: Tabletop | None = None, resume: bool = False, progress: bool = True, log=print) -> dict:
+              data: Tabletop | None = None, resume: bool = False, progress: bool = True, log=print,
+              init: str | Path | None = None, extra_images: torch.Tensor | None = None) -> dict:
     """Trains AIR, writing out/checkpoint.pt, out/history.json and out/curves.png. Returns the last validation.
 
     The training images are hard renders of cfg.split; their labels are never read here
-    (validation reads the val split's to report accuracy).
+    (validation reads the val split's to report accuracy). init: weights to start from (an AIR
+    checkpoint of the same architecture, any camera). extra_images: (M, H, W, 3) uint8 unlabelled
+    images added to the pool (a user's own frames).
     """
     out = Path(out)
     data = data or Tabletop()
@@ -75,7 +78,16 @@ def train_air(out: str | Path, air_config: AIRConfig | None = None, train_config
     guide_params = [p for n, p in model.named_parameters() if not n.startswith(("baseline", "local_baseline"))]
     optimizer = torch.optim.Adam([{"params": guide_params, "lr": cfg.lr},
                                   {"params": baselines, "lr": cfg.baseline_lr}])
+    if init is not None and ckpt is None:
+        start, _ = load_checkpoint(init, data)
+        model.guide.load_state_dict(start.guide.state_dict())
+        log(f"starting from the guide of {init}")
     pool, _ = render_pool(data, cfg.split, cfg.train_pool, progress)
+    if extra_images is not None:
+        if extra_images.dtype != torch.uint8 or tuple(extra_images.shape[1:]) != tuple(pool.shape[1:]):
+            raise ValueError(f"extra images must be uint8 {tuple(pool.shape[1:])}, got {extra_images.dtype} "
+                             f"{tuple(extra_images.shape[1:])}")
+        pool = torch.cat([pool, extra_images])
     val_images, val_truth = render_pool(data, cfg.val_split, cfg.val_size, progress)
     val_images = val_images.float() / 255
 

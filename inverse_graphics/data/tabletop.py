@@ -41,6 +41,9 @@ SPLITS = {
     "extrap-test": Split((3,), 1000, 5),
     "interp-train": Split((0, 1, 3), 50_000, 6),
     "interp-test": Split((2,), 1000, 7),
+    # robot frames (inverse_graphics.robot): 1-3 objects, as in the frames users fit
+    "frames-train": Split((1, 2, 3), 50_000, 8),
+    "frames-test": Split((1, 2, 3), 1000, 9),
 }
 
 
@@ -58,8 +61,14 @@ class TabletopConfig:
     fov_y_deg: float = 40.0
     # Large enough to fill the view, and wholly in front of the camera.
     table: Table = field(default_factory=lambda: Table(size=(0.6, 0.72), center=(0.0, 0.06)))
+    # A robot camera (Camera.to_dict(), world = table frame) replaces the look-at camera when given;
+    # image_size then follows it. Objects are placed around placement_center (m).
+    camera_override: dict | None = None
+    placement_center: tuple[float, float] = (0.0, 0.0)
 
     def camera(self) -> Camera:
+        if self.camera_override is not None:
+            return Camera.from_dict(self.camera_override)
         return Camera.look_at(self.camera_eye, self.camera_target, self.fov_y_deg, self.image_size)
 
     def to_dict(self) -> dict:
@@ -76,7 +85,8 @@ class TabletopConfig:
                 "camera_eye": list(self.camera_eye), "camera_target": list(self.camera_target),
                 "fov_y_deg": self.fov_y_deg, "table": {"size": list(self.table.size),
                                                        "color": list(self.table.color),
-                                                       "center": list(self.table.center)}}
+                                                       "center": list(self.table.center)},
+                "camera_override": self.camera_override, "placement_center": list(self.placement_center)}
 
     @classmethod
     def from_fields(cls, d: dict) -> "TabletopConfig":
@@ -85,7 +95,9 @@ class TabletopConfig:
                    placement_half_extent=d["placement_half_extent"], min_gap=d["min_gap"],
                    camera_eye=tuple(d["camera_eye"]), camera_target=tuple(d["camera_target"]),
                    fov_y_deg=d["fov_y_deg"], table=Table(size=tuple(t["size"]), color=tuple(t["color"]),
-                                                         center=tuple(t["center"])))
+                                                         center=tuple(t["center"])),
+                   camera_override=d.get("camera_override"),
+                   placement_center=tuple(d.get("placement_center", (0.0, 0.0))))
 
 
 @dataclass
@@ -152,7 +164,7 @@ class Tabletop:
             for _ in range(count):
                 c = int(rng.integers(len(self.catalog)))
                 for _ in range(100):
-                    p = rng.uniform(-e, e, size=2)
+                    p = rng.uniform(-e, e, size=2) + self.config.placement_center
                     if all(np.linalg.norm(p - q) >= self.footprint[c] + self.footprint[d] + self.config.min_gap
                            for q, d in zip(xy, cats)):
                         cats.append(c)

@@ -1,0 +1,268 @@
+"""A robot camera's frames on disk: RGB (and depth) images, the camera, and where the table is.
+
+A frames folder holds
+    camera.json      K, resolution, optional extrinsic (our format below), or a BOP scene_camera.json
+    rgb/*.png|jpg    (or the images directly in the folder)
+    depth/<stem>.png optional 16-bit depth, millimetres x depth_scale, 0 = no reading
+
+camera.json (our format), lengths in metres:
+    {"K": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], "width": 640, "height": 480,
+     "camera_to_table": 4x4 (optional; maps camera coordinates to table coordinates,
+                             the table top being z = 0 with +z up),
+     "depth_scale": 1.0 (optional; depth_mm = png value * depth_scale)}
+A BOP scene_camera.json ({im_id: {cam_K, cam_R_w2c, cam_t_w2c (mm), depth_scale}})
+is accepted too, its world frame taken to be the table's.
+
+Without an extrinsic, the table plane is estimated per frame from depth (Open3D
+RANSAC plane segmentation of the back-projected points); with neither, loading
+fails with a clear error. Frames that cannot be used (unreadable, wrong size,
+empty depth, no plane found) are reported by name and skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..scene import Camera
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass
+class CameraSetup:
+    """What camera.json says. K (3, 3) pixels; image_size (H, W); table_to_camera (4, 4) metres
+    or None (then the table is found from depth); depth_scale: depth_mm = png value * depth_scale."""
+
+    K: torch.Tensor
+    image_size: tuple[int, int]
+    table_to_camera: torch.Tensor | None = None
+    depth_scale: float = 1.0
+
+    def camera(self, table_to_camera: torch.Tensor | None = None) -> Camera:
+        """The Camera whose world frame is the table's (extrinsic given or estimated)."""
+        T = table_to_camera if table_to_camera is not None else self.table_to_camera
+        if T is None:
+            raise ValueError("no camera-to-table extrinsic: give one in camera.json or provide depth frames")
+        return Camera(self.K, T[:3, :3], T[:3, 3], self.image_size)
+
+
+def _matrix(value, shape, name: str, path: Path) -> torch.Tensor:
+    try:
+        m = torch.tensor(value, dtype=torch.float64).reshape(shape)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{path}: {name} must be {shape[0]}x{shape[1]} numbers ({exc})") from exc
+    if not torch.isfinite(m).all():
+        raise ValueError(f"{path}: {name} has NaN or Inf entries")
+    return m
+
+
+def read_camera(path: str | Path, image_size: tuple[int, int] | None = None) -> CameraSetup:
+    """camera.json (our format) or a BOP scene_camera.json -> CameraSetup.
+
+    image_size (H, W): used when the file gives no resolution (BOP files do not)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no camera file at {path}")
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(d, dict) or not d:
+        raise ValueError(f"{path} must hold a JSON object")
+    if "K" not in d and all(isinstance(v, dict) and "cam_K" in v for v in d.values()):
+        entry = d[sorted(d, key=lambda k: int(k) if str(k).isdigit() else 0)[0]]  # BOP: one fixed camera assumed
+        T = None
+        if "cam_R_w2c" in entry and "cam_t_w2c" in entry:
+            T = torch.eye(4, dtype=torch.float64)
+            T[:3, :3] = _matrix(entry["cam_R_w2c"], (3, 3), "cam_R_w2c", path)
+            T[:3, 3] = _matrix(entry["cam_t_w2c"], (3,), "cam_t_w2c", path) / 1000.0
+        if image_size is None:
+            raise ValueError(f"{path} is a BOP scene_camera.json, which has no resolution; pass the frames' size")
+        return CameraSetup(_matrix(entry["cam_K"], (3, 3), "cam_K", path).float(), tuple(image_size),
+                           None if T is None else T.float(), float(entry.get("depth_scale", 1.0)))
+    if "K" not in d:
+        raise ValueError(f"{path} has no 'K' (and is not a BOP scene_camera.json)")
+    K = _matrix(d["K"], (3, 3), "K", path).float()
+    if "width" in d and "height" in d:
+        size = (int(d["height"]), int(d["width"]))
+    elif "image_size" in d:
+        size = tuple(int(v) for v in d["image_size"])
+    elif image_size is not None:
+        size = tuple(image_size)
+    else:
+        raise ValueError(f"{path} gives no resolution ('width' and 'height')")
+    T = None
+    if "camera_to_table" in d:
+        T = torch.linalg.inv(_matrix(d["camera_to_table"], (4, 4), "camera_to_table", path)).float()
+    elif "table_to_camera" in d:
+        T = _matrix(d["table_to_camera"], (4, 4), "table_to_camera", path).float()
+    if T is not None:
+        R = T[:3, :3].double()
+        if not torch.allclose(R @ R.T, torch.eye(3, dtype=torch.float64), atol=1e-4) or torch.det(R) < 0:
+            raise ValueError(f"{path}: the extrinsic's rotation part is not a rotation")
+    return CameraSetup(K, size, T, float(d.get("depth_scale", 1.0)))
+
+
+def write_camera(path: str | Path, camera: Camera, with_extrinsic: bool = True, depth_scale: float = 1.0) -> Path:
+    """Our camera.json for a Camera (world = table frame)."""
+    from ..data.bop import atomic_write_json
+
+    H, W = camera.image_size
+    d = {"K": camera.K.tolist(), "width": W, "height": H, "depth_scale": depth_scale}
+    if with_extrinsic:
+        T = torch.eye(4)
+        T[:3, :3], T[:3, 3] = camera.R, camera.t
+        d["camera_to_table"] = torch.linalg.inv(T.double()).tolist()
+    atomic_write_json(Path(path), d)
+    return Path(path)
+
+
+def table_from_depth(depth: torch.Tensor, K: torch.Tensor, stride: int = 4, distance_threshold: float = 0.004,
+                     iterations: int = 300, seed: int = 0) -> torch.Tensor:
+    """depth (H, W) metres (0 = no reading), K (3, 3) -> table_to_camera (4, 4).
+
+    The largest plane among the back-projected points (Open3D RANSAC) is the table.
+    Table frame: +z the plane's normal towards the camera; origin where the optical
+    axis meets the plane; +x the camera's x axis projected onto the plane.
+    Raises ValueError when too few points or no plane is found.
+    """
+    import open3d as o3d
+
+    H, W = depth.shape
+    v, u = torch.meshgrid(torch.arange(0, H, stride), torch.arange(0, W, stride), indexing="ij")
+    z = depth[v, u]
+    valid = (z > 0) & torch.isfinite(z)
+    if int(valid.sum()) < 100:
+        raise ValueError(f"depth has only {int(valid.sum())} valid readings on a {stride}-pixel grid")
+    uv1 = torch.stack([u[valid], v[valid], torch.ones_like(z[valid])], -1).double()
+    points = (uv1 @ torch.linalg.inv(K.double()).T) * z[valid, None].double()
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points.numpy()))
+    o3d.utility.random.seed(seed)
+    plane, inliers = cloud.segment_plane(distance_threshold, 3, iterations)
+    if len(inliers) < 0.2 * len(points):
+        raise ValueError(f"no table plane: the largest plane holds {len(inliers)} of {len(points)} depth points")
+    normal, d = torch.tensor(plane[:3], dtype=torch.float64), float(plane[3])
+    scale = normal.norm()
+    normal, d = normal / scale, d / scale
+    if d < 0:  # the camera (origin) must lie on the +z side: n . 0 + d > 0
+        normal, d = -normal, -d
+    if abs(float(normal[2])) < 1e-3:
+        raise ValueError("the table plane is parallel to the optical axis")
+    origin = torch.tensor([0.0, 0.0, -d / float(normal[2])], dtype=torch.float64)
+    if origin[2] <= 0:
+        raise ValueError("the table plane's centre lies behind the camera")
+    x = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    x = x - (x @ normal) * normal
+    x = x / x.norm()
+    y = torch.linalg.cross(normal, x)
+    T = torch.eye(4, dtype=torch.float64)
+    T[:3, :3] = torch.stack([x, y, normal], 1)  # columns: table axes in camera coordinates
+    T[:3, 3] = origin
+    return T.float()
+
+
+@dataclass
+class Frame:
+    """One usable frame. rgb (H, W, 3) float in [0, 1]; depth (H, W) metres or None;
+    camera: world = the table frame (given or estimated from this frame's depth)."""
+
+    name: str
+    rgb: torch.Tensor
+    depth: torch.Tensor | None
+    camera: Camera
+
+
+@dataclass
+class FrameProblem:
+    name: str
+    reason: str
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _read_depth(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        array = np.asarray(im)
+    if array.ndim != 2 or array.dtype not in (np.uint16, np.int32, np.uint8):
+        raise ValueError(f"depth must be a single-channel 16-bit PNG, got {array.dtype} {array.shape}")
+    return array
+
+
+def frame_files(folder: str | Path) -> tuple[list[Path], Path | None]:
+    """RGB files of a frames folder (folder/rgb/ or the folder itself) and its depth folder or None."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no frames folder at {folder}")
+    rgb_dir = folder / "rgb" if (folder / "rgb").is_dir() else folder
+    files = sorted(f for f in rgb_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"no PNG or JPEG frames in {rgb_dir}")
+    depth_dir = folder / "depth" if (folder / "depth").is_dir() else None
+    return files, depth_dir
+
+
+def load_frame(rgb_path: Path, depth_dir: Path | None, setup: CameraSetup) -> Frame:
+    """One frame; raises ValueError saying why it cannot be used."""
+    try:
+        rgb = _read_rgb(rgb_path)
+    except Exception as exc:
+        raise ValueError(f"unreadable image ({exc.__class__.__name__}: {exc})") from exc
+    if rgb.shape[:2] != tuple(setup.image_size):
+        raise ValueError(f"image is {rgb.shape[1]}x{rgb.shape[0]}, the camera is "
+                         f"{setup.image_size[1]}x{setup.image_size[0]}")
+    depth = None
+    if depth_dir is not None:
+        depth_path = depth_dir / f"{rgb_path.stem}.png"
+        if depth_path.is_file():
+            try:
+                raw = _read_depth(depth_path)
+            except Exception as exc:
+                raise ValueError(f"unreadable depth {depth_path.name} ({exc})") from exc
+            if raw.shape != tuple(setup.image_size):
+                raise ValueError(f"depth is {raw.shape[1]}x{raw.shape[0]}, the camera is "
+                                 f"{setup.image_size[1]}x{setup.image_size[0]}")
+            if not raw.any():
+                raise ValueError("depth is empty (no readings)")
+            depth = torch.from_numpy(raw.astype(np.float32) * setup.depth_scale / 1000.0)
+    if setup.table_to_camera is None:
+        if depth is None:
+            raise ValueError("no camera-to-table extrinsic in camera.json and no depth to find the table from")
+        camera = setup.camera(table_from_depth(depth, setup.K))
+    else:
+        camera = setup.camera()
+    return Frame(rgb_path.stem, torch.from_numpy(rgb).float() / 255.0, depth, camera)
+
+
+def iter_frames(folder: str | Path, camera_path: str | Path | None = None, on_problem=None):
+    """Yields the usable Frames of a folder, in name order. Unusable ones are passed to
+    on_problem(FrameProblem) (default: printed) and skipped."""
+    files, depth_dir = frame_files(folder)
+    camera_path = Path(camera_path) if camera_path else Path(folder) / "camera.json"
+    size = None
+    if camera_path.is_file() and "K" not in json.loads(camera_path.read_text() or "{}"):
+        try:  # a BOP scene_camera.json has no resolution: the first readable frame gives it
+            size = next(_read_rgb(f).shape[:2] for f in files)
+        except Exception:
+            pass
+    setup = read_camera(camera_path, size)
+    if setup.table_to_camera is None and depth_dir is None:
+        raise ValueError(f"{camera_path} has no camera-to-table extrinsic and {folder} has no depth/ folder: "
+                         "the table cannot be located")
+    report = on_problem or (lambda p: print(f"skipping frame {p.name}: {p.reason}"))
+    for f in files:
+        try:
+            yield load_frame(f, depth_dir, setup)
+        except ValueError as exc:
+            report(FrameProblem(f.name, str(exc)))
