@@ -318,6 +318,42 @@ def _demo_air(data, out: Path, num: int) -> list[str]:
             f"{metrics['pos_err_mm_median']:.1f} mm (model trained {ckpt['train_seconds'] / 60:.0f} min, no labels)"]
 
 
+def cmd_frames(args) -> int:
+    from .robot.simulate import CaptureConditions, write_frames
+
+    conditions = CaptureConditions.ideal() if args.ideal else CaptureConditions()
+    out = write_frames(args.out, args.num, conditions, seed=args.seed, with_extrinsic=not args.no_extrinsic,
+                       progress=not args.quiet)
+    print(f"wrote {args.num} frames to {out} (rgb/, depth/, camera.json, scene_gt.json)")
+    return 0
+
+
+def cmd_fit(args) -> int:
+    from .robot.fit import fit
+
+    result = fit(args.frames, args.out, args.camera, args.init, args.minutes, args.iterations, args.seed,
+                 resume=args.resume, progress=not args.quiet)
+    print(f"fitted AIR on {result['frames']} frames for {result['train_minutes']:.1f} min "
+          f"({result['iteration']} iterations); synthetic validation: count {result.get('val_count_acc', float('nan')):.3f}, "
+          f"ADD-S {result.get('val_adds_recall', float('nan')):.3f}. Checkpoint: {Path(args.out) / 'checkpoint.pt'}")
+    return 0
+
+
+def cmd_poses(args) -> int:
+    from .robot.poses import run_poses
+
+    results = run_poses(args.frames, args.model, args.out, args.camera, write_overlays=not args.no_overlay,
+                        progress=not args.quiet)
+    done = results["frames"]
+    for name, entry in list(sorted(done.items()))[:8]:
+        print(f"{name}: " + (", ".join(f"{o['category']} ({o['score']:.2f})" for o in entry["objects"]) or "nothing"))
+    seconds = [e["seconds"] for e in done.values()]
+    if seconds:
+        print(f"{len(done)} frames, {sum(seconds) / len(seconds):.2f} s per frame; skipped {len(results['skipped'])}")
+    print(f"wrote {Path(args.out) / 'poses.json'}, {Path(args.out) / 'poses_bop.csv'} and {Path(args.out) / 'overlay'}/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inverse-graphics", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -440,6 +476,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scene", type=int, default=3, help="test-scene index for the render panel")
     data_args(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("frames", help="make robot-camera frames (640x480 RGB-D, lighting, shadows, noise, clutter)")
+    p.add_argument("out")
+    p.add_argument("--num", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ideal", action="store_true", help="the renderer's own model: no lighting change, noise or clutter")
+    p.add_argument("--no-extrinsic", action="store_true", help="leave the extrinsic out of camera.json (found from depth)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_frames)
+
+    p = sub.add_parser("fit", help="train AIR without labels on a robot camera's frames (plus synthetic ones)")
+    p.add_argument("frames", help="frames folder (rgb/, optional depth/, camera.json)")
+    p.add_argument("--camera", default=None, help="camera.json or BOP scene_camera.json (default FRAMES/camera.json)")
+    p.add_argument("--out", default="fit_output")
+    p.add_argument("--init", default=None, help="AIR weights to start from (default: the shipped tabletop model)")
+    p.add_argument("--minutes", type=float, default=20.0)
+    p.add_argument("--iterations", type=int, default=100_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("poses", help="identity and 6-DoF pose of every object in a robot camera's frames")
+    p.add_argument("frames", help="frames folder (rgb/, optional depth/, camera.json)")
+    p.add_argument("--model", default=str(SHIPPED_AIR), help="AIR checkpoint (from `fit`; default the shipped one)")
+    p.add_argument("--camera", default=None, help="camera.json or BOP scene_camera.json (default FRAMES/camera.json)")
+    p.add_argument("--out", default="poses_output")
+    p.add_argument("--no-overlay", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_poses)
     return parser
 
 

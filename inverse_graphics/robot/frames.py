@@ -187,14 +187,14 @@ def _read_rgb(path: Path) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+        return np.array(im.convert("RGB"))
 
 
 def _read_depth(path: Path) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
-        array = np.asarray(im)
+        array = np.array(im)
     if array.ndim != 2 or array.dtype not in (np.uint16, np.int32, np.uint8):
         raise ValueError(f"depth must be a single-channel 16-bit PNG, got {array.dtype} {array.shape}")
     return array

@@ -169,12 +169,16 @@ def example_camera(image_size: tuple[int, int] = (480, 640)) -> Camera:
 
 def write_frames(out: str | Path, count: int, conditions: CaptureConditions | None = None, seed: int = 0,
                  camera: Camera | None = None, catalog: ObjectCatalog | None = None, split: str = "frames-test",
-                 with_extrinsic: bool = True, progress: bool = True) -> Path:
+                 with_extrinsic: bool = True, rgb_format: str = "png", progress: bool = True) -> Path:
     """`count` frames of 1-3 objects to a frames folder: rgb/, depth/, camera.json and scene_gt.json
     ({frame name: [{obj_id, category, cam_R_m2c, cam_t_m2c (mm)}]}). Frames already written are kept."""
     from tqdm import tqdm
 
-    from ..data.bop import atomic_write_json, atomic_write_png, model_to_camera
+    import io
+
+    from PIL import Image
+
+    from ..data.bop import atomic_write_bytes, atomic_write_json, atomic_write_png, model_to_camera
     from .fit import robot_data
     from .frames import write_camera
 
@@ -194,10 +198,15 @@ def write_frames(out: str | Path, count: int, conditions: CaptureConditions | No
         truth[name] = [{"obj_id": catalog[int(k)].obj_id, "category": catalog[int(k)].name,
                         "cam_R_m2c": R[0, n].flatten().tolist(), "cam_t_m2c": (t[0, n] * 1000).tolist()}
                        for n, k in enumerate(batch.category[0]) if k >= 0]
-        if (out / "rgb" / f"{name}.png").is_file() and (out / "depth" / f"{name}.png").is_file():
+        if (out / "rgb" / f"{name}.{rgb_format}").is_file() and (out / "depth" / f"{name}.png").is_file():
             continue
         rgb, depth = capture(batch, catalog, conditions, np.random.default_rng([seed, index]))
         atomic_write_png(out / "depth" / f"{name}.png", depth)
-        atomic_write_png(out / "rgb" / f"{name}.png", rgb)
+        if rgb_format == "png":
+            atomic_write_png(out / "rgb" / f"{name}.png", rgb)
+        else:  # JPEG, as many cameras deliver (quality 92)
+            buffer = io.BytesIO()
+            Image.fromarray(rgb).save(buffer, format="JPEG", quality=92)
+            atomic_write_bytes(out / "rgb" / f"{name}.{rgb_format}", buffer.getvalue())
     atomic_write_json(out / "scene_gt.json", truth)
     return out
