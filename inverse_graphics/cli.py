@@ -13,6 +13,7 @@ WEIGHTS_DIR = REPO_ROOT / "assets" / "weights"
 SHIPPED_AIR = WEIGHTS_DIR / "air_tabletop_v1.pt"
 SHIPPED_DAIR = WEIGHTS_DIR / "dair_tabletop_v1.pt"
 SHIPPED_SUPERVISED = WEIGHTS_DIR / "supervised_tabletop_v1.pt"
+EXAMPLE_FRAMES = REPO_ROOT / "assets" / "examples" / "robot_frames"
 GENERALIZATION_MODELS = RESULTS_DIR / "models"  # <method>_<train split>.pt for the generalization splits
 
 
@@ -286,15 +287,46 @@ def cmd_demo(args) -> int:
     with torch.no_grad():
         outputs = {mode: SceneRenderer(data.catalog, mode=mode, gradients="none")(batch) for mode in ("hard", "soft")}
     panel = render_panel(outputs, out / "render_modes.png")
-    print(f"3/4 AIR inference with the shipped weights ({SHIPPED_AIR.relative_to(REPO_ROOT)}) ...")
+    print(f"3/5 AIR inference with the shipped weights ({SHIPPED_AIR.relative_to(REPO_ROOT)}) ...")
     air_lines = _demo_air(data, out, args.num)
-    print("4/4 done. Files:")
+    print(f"4/5 object poses in the example robot frames ({EXAMPLE_FRAMES.relative_to(REPO_ROOT)}) ...")
+    robot_lines = _demo_robot(out / "robot_poses")
+    print("5/5 done. Files:")
     print(f"  dataset (BOP layout): {out / 'test'}")
     print(f"  contact sheet:        {sheet}")
     print(f"  hard vs soft render:  {panel}")
-    for line in air_lines:
+    for line in air_lines + robot_lines:
         print(line)
     return 0
+
+
+def _demo_robot(out: Path) -> list[str]:
+    import json
+
+    import torch
+
+    from .assets import ObjectCatalog
+    from .metrics import evaluate_poses
+    from .robot.poses import run_poses
+
+    results = run_poses(EXAMPLE_FRAMES, SHIPPED_AIR, out, progress=False)
+    truth = json.loads((EXAMPLE_FRAMES / "scene_gt.json").read_text())
+    names = sorted(truth)
+
+    def true_pose(o):
+        pose = torch.eye(4, dtype=torch.float64)
+        pose[:3, :3] = torch.tensor(o["cam_R_m2c"], dtype=torch.float64).view(3, 3)
+        pose[:3, 3] = torch.tensor(o["cam_t_m2c"], dtype=torch.float64) / 1000
+        return pose
+
+    metrics = evaluate_poses(
+        [[{"category": o["category"], "pose": torch.tensor(o["pose_camera"], dtype=torch.float64)}
+          for o in results["frames"][n]["objects"]] for n in names],
+        [[{"category": o["category"], "pose": true_pose(o)} for o in truth[n]] for n in names], ObjectCatalog.load())
+    seconds = sum(results["frames"][n]["seconds"] for n in names) / len(names)
+    return [f"  robot frame poses:    {out / 'poses.json'}, {out / 'poses_bop.csv'}, {out / 'overlay'}/",
+            f"  on these {len(names)} frames: ADD-S recall {metrics['adds_recall']:.2f}, "
+            f"{seconds:.2f} s per frame end to end"]
 
 
 def _demo_air(data, out: Path, num: int) -> list[str]:
@@ -323,7 +355,7 @@ def cmd_frames(args) -> int:
 
     conditions = CaptureConditions.ideal() if args.ideal else CaptureConditions()
     out = write_frames(args.out, args.num, conditions, seed=args.seed, with_extrinsic=not args.no_extrinsic,
-                       progress=not args.quiet)
+                       rgb_format="jpg" if args.jpeg else "png", progress=not args.quiet)
     print(f"wrote {args.num} frames to {out} (rgb/, depth/, camera.json, scene_gt.json)")
     return 0
 
@@ -483,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ideal", action="store_true", help="the renderer's own model: no lighting change, noise or clutter")
     p.add_argument("--no-extrinsic", action="store_true", help="leave the extrinsic out of camera.json (found from depth)")
+    p.add_argument("--jpeg", action="store_true", help="RGB as JPEG (quality 92) instead of PNG")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_frames)
 
