@@ -372,9 +372,10 @@ def cmd_fit(args) -> int:
 
 
 def cmd_poses(args) -> int:
-    from .robot.poses import run_poses
+    from .robot.poses import PoseSettings, run_poses
 
-    results = run_poses(args.frames, args.model, args.out, args.camera, write_overlays=not args.no_overlay,
+    settings = PoseSettings(categories=tuple(args.objects.split(","))) if args.objects else None
+    results = run_poses(args.frames, args.model, args.out, args.camera, settings, write_overlays=not args.no_overlay,
                         progress=not args.quiet)
     done = results["frames"]
     for name, entry in list(sorted(done.items()))[:8]:
@@ -536,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=str(SHIPPED_AIR), help="AIR checkpoint (from `fit`; default the shipped one)")
     p.add_argument("--camera", default=None, help="camera.json or BOP scene_camera.json (default FRAMES/camera.json)")
     p.add_argument("--out", default="poses_output")
+    p.add_argument("--objects", default=None, help="comma-separated catalog names that may appear (default: all)")
     p.add_argument("--no-overlay", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_poses)

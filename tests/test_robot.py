@@ -122,3 +122,9 @@ def test_fit_trains_from_frames(frames, tmp_path):
                  progress=False, log=lambda *_: None)
     assert result["iteration"] == 2 and result["frames"] == 4
     assert (tmp_path / "fit" / "checkpoint.pt").is_file() and (tmp_path / "fit" / "curves.png").is_file()
+
+
+def test_unknown_object_names_are_named(frames, tmp_path, capsys):
+    assert main(["poses", str(frames), "--model", SHIPPED, "--out", str(tmp_path), "--objects", "cube,teapot",
+                 "--quiet"]) == 2
+    assert "teapot" in capsys.readouterr().err

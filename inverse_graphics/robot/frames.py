@@ -251,11 +251,11 @@ def iter_frames(folder: str | Path, camera_path: str | Path | None = None, on_pr
     files, depth_dir = frame_files(folder)
     camera_path = Path(camera_path) if camera_path else Path(folder) / "camera.json"
     size = None
-    if camera_path.is_file() and "K" not in json.loads(camera_path.read_text() or "{}"):
-        try:  # a BOP scene_camera.json has no resolution: the first readable frame gives it
-            size = next(_read_rgb(f).shape[:2] for f in files)
-        except Exception:
-            pass
+    try:  # a BOP scene_camera.json has no resolution: the first frame gives it
+        if "K" not in json.loads(camera_path.read_text()):
+            size = _read_rgb(files[0]).shape[:2]
+    except Exception:
+        pass  # read_camera says what is wrong with the file
     setup = read_camera(camera_path, size)
     if setup.table_to_camera is None and depth_dir is None:
         raise ValueError(f"{camera_path} has no camera-to-table extrinsic and {folder} has no depth/ folder: "

@@ -25,7 +25,7 @@ from ..assets import ObjectCatalog
 from ..rendering.meshes import CatalogMeshes
 from ..rendering.open3d_renderer import camera_rays
 from ..rendering.renderer import LIGHT_DIRECTION
-from ..scene import Camera, SceneBatch, Table
+from ..scene import Camera, SceneBatch
 
 
 @dataclass
