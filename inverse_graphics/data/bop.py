@@ -215,13 +215,19 @@ def _write_annotations(data: Tabletop, split: str, indices: list[int], folder: P
     atomic_write_json(folder / "scene_tabletop.json", scene_tabletop)
 
 
-def _load_json(path: Path):
+def read_json(path: Path, what: str = "file"):
+    """The JSON in path; a missing file or corrupt JSON is an error naming the file."""
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"missing BOP file: {path}")
+        raise FileNotFoundError(f"missing {what}: {path}")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"corrupt JSON in {path}: {exc}") from exc
+        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def _load_json(path: Path):
+    return read_json(path, "BOP file")
 
 
 def _load_png(path: Path, shape: tuple | None, dtype) -> np.ndarray:

@@ -65,13 +65,10 @@ def read_camera(path: str | Path, image_size: tuple[int, int] | None = None) -> 
     """camera.json (our format) or a BOP scene_camera.json -> CameraSetup.
 
     image_size (H, W): used when the file gives no resolution (BOP files do not)."""
+    from ..data.bop import read_json
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no camera file at {path}")
-    try:
-        d = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+    d = read_json(path, "camera file")
     if not isinstance(d, dict) or not d:
         raise ValueError(f"{path} must hold a JSON object")
     if "K" not in d and all(isinstance(v, dict) and "cam_K" in v for v in d.values()):
