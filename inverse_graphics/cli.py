@@ -301,28 +301,15 @@ def cmd_demo(args) -> int:
 
 
 def _demo_robot(out: Path) -> list[str]:
-    import json
-
-    import torch
-
     from .assets import ObjectCatalog
     from .metrics import evaluate_poses
-    from .robot.poses import run_poses
+    from .robot.poses import detections_of, run_poses
+    from .robot.simulate import read_truth
 
     results = run_poses(EXAMPLE_FRAMES, SHIPPED_AIR, out, progress=False)
-    truth = json.loads((EXAMPLE_FRAMES / "scene_gt.json").read_text())
+    truth = read_truth(EXAMPLE_FRAMES)
     names = sorted(truth)
-
-    def true_pose(o):
-        pose = torch.eye(4, dtype=torch.float64)
-        pose[:3, :3] = torch.tensor(o["cam_R_m2c"], dtype=torch.float64).view(3, 3)
-        pose[:3, 3] = torch.tensor(o["cam_t_m2c"], dtype=torch.float64) / 1000
-        return pose
-
-    metrics = evaluate_poses(
-        [[{"category": o["category"], "pose": torch.tensor(o["pose_camera"], dtype=torch.float64)}
-          for o in results["frames"][n]["objects"]] for n in names],
-        [[{"category": o["category"], "pose": true_pose(o)} for o in truth[n]] for n in names], ObjectCatalog.load())
+    metrics = evaluate_poses(detections_of(results, names), [truth[n] for n in names], ObjectCatalog.load())
     seconds = sum(results["frames"][n]["seconds"] for n in names) / len(names)
     return [f"  robot frame poses:    {out / 'poses.json'}, {out / 'poses_bop.csv'}, {out / 'overlay'}/",
             f"  on these {len(names)} frames: ADD-S recall {metrics['adds_recall']:.2f}, "

@@ -12,7 +12,8 @@ from inverse_graphics.cli import main
 from inverse_graphics.data.bop import read_bop_results
 from inverse_graphics.metrics import evaluate_poses
 from inverse_graphics.robot.frames import iter_frames, read_camera, table_from_depth
-from inverse_graphics.robot.simulate import CaptureConditions, example_camera, write_frames
+from inverse_graphics.robot.poses import detections_of
+from inverse_graphics.robot.simulate import CaptureConditions, example_camera, read_truth, write_frames
 
 SHIPPED = "assets/weights/air_tabletop_v1.pt"
 
@@ -91,21 +92,10 @@ def test_poses_under_changed_lighting_and_noise(frames, tmp_path):
     out = tmp_path / "poses"
     assert main(["poses", str(frames), "--model", SHIPPED, "--out", str(out), "--quiet"]) == 0
     results = json.loads((out / "poses.json").read_text())
-    truth = json.loads((frames / "scene_gt.json").read_text())
+    truth = read_truth(frames)
     names = sorted(truth)
-
-    def pose(o, key, scale=1.0):
-        P = torch.eye(4, dtype=torch.float64)
-        if key == "pose_camera":
-            return torch.tensor(o[key], dtype=torch.float64)
-        P[:3, :3] = torch.tensor(o["cam_R_m2c"], dtype=torch.float64).view(3, 3)
-        P[:3, 3] = torch.tensor(o["cam_t_m2c"], dtype=torch.float64) / 1000
-        return P
-
-    predicted = [[{"category": o["category"], "pose": pose(o, "pose_camera")}
-                  for o in results["frames"][n]["objects"]] for n in names]
-    true = [[{"category": o["category"], "pose": pose(o, "gt")} for o in truth[n]] for n in names]
-    metrics = evaluate_poses(predicted, true, ObjectCatalog.load())
+    predicted = detections_of(results, names)
+    metrics = evaluate_poses(predicted, [truth[n] for n in names], ObjectCatalog.load())
     assert metrics["adds_recall"] >= 0.75, metrics
     rows = read_bop_results(out / "poses_bop.csv")
     assert len(rows) == sum(len(p) for p in predicted)

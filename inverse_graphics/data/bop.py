@@ -143,6 +143,13 @@ def bop_ids(index: int) -> tuple[int, int]:
 BOP_RESULTS_HEADER = "scene_id,im_id,obj_id,score,R,t,time"
 
 
+def bop_result_line(scene_id: int, im_id: int, obj_id: int, score: float, R_m2c, t_m2c_m, seconds: float) -> str:
+    """One row of a BOP results CSV: R_m2c (3, 3), t_m2c_m (3,) metres (written in mm), seconds per image."""
+    R = " ".join(f"{float(v):.6f}" for row in R_m2c for v in row)
+    t = " ".join(f"{float(v) * 1000:.3f}" for v in t_m2c_m)
+    return f"{scene_id},{im_id},{obj_id},{score:.4f},{R},{t},{float(seconds):.6f}"
+
+
 def write_bop_results(path: str | Path, batch: SceneBatch, indices: list[int], catalog: ObjectCatalog,
                       seconds: list[float] | torch.Tensor, scores: torch.Tensor | None = None) -> Path:
     """Writes one method's estimates as a BOP results CSV (atomically).
@@ -162,9 +169,8 @@ def write_bop_results(path: str | Path, batch: SceneBatch, indices: list[int], c
             if c < 0:
                 continue
             score = 1.0 if scores is None else float(scores[b, n])
-            R = " ".join(f"{float(v):.6f}" for v in R_m2c[b, n].flatten())
-            t = " ".join(f"{v:.3f}" for v in _mm(t_m2c[b, n]))
-            lines.append(f"{scene_id},{im_id},{catalog[c].obj_id},{score:.4f},{R},{t},{float(seconds[b]):.6f}")
+            lines.append(bop_result_line(scene_id, im_id, catalog[c].obj_id, score, R_m2c[b, n].tolist(),
+                                         t_m2c[b, n].tolist(), seconds[b]))
     path = Path(path)
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
     return path

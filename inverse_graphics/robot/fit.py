@@ -94,7 +94,7 @@ def fit(frames_dir: str | Path, out: str | Path, camera_path: str | Path | None 
     from ..air.train import TrainConfig, train_air
     from ..training import read_checkpoint
     from .frames import iter_frames
-    from .poses import area_downscale, table_shading
+    from .poses import area_downscale, table_shading, white_balance
 
     frames = list(iter_frames(frames_dir, camera_path, on_problem=lambda p: log(f"skipping frame {p.name}: {p.reason}")))
     if not frames:
@@ -105,11 +105,8 @@ def fit(frames_dir: str | Path, out: str | Path, camera_path: str | Path | None 
     init = Path(init) if init else Path(__file__).resolve().parents[2] / "assets" / "weights" / "air_tabletop_v1.pt"
     air_config = air_config_from_dict(read_checkpoint(init, "AIR")["air_config"])
     table_rgb = torch.tensor(color) * table_shading()  # the table as the model renders it
-    smalls = []
-    for f in frames:
-        small = area_downscale(f.rgb, data.camera.image_size)
-        gain = table_rgb / small.flatten(0, 1).median(0).values.clamp(min=1e-3)
-        smalls.append(((small * gain).clamp(0, 1) * 255).round().to(torch.uint8))
+    smalls = [(white_balance(area_downscale(f.rgb, data.camera.image_size), table_rgb) * 255).round().to(torch.uint8)
+              for f in frames]
     cfg = TrainConfig(split="frames-train", val_split="frames-test", iterations=iterations,
                       time_limit_minutes=minutes, seed=seed, train_pool=train_pool, val_size=val_size,
                       val_every=100)

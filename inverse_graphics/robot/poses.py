@@ -3,8 +3,7 @@
 Pipeline for one Frame (frames.py):
 1. AIR on the frame downscaled to its model's resolution (colours white-balanced so the
    table looks as the model's table does) proposes where objects are: pixel centres.
-   With depth, points standing above the table that no proposal explains add proposals.
-2. Per proposal, a window of the frame at `fine_scale` (1/2 by default, 320x240 for a
+2. Per proposal, a window of the frame at 1 / `fine_scale` (1/4 by default, 160x120 for a
    640x480 frame) is fitted by render-and-compare with the window's own camera:
    every category at a grid of yaws (fewer for symmetric shapes: 2-fold, 4-fold,
    continuous) is scored with its best colour (closed form: the render is linear in
@@ -13,7 +12,9 @@ Pipeline for one Frame (frames.py):
    sum over pixels of the colour residual and, with depth, the depth residual, so
    shadows, neighbours and clutter cost a bounded amount per pixel.
 3. An object is kept if it explains its window better than the bare table by
-   `min_gain`. Its pose in the camera frame follows from the table frame.
+   `min_gain` and lies in the workspace (fit.workspace). With depth, blobs of points
+   standing above the table that no kept object covers are proposed and fitted in turn.
+   Poses in the camera frame follow from the table frame.
 
 Units: metres and radians; images (H, W, 3) in [0, 1]; depth (H, W) metres, 0 = none.
 """
@@ -31,7 +32,7 @@ from ..assets import ObjectCatalog
 from ..refine import RefineSettings, fit_planar
 from ..rendering.likelihood import gaussian_blur
 from ..rendering.renderer import AMBIENT, DIFFUSE, LIGHT_DIRECTION, RenderSettings, SceneRenderer
-from ..scene import OBJECT_HEIGHT, Camera, SceneBatch, Table, pixel_to_table, yaw_to_matrix
+from ..scene import OBJECT_HEIGHT, Camera, SceneBatch, Table, pixel_to_table
 from .fit import workspace
 from .frames import Frame
 
@@ -100,12 +101,32 @@ def table_shading() -> float:
     return AMBIENT + DIFFUSE * max(0.0, float(light[2] / light.norm()))
 
 
-def heights_above_table(depth: torch.Tensor, camera: Camera) -> torch.Tensor:
-    """(H, W) depth metres -> (H, W) height of each point above the table (m), NaN where no reading."""
+def white_balance(image: torch.Tensor, table_rgb: torch.Tensor) -> torch.Tensor:
+    """(H, W, 3) -> the same with per-channel gains that make its median colour (the table's,
+    which fills most of a frame) equal table_rgb (3,)."""
+    gain = table_rgb / image.flatten(0, 1).median(0).values.clamp(min=1e-3)
+    return (image * gain).clamp(0, 1)
+
+
+def table_points(depth: torch.Tensor, camera: Camera) -> torch.Tensor:
+    """(H, W) depth metres -> (H, W, 3) the points in the table frame (z: height above the
+    table, m), NaN where there is no reading."""
     H, W = depth.shape
     v, u = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
     world = camera.backproject(torch.stack([u, v], -1), depth)
-    return torch.where(depth > 0, world[..., 2], float("nan"))
+    return torch.where((depth > 0)[..., None], world, float("nan"))
+
+
+def heights_above_table(depth: torch.Tensor, camera: Camera) -> torch.Tensor:
+    """(H, W) depth metres -> (H, W) height of each point above the table (m), NaN where no reading."""
+    return table_points(depth, camera)[..., 2]
+
+
+def in_workspace(position: torch.Tensor, area: tuple[tuple[float, float], float]) -> bool:
+    """Whether a table position (m) lies in the workspace area (centre, half extent; fit.workspace)
+    with a 3 cm margin: elsewhere is clutter."""
+    (cx, cy), e = area
+    return abs(float(position[0]) - cx) < e + 0.03 and abs(float(position[1]) - cy) < e + 0.03
 
 
 class FramePoseEstimator:
@@ -141,17 +162,13 @@ class FramePoseEstimator:
 
     # --- step 1: proposals ------------------------------------------------------------------
     @torch.no_grad()
-    def propose(self, frame: Frame) -> list[tuple[torch.Tensor, float]]:
-        """[(pixel centre (2,) (u, v) at the frame's resolution, presence probability)]."""
+    def propose(self, frame: Frame) -> list[torch.Tensor]:
+        """Pixel centres (2,) (u, v), at the frame's resolution, where AIR attended to an object."""
         s = self.settings
         model = self.model
         h, w = model.camera.image_size
         H, W = frame.camera.image_size
-        small = area_downscale(frame.rgb, (h, w))
-        # white balance: the frame's table (its median colour) is made the model's table colour
-        model_table = model.background()[0, :, h // 2, w // 2]
-        gain = model_table / small.flatten(0, 1).median(0).values.clamp(min=1e-3)
-        small = (small * gain).clamp(0, 1)
+        small = white_balance(area_downscale(frame.rgb, (h, w)), model.background()[0, :, h // 2, w // 2])
         steps = model.infer(small[None], greedy=True)
         proposals = []
         for step in steps:
@@ -160,10 +177,10 @@ class FramePoseEstimator:
             u, v = step.glimpse_center[0].tolist()
             centre = torch.tensor([(u + 0.5) * W / w - 0.5, (v + 0.5) * H / h - 0.5])
             if self.in_view(centre, (H, W)):
-                proposals.append((centre, float(step.pres_prob[0])))
+                proposals.append(centre)
         return proposals
 
-    def unexplained_proposals(self, frame: Frame, fits: list[dict], fine: tuple) -> list:
+    def unexplained_proposals(self, frame: Frame, fits: list[dict], fine: tuple, area: tuple) -> list[torch.Tensor]:
         """Blobs of depth points standing above the table, inside the workspace, that no fitted
         object covers: objects AIR missed (or merged with a neighbour)."""
         from scipy import ndimage
@@ -188,14 +205,9 @@ class FramePoseEstimator:
                 continue
             centre = torch.tensor([(cols.mean() + 0.5) * W / w - 0.5, (rows.mean() + 0.5) * H / h - 0.5],
                                   dtype=torch.float32)
-            if self.in_workspace(pixel_to_table(frame.camera, centre[None], OBJECT_HEIGHT)[0]):
-                extra.append((centre, 0.5))
+            if in_workspace(pixel_to_table(frame.camera, centre[None], OBJECT_HEIGHT)[0], area):
+                extra.append(centre)
         return extra
-
-    def in_workspace(self, position: torch.Tensor) -> bool:
-        """Whether a table position (m) lies in the workspace (with a 3 cm margin): elsewhere is clutter."""
-        (cx, cy), e = self.workspace
-        return abs(float(position[0]) - cx) < e + 0.03 and abs(float(position[1]) - cy) < e + 0.03
 
     def in_view(self, uv: torch.Tensor, image_size: tuple[int, int]) -> bool:
         """Whether a pixel (u, v) lies away from the frame's border (where clutter is)."""
@@ -217,7 +229,8 @@ class FramePoseEstimator:
         return loss
 
     def _window(self, frame: Frame, center: torch.Tensor, fine: tuple):
-        """The window around a full-resolution pixel centre: its camera, rgb, depth and table."""
+        """The window around a full-resolution pixel centre: its camera, rgb, depth, depth's points
+        in the table frame (n, n, 3) (or None), table and the centre's table position."""
         s = self.settings
         fine_camera, fine_rgb, fine_depth = fine
         Hf, Wf = fine_camera.image_size
@@ -229,9 +242,9 @@ class FramePoseEstimator:
         camera = fine_camera.cropped(top, left, (n, n))
         rgb = fine_rgb[top:top + n, left:left + n]
         depth = None if fine_depth is None else fine_depth[top:top + n, left:left + n]
-        if depth is not None:
-            heights = heights_above_table(depth, camera)
-            table_pixels = rgb[heights.abs() < 0.004]
+        points = None if depth is None else table_points(depth, camera)
+        if points is not None:
+            table_pixels = rgb[points[..., 2].abs() < 0.004]
         else:
             table_pixels = torch.cat([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
         if len(table_pixels) < 10:
@@ -239,30 +252,26 @@ class FramePoseEstimator:
         albedo = (table_pixels.median(0).values / table_shading()).clamp(0, 1)
         position = pixel_to_table(camera, torch.tensor([[cu - left, cv - top]]), OBJECT_HEIGHT)[0]
         table = Table(size=(1.0, 1.0), color=tuple(albedo.tolist()), center=tuple(position.tolist()))
-        return camera, rgb, depth, table, position
+        return camera, rgb, depth, points, table, position
 
     def _render(self, category, position, yaw, color, camera, table):
         batch = SceneBatch.from_planar(category, position, yaw, color, self.catalog, camera, table)
         return self.renderer(batch)
 
     def fit_object(self, frame: Frame, center: torch.Tensor, fine: tuple) -> dict:
-        """One proposal -> the best hypothesis (category, position, yaw, colour, loss, gain, probs) or None."""
+        """One proposal -> the best hypothesis (category, position, yaw, colour, loss, gain, probs)."""
         s = self.settings
-        camera, rgb, depth, table, position = self._window(frame, center, fine)
-        if depth is not None:  # centre on the blob of points above the table nearest the proposal
+        camera, rgb, depth, points, table, position = self._window(frame, center, fine)
+        if points is not None:  # centre on the blob of points above the table nearest the proposal
             from scipy import ndimage
 
-            n = s.window_px
-            v, u = torch.meshgrid(torch.arange(n, dtype=torch.float32), torch.arange(n, dtype=torch.float32),
-                                  indexing="ij")
-            pts = camera.backproject(torch.stack([u, v], -1), depth)
-            labels, count = ndimage.label((heights_above_table(depth, camera) > s.min_height_m).numpy())
+            labels, count = ndimage.label((points[..., 2] > s.min_height_m).numpy())
             if count:
                 labels = torch.from_numpy(labels)
-                distance = torch.where(labels > 0, (pts[..., :2] - position).norm(dim=-1), float("inf"))
+                distance = torch.where(labels > 0, (points[..., :2] - position).norm(dim=-1), float("inf"))
                 blob = labels == labels.flatten()[distance.argmin()]
                 if int(blob.sum()) > 10 and float(distance.min()) < 0.04:
-                    position = pts[blob][:, :2].mean(0)
+                    position = points[blob][:, :2].mean(0)
         H = len(self.hyp_category)
         with torch.no_grad():
             bare = self._render(torch.full((1, 1), -1), position.expand(1, 1, 2), torch.zeros(1, 1),
@@ -308,15 +317,15 @@ class FramePoseEstimator:
         size = (H // s.fine_scale, W // s.fine_scale)
         fine = (frame.camera.resized(size), area_downscale(frame.rgb, size),
                 None if frame.depth is None else depth_downscale(frame.depth, size))
-        self.workspace = workspace(frame.camera)
+        area = workspace(frame.camera)
         detections, fits = [], []
 
         def accept(proposals):
-            for center, presence in proposals:
+            for center in proposals:
                 if len(fits) >= s.max_objects:
                     return
                 fit = self.fit_object(frame, center, fine)
-                if fit["gain"] < s.min_gain or not self.in_workspace(fit["position"]):
+                if fit["gain"] < s.min_gain or not in_workspace(fit["position"], area):
                     continue
                 if any(float((fit["position"] - f["position"]).norm()) < 0.02 for f in fits):
                     continue  # two proposals for one object
@@ -326,19 +335,21 @@ class FramePoseEstimator:
         accept(proposals)
         count = len(proposals)
         if s.depth_proposals and fine[2] is not None and len(fits) < s.max_objects:
-            extra = self.unexplained_proposals(frame, fits, fine)
+            extra = self.unexplained_proposals(frame, fits, fine, area)
             count += len(extra)
             accept(extra)
         t2 = time.perf_counter()
         return detections, {"proposal_s": t1 - t0, "refine_s": t2 - t1, "proposals": count}
 
     def _detection(self, camera: Camera, fit: dict) -> Detection:
+        from ..data.bop import model_to_camera
+
         c = self.catalog[fit["category"]]
-        R = yaw_to_matrix(torch.tensor(fit["yaw"]))
-        t = torch.tensor([*fit["position"].tolist(), c.rest_height])
+        batch = SceneBatch.from_planar(torch.tensor([[fit["category"]]]), fit["position"].view(1, 1, 2),
+                                       torch.tensor([[fit["yaw"]]]), fit["color"].view(1, 1, 3), self.catalog, camera)
+        R, t = model_to_camera(batch)
         pose = torch.eye(4)
-        pose[:3, :3] = camera.R @ R
-        pose[:3, 3] = camera.R @ t + camera.t
+        pose[:3, :3], pose[:3, 3] = R[0, 0], t[0, 0]
         x, y = fit["position"].tolist()
         return Detection(c.name, c.obj_id, pose, (x, y, fit["yaw"] % (2 * math.pi)),
                          tuple(fit["color"].tolist()), fit["explained"] * fit["category_prob"])
@@ -346,9 +357,10 @@ class FramePoseEstimator:
 
 def overlay(frame: Frame, detections: list[Detection], catalog: ObjectCatalog, path) -> None:
     """The frame with each detection's model bounding box projected, and its category and score."""
+    import numpy as np
     from PIL import Image, ImageDraw
 
-    from ..data.bop import atomic_write_bytes
+    from ..data.bop import atomic_write_png
 
     image = Image.fromarray((frame.rgb * 255).round().byte().numpy())
     draw = ImageDraw.Draw(image)
@@ -367,11 +379,7 @@ def overlay(frame: Frame, detections: list[Detection], catalog: ObjectCatalog, p
             draw.line([tuple(uv[a].tolist()), tuple(uv[b].tolist())], fill=color, width=2)
         top = uv[:, 1].argmin()
         draw.text((float(uv[top, 0]), float(uv[top, 1]) - 12), f"{d.category} {d.score:.2f}", fill=color)
-    import io
-
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_png(path, np.asarray(image))
 
 
 def run_poses(frames_dir, checkpoint, out, camera_path=None, settings: PoseSettings | None = None,
@@ -385,7 +393,7 @@ def run_poses(frames_dir, checkpoint, out, camera_path=None, settings: PoseSetti
 
     from tqdm import tqdm
 
-    from ..data.bop import BOP_RESULTS_HEADER, atomic_write_bytes, atomic_write_json
+    from ..data.bop import BOP_RESULTS_HEADER, atomic_write_bytes, atomic_write_json, bop_result_line
     from .fit import frames_table_color, load_for_camera
     from .frames import frame_files, iter_frames
 
@@ -421,9 +429,16 @@ def run_poses(frames_dir, checkpoint, out, camera_path=None, settings: PoseSetti
     rows = [BOP_RESULTS_HEADER]
     for im_id, (name, entry) in enumerate(sorted(results["frames"].items())):
         for o in entry["objects"]:
-            R = " ".join(f"{v:.6f}" for row in o["pose_camera"][:3] for v in row[:3])
-            t = " ".join(f"{row[3] * 1000:.3f}" for row in o["pose_camera"][:3])
-            rows.append(f"0,{im_id},{o['obj_id']},{o['score']:.4f},{R},{t},{entry['seconds']:.4f}")
+            pose = o["pose_camera"]
+            rows.append(bop_result_line(0, im_id, o["obj_id"], o["score"], [row[:3] for row in pose[:3]],
+                                        [row[3] for row in pose[:3]], entry["seconds"]))
     atomic_write_bytes(out / "poses_bop.csv", ("\n".join(rows) + "\n").encode())
     atomic_write_json(results_path, results)
     return results
+
+
+def detections_of(results: dict, names: list[str]) -> list[list[dict]]:
+    """run_poses' results -> per named frame [{"category", "pose": (4, 4) float64}] (no entry: none),
+    the form metrics.evaluate_poses takes."""
+    return [[{"category": o["category"], "pose": torch.tensor(o["pose_camera"], dtype=torch.float64)}
+             for o in results["frames"].get(n, {"objects": []})["objects"]] for n in names]

@@ -24,8 +24,8 @@ import torch
 from ..assets import ObjectCatalog
 from ..rendering.meshes import CatalogMeshes
 from ..rendering.open3d_renderer import camera_rays
-from ..rendering.renderer import LIGHT_DIRECTION
-from ..scene import Camera, SceneBatch
+from ..rendering.renderer import BACKGROUND, LIGHT_DIRECTION
+from ..scene import Camera, SceneBatch, pixel_to_table
 
 
 @dataclass
@@ -74,8 +74,6 @@ def _smooth_noise(rng: np.random.Generator, xy: np.ndarray, cells: float = 0.05)
 
 def _clutter_boxes(rng: np.random.Generator, camera: Camera, count: int) -> list[tuple]:
     """Boxes whose base centre projects within 12% of the frame's border (not in the workspace)."""
-    from ..scene import pixel_to_table
-
     H, W = camera.image_size
     boxes = []
     for _ in range(count):
@@ -142,8 +140,6 @@ def capture(batch: SceneBatch, catalog: ObjectCatalog, conditions: CaptureCondit
         base = np.where(is_table[face][..., None], base * (1 + c.table_texture * grain[..., None]), base)
     ambient, diffuse = rng.uniform(*c.ambient), rng.uniform(*c.diffuse)
     rgb = base * (ambient + diffuse * lit)[..., None]
-    from ..rendering.renderer import BACKGROUND
-
     rgb = np.where(hit[..., None], rgb, np.array(BACKGROUND))
     H, W = camera.image_size
     v, u = np.meshgrid(np.linspace(-1, 1, H), np.linspace(-1, 1, W), indexing="ij")
@@ -210,3 +206,19 @@ def write_frames(out: str | Path, count: int, conditions: CaptureConditions | No
             atomic_write_bytes(out / "rgb" / f"{name}.{rgb_format}", buffer.getvalue())
     atomic_write_json(out / "scene_gt.json", truth)
     return out
+
+
+def read_truth(folder: str | Path) -> dict[str, list[dict]]:
+    """A frames folder's scene_gt.json (as write_frames writes it) -> {frame name: [{"category",
+    "pose": (4, 4) float64 model-to-camera, metres}]}, the form metrics.evaluate_poses takes."""
+    from ..data.bop import read_json
+
+    truth = {}
+    for name, objects in read_json(Path(folder) / "scene_gt.json", "ground truth").items():
+        truth[name] = []
+        for o in objects:
+            pose = torch.eye(4, dtype=torch.float64)
+            pose[:3, :3] = torch.tensor(o["cam_R_m2c"], dtype=torch.float64).view(3, 3)
+            pose[:3, 3] = torch.tensor(o["cam_t_m2c"], dtype=torch.float64) / 1000
+            truth[name].append({"category": o["category"], "pose": pose})
+    return truth
