@@ -37,6 +37,9 @@ class TrainConfig:
     time_limit_minutes: float = 60.0
     seed: int = 0
     grad_clip: float = 10.0
+    # AIR: the annealing schedules' clock at iteration 0. A run started from trained weights
+    # continues their schedule rather than re-tempering what they learned.
+    schedule_start: int = 0
 
 
 def atomic_torch_save(obj, path: Path) -> None:

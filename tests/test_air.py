@@ -35,6 +35,21 @@ def test_air_loss_is_finite_and_reaches_every_part_of_the_guide(catalog, tableto
     assert info["counts"].shape == (4,) and int(info["counts"].max()) <= 3
 
 
+def test_first_training_batch_sets_the_reward_statistics(catalog, tabletop):
+    """NVIL's running mean starts at the first batch's ELBO, not at 0: ELBOs are ~1e5 nats, and a
+    mean starting at 0 made every early signal hugely negative (a fine-tuned guide stopped
+    proposing objects)."""
+    model = AIR(AIRConfig(**SMALL), catalog, tabletop.camera, tabletop.config.table).train()
+    images = tabletop.render("train", range(4))[0].rgb
+    assert model.reward_statistics_unset()
+    _, info = model.loss(images, iteration=0)
+    assert not model.reward_statistics_unset()
+    first = float(model.reward_mean)
+    assert abs(first - info["elbo"]) < 1e-3 * abs(info["elbo"])
+    _, info2 = model.loss(images, iteration=1)
+    assert float(model.reward_mean) == pytest.approx(0.99 * first + 0.01 * info2["elbo"], rel=1e-4)
+
+
 def test_guide_rejects_images_of_the_wrong_size(catalog, tabletop):
     model = AIR(AIRConfig(**SMALL), catalog, tabletop.camera, tabletop.config.table)
     with pytest.raises(ValueError, match=r"\(32, 32\).*\(64, 64\)"):

@@ -112,6 +112,10 @@ def test_fit_trains_from_frames(frames, tmp_path):
                  progress=False, log=lambda *_: None)
     assert result["iteration"] == 2 and result["frames"] == 4
     assert (tmp_path / "fit" / "checkpoint.pt").is_file() and (tmp_path / "fit" / "curves.png").is_file()
+    # the fit continues the shipped weights' annealing schedules, not restarting them
+    shipped = torch.load(SHIPPED, weights_only=False)
+    fitted = torch.load(tmp_path / "fit" / "checkpoint.pt", weights_only=False)
+    assert fitted["train_config"]["schedule_start"] == shipped["iteration"] > 0
 
 
 def test_unknown_object_names_are_named(frames, tmp_path, capsys):

@@ -81,3 +81,28 @@ def test_scene_batch_roundtrip_and_validation(catalog, tabletop):
     with pytest.raises(ValueError, match="shape"):
         SceneBatch(torch.zeros(2, 3, dtype=torch.long), torch.eye(3).repeat(2, 3, 1, 1), torch.zeros(2, 3, 2),
                    torch.zeros(2, 3, 3), tabletop.camera)
+
+
+def test_table_in_view_covers_the_image_and_stays_in_front(catalog):
+    """A table much larger than the view has corners behind the camera and PyTorch3D drops it
+    (the bare table rendered as background); Table.in_view covers every pixel."""
+    from inverse_graphics.rendering.renderer import BACKGROUND
+    from inverse_graphics.robot.simulate import example_camera
+
+    renderer = SceneRenderer(catalog, mode="hard", gradients="none")
+    steep = Camera.look_at((0.0, -0.05, 0.5), (0.0, 0.0, 0.0), 50.0, (48, 64))
+    grazing = Camera.look_at((0.0, -0.3, 0.1), (0.0, 1.0, 0.0), 60.0, (48, 64))  # sees the horizon
+    for camera in (example_camera().resized((60, 80)), steep, grazing):
+        table = Table.in_view(camera, color=(0.6, 0.5, 0.4))
+        empty = SceneBatch.from_planar(torch.full((1, 1), -1), torch.zeros(1, 1, 2), torch.zeros(1, 1),
+                                       torch.zeros(1, 1, 3), catalog, camera, table)
+        table_seen = (renderer(empty).rgb[0] - torch.tensor(BACKGROUND)).abs().sum(-1) > 0.05
+        v, u = torch.meshgrid(torch.arange(camera.image_size[0]).float(), torch.arange(camera.image_size[1]).float(),
+                              indexing="ij")
+        rays = torch.stack([u, v, torch.ones_like(u)], -1) @ torch.linalg.inv(camera.K).T @ camera.R
+        height = float((-camera.R.T @ camera.t)[2])
+        reach = height / (-rays[..., 2]).clamp(min=1e-9) * rays[..., :2].norm(dim=-1)
+        on_table = (rays[..., 2] < 0) & (reach < 1.9)  # in_view's table reaches 2 m
+        assert on_table.any() and table_seen[on_table].all() and not table_seen[~on_table & (rays[..., 2] > 0)].any()
+    with pytest.raises(ValueError, match="not above the table"):
+        Table.in_view(Camera.look_at((0.0, -0.3, -0.1), (0.0, 0.0, -0.2), 60.0, (48, 64)))

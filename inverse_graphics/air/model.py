@@ -517,6 +517,10 @@ class AIR(nn.Module):
             value = value + (sharp + entropy).sum(-1)
         return (value * present[rows, t]).sum() / len(steps[0].identity_logits)  # per image of the full batch
 
+    def reward_statistics_unset(self) -> bool:
+        """Whether the NVIL running statistics still hold their initial values (no batch seen)."""
+        return bool(self.reward_mean == 0) and bool(self.reward_var == 1) and bool((self.signal_var == 1).all())
+
     def loss(self, images: torch.Tensor, iteration: int, score_weight: float = 1.0,
              baseline_momentum: float = 0.99) -> tuple[torch.Tensor, dict]:
         """Surrogate loss whose gradient estimates -grad ELBO, and diagnostics.
@@ -544,17 +548,21 @@ class AIR(nn.Module):
             count_term = log_p_count
         elbo = log_lik + log_p + count_term - log_q_cont - log_q_disc.sum(1).detach()
 
+        # A run's first batch sets the running statistics outright. ELBOs are -1e4 to -1e6 nats;
+        # from the initial (0, 1) every early signal was hugely negative, which taught a guide
+        # started from trained weights to say 'no object' everywhere.
+        momentum = 0.0 if self.training and self.reward_statistics_unset() else baseline_momentum
         with torch.no_grad():
             reward = elbo.detach()
             if self.training:
-                self.reward_mean.mul_(baseline_momentum).add_((1 - baseline_momentum) * reward.mean())
-                self.reward_var.mul_(baseline_momentum).add_((1 - baseline_momentum) * reward.var(unbiased=False))
+                self.reward_mean.mul_(momentum).add_((1 - momentum) * reward.mean())
+                self.reward_var.mul_(momentum).add_((1 - momentum) * reward.var(unbiased=False))
             centred = (reward - self.reward_mean) / self.reward_var.sqrt().clamp(min=1e-6)
         baseline = self.baseline(image_code.detach())  # (B, T)
         signal = centred[:, None] - baseline.detach()
         if self.training:
             with torch.no_grad():
-                self.signal_var.mul_(baseline_momentum).add_((1 - baseline_momentum) * signal.pow(2).mean(0))
+                self.signal_var.mul_(momentum).add_((1 - momentum) * signal.pow(2).mean(0))
         signal = signal / self.signal_var.sqrt().clamp(min=1.0)
         # A step's discrete choices affect the likelihood only from that step on; the whole ELBO is
         # used as the reward, with the per-step baseline removing the shared part.

@@ -8,7 +8,7 @@ written atomically, so a killed run resumes where its last checkpoint left it.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -79,9 +79,11 @@ def train_air(out: str | Path, air_config: AIRConfig | None = None, train_config
     optimizer = torch.optim.Adam([{"params": guide_params, "lr": cfg.lr},
                                   {"params": baselines, "lr": cfg.baseline_lr}])
     if init is not None and ckpt is None:
-        start, _ = load_checkpoint(init, data)
+        start, start_ckpt = load_checkpoint(init, data)
         model.guide.load_state_dict(start.guide.state_dict())
-        log(f"starting from the guide of {init}")
+        cfg = replace(cfg, schedule_start=start_ckpt.get("iteration", 0)
+                      + start_ckpt.get("train_config", {}).get("schedule_start", 0))
+        log(f"starting from the guide of {init} (schedules at iteration {cfg.schedule_start})")
     pool, _ = render_pool(data, cfg.split, cfg.train_pool, progress)
     if extra_images is not None:
         if extra_images.dtype != torch.uint8 or tuple(extra_images.shape[1:]) != tuple(pool.shape[1:]):
@@ -92,7 +94,7 @@ def train_air(out: str | Path, air_config: AIRConfig | None = None, train_config
     val_images = val_images.float() / 255
 
     def step_loss(index, iteration):
-        loss, info = model.loss(pool[index].float() / 255, iteration, cfg.score_weight)
+        loss, info = model.loss(pool[index].float() / 255, cfg.schedule_start + iteration, cfg.score_weight)
         return loss, {"objective": info["elbo"], "mean_count": float(info["counts"].float().mean())}
 
     payload = {"air_config": air_config.to_dict(), "train_config": asdict(cfg), "data_config": data.config.to_fields()}

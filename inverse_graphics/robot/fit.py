@@ -54,8 +54,7 @@ def robot_data(camera: Camera, table_color=(0.55, 0.5, 0.44), air_size: tuple[in
     centre, half_extent = workspace(camera)
     config = TabletopConfig(image_size=size, seed=seed, camera_override=small.to_dict(),
                             placement_half_extent=half_extent, placement_center=centre,
-                            table=Table(size=(3.0, 3.0), color=tuple(float(c) for c in table_color),
-                                        center=centre))
+                            table=Table.in_view(small, table_color))
     return Tabletop(config, catalog)
 
 

@@ -66,7 +66,8 @@ class PoseSettings:
 class Detection:
     """category: name; pose_camera (4, 4) model-to-camera, metres; planar (x, y, yaw) on the table;
     color (3,); score in [0, 1]: the share of the window's difference from the bare table that the
-    object explains x the category's share of the evidence among categories."""
+    object explains x the category's share of the evidence among categories; source: which
+    proposal found it, 'air' or 'depth' (a blob of points above the table)."""
 
     category: str
     obj_id: int
@@ -74,13 +75,14 @@ class Detection:
     planar: tuple[float, float, float]
     color: tuple[float, float, float]
     score: float
+    source: str = "air"
 
     def to_json(self) -> dict:
         x, y, yaw = self.planar
         return {"category": self.category, "obj_id": self.obj_id, "score": round(self.score, 4),
                 "pose_camera": [[round(float(v), 6) for v in row] for row in self.pose_camera],
                 "x_m": round(x, 5), "y_m": round(y, 5), "yaw_rad": round(yaw, 5),
-                "color": [round(c, 4) for c in self.color]}
+                "color": [round(c, 4) for c in self.color], "source": self.source}
 
 
 def area_downscale(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -195,7 +197,7 @@ class FramePoseEstimator:
                 out = self._render(torch.tensor([[f["category"] for f in fits]]),
                                    torch.stack([f["position"] for f in fits])[None],
                                    torch.tensor([[f["yaw"] for f in fits]]), torch.stack([f["color"] for f in fits])[None],
-                                   fine_camera, Table(size=(3.0, 3.0)))
+                                   fine_camera, self.model.table)
             above &= F.max_pool2d(out.mask[None], 5, 1, 2)[0, 0] < 0.5
         labels, count = ndimage.label(ndimage.binary_opening(above.numpy(), iterations=1))
         extra = []
@@ -308,7 +310,8 @@ class FramePoseEstimator:
                 "category_prob": float(probs[int(category[k, 0])])}
 
     def estimate(self, frame: Frame) -> tuple[list[Detection], dict]:
-        """One frame -> detections and timings (seconds)."""
+        """One frame -> detections, and timings (seconds) with the proposals: their count and
+        AIR's pixel centres (u, v) in the frame."""
         s = self.settings
         t0 = time.perf_counter()
         proposals = self.propose(frame)
@@ -320,7 +323,7 @@ class FramePoseEstimator:
         area = workspace(frame.camera)
         detections, fits = [], []
 
-        def accept(proposals):
+        def accept(proposals, source):
             for center in proposals:
                 if len(fits) >= s.max_objects:
                     return
@@ -330,16 +333,17 @@ class FramePoseEstimator:
                 if any(float((fit["position"] - f["position"]).norm()) < 0.02 for f in fits):
                     continue  # two proposals for one object
                 fits.append(fit)
-                detections.append(self._detection(frame.camera, fit))
+                detections.append(replace(self._detection(frame.camera, fit), source=source))
 
-        accept(proposals)
+        accept(proposals, "air")
         count = len(proposals)
         if s.depth_proposals and fine[2] is not None and len(fits) < s.max_objects:
             extra = self.unexplained_proposals(frame, fits, fine, area)
             count += len(extra)
-            accept(extra)
+            accept(extra, "depth")
         t2 = time.perf_counter()
-        return detections, {"proposal_s": t1 - t0, "refine_s": t2 - t1, "proposals": count}
+        return detections, {"proposal_s": t1 - t0, "refine_s": t2 - t1, "proposals": count,
+                            "air_proposals_px": [[round(float(c), 1) for c in p] for p in proposals]}
 
     def _detection(self, camera: Camera, fit: dict) -> Detection:
         from ..data.bop import model_to_camera
