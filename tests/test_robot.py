@@ -105,6 +105,32 @@ def test_poses_under_changed_lighting_and_noise(frames, tmp_path):
     assert json.loads((out / "poses.json").read_text())["frames"] == json.loads(before)["frames"]
 
 
+def test_air_proposes_the_objects(frames):
+    """The shipped AIR weights, on the frames' camera, attend to the objects: most true objects
+    have one of AIR's proposals within 25 px (an object is 60-90 px across). AIR's input shows
+    only what stands in the workspace: clutter, shadows and the table's texture are painted over."""
+    from inverse_graphics.robot.fit import air_input, load_for_camera, workspace_mask
+    from inverse_graphics.robot.poses import FramePoseEstimator
+
+    loaded = list(iter_frames(frames))
+    truth = read_truth(frames)
+    model, _ = load_for_camera(SHIPPED, loaded[0].camera)
+    estimator = FramePoseEstimator(model)
+    near, total = 0, 0
+    for frame in loaded:
+        proposals = torch.stack(estimator.propose(frame)).double()
+        for o in truth[frame.name]:
+            uvw = frame.camera.K.double() @ o["pose"][:3, 3]
+            near += float((proposals - uvw[:2] / uvw[2]).norm(dim=1).min()) < 25
+            total += 1
+    assert near / total >= 0.75, (near, total)
+    table_rgb = model.background()[0, :, 0, 0]
+    mask = workspace_mask(model.camera, ((0.0, 0.02), 0.10))
+    assert 0.2 < mask.float().mean() < 0.9 and not mask[0, 0] and mask[30, 40]
+    small = air_input(loaded[0], model.camera, table_rgb, mask)
+    assert ((small - table_rgb).abs().sum(-1) < 1e-6).float().mean() > 0.8  # little but the objects remains
+
+
 def test_fit_trains_from_frames(frames, tmp_path):
     from inverse_graphics.robot.fit import fit
 

@@ -45,6 +45,43 @@ def workspace(camera: Camera, margin: float = 0.08) -> tuple[tuple[float, float]
     return (float(centre[0]), float(centre[1])), best
 
 
+def workspace_mask(camera: Camera, area: tuple[tuple[float, float], float], margin: float = 0.04,
+                   top: float = 0.05) -> torch.Tensor:
+    """(H, W) bool: the pixels that can see an object standing in the workspace `area` (centre,
+    half extent; `workspace`): those whose ray crosses the column over the area, widened by
+    `margin` m, between the table and `top` m above it. Outside it is what AIR need not look at
+    (clutter at the frame's border)."""
+    H, W = camera.image_size
+    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    uv = torch.stack([u.flatten(), v.flatten()], -1)
+    (cx, cy), e = area
+    inside = torch.zeros(H * W, dtype=torch.bool)
+    for height in torch.linspace(0.0, top, 6).tolist():
+        xy = pixel_to_table(camera, uv, height)
+        inside |= ((xy[:, 0] - cx).abs() < e + margin) & ((xy[:, 1] - cy).abs() < e + margin)
+    return inside.view(H, W)
+
+
+def air_input(frame, camera: Camera, table_rgb: torch.Tensor, mask: torch.Tensor,
+              min_height_m: float = 0.008, margin: float = 0.04) -> torch.Tensor:
+    """A Frame as AIR sees it, (h, w, 3) in [0, 1] for `camera` (the frame's camera at AIR's
+    resolution): area-downscaled, white-balanced so the table has the colour the model renders
+    it with, table_rgb (3,), and the bare table outside the workspace mask (h, w). With depth,
+    also wherever the points lie on the table (shadows, texture) or outside the workspace
+    column (clutter): AIR then looks only at what stands in the workspace."""
+    from .poses import area_downscale, depth_downscale, table_points, white_balance
+
+    size = tuple(mask.shape)
+    small = white_balance(area_downscale(frame.rgb, size), table_rgb)
+    keep = mask
+    if frame.depth is not None:
+        points = table_points(depth_downscale(frame.depth, size), camera)
+        (cx, cy), e = workspace(frame.camera)
+        outside = ((points[..., 0] - cx).abs() > e + margin) | ((points[..., 1] - cy).abs() > e + margin)
+        keep = keep & ~((points[..., 2] < min_height_m) | outside)  # NaN (no reading) compares False: kept
+    return torch.where(keep[..., None], small, table_rgb.to(small))
+
+
 def robot_data(camera: Camera, table_color=(0.55, 0.5, 0.44), air_size: tuple[int, int] | None = None,
                catalog: ObjectCatalog | None = None, seed: int = 2016) -> Tabletop:
     """The tabletop scene distribution (1-3 objects in the 'frames-*' splits) seen by `camera`
@@ -93,7 +130,7 @@ def fit(frames_dir: str | Path, out: str | Path, camera_path: str | Path | None 
     from ..air.train import TrainConfig, train_air
     from ..training import read_checkpoint
     from .frames import iter_frames
-    from .poses import area_downscale, table_shading, white_balance
+    from .poses import table_shading
 
     frames = list(iter_frames(frames_dir, camera_path, on_problem=lambda p: log(f"skipping frame {p.name}: {p.reason}")))
     if not frames:
@@ -104,8 +141,8 @@ def fit(frames_dir: str | Path, out: str | Path, camera_path: str | Path | None 
     init = Path(init) if init else Path(__file__).resolve().parents[2] / "assets" / "weights" / "air_tabletop_v1.pt"
     air_config = air_config_from_dict(read_checkpoint(init, "AIR")["air_config"])
     table_rgb = torch.tensor(color) * table_shading()  # the table as the model renders it
-    smalls = [(white_balance(area_downscale(f.rgb, data.camera.image_size), table_rgb) * 255).round().to(torch.uint8)
-              for f in frames]
+    mask = workspace_mask(data.camera, workspace(camera))
+    smalls = [(air_input(f, data.camera, table_rgb, mask) * 255).round().to(torch.uint8) for f in frames]
     cfg = TrainConfig(split="frames-train", val_split="frames-test", iterations=iterations,
                       time_limit_minutes=minutes, seed=seed, train_pool=train_pool, val_size=val_size,
                       val_every=100)

@@ -1,8 +1,9 @@
 """Objects' identities and 6-DoF poses in a robot camera frame: AIR proposes, render-and-compare decides.
 
 Pipeline for one Frame (frames.py):
-1. AIR on the frame downscaled to its model's resolution (colours white-balanced so the
-   table looks as the model's table does) proposes where objects are: pixel centres.
+1. AIR on the frame downscaled to its model's resolution proposes where objects are: pixel
+   centres. Its input is white-balanced so the table looks as the model's table does, and
+   shows only the workspace; with depth, only what stands above the table in it (fit.air_input).
 2. Per proposal, a window of the frame at 1 / `fine_scale` (1/4 by default, 160x120 for a
    640x480 frame) is fitted by render-and-compare with the window's own camera:
    every category at a grid of yaws (fewer for symmetric shapes: 2-fold, 4-fold,
@@ -33,7 +34,7 @@ from ..refine import RefineSettings, fit_planar
 from ..rendering.likelihood import gaussian_blur
 from ..rendering.renderer import AMBIENT, DIFFUSE, LIGHT_DIRECTION, RenderSettings, SceneRenderer
 from ..scene import OBJECT_HEIGHT, Camera, SceneBatch, Table, pixel_to_table
-from .fit import workspace
+from .fit import air_input, workspace, workspace_mask
 from .frames import Frame
 
 
@@ -50,10 +51,7 @@ class PoseSettings:
     depth_std_m: float = 0.004
     outlier_scale: float = 3.0  # residuals (in stds) beyond this count little more (Cauchy)
     min_gain: float = 30.0  # how much better than the bare table (loss units) an object must explain its window
-    # AIR's steps propose until one's presence probability falls below this. (Keeping every step's
-    # attention point instead was measured: with the tabletop weights, whose presence on the example
-    # camera's frames is about 0.05, it was slower and less accurate; README, Robot camera frames.)
-    presence_threshold: float = 0.5
+    presence_threshold: float = 0.5  # AIR's steps propose until one's presence falls below this
     border: float = 0.08  # objects centred this close (fraction of the frame) to its edge are clutter
     depth_proposals: bool = True  # look for objects AIR missed among points above the table
     min_height_m: float = 0.008  # a depth point this far above the table belongs to an object
@@ -161,6 +159,7 @@ class FramePoseEstimator:
         self.hyp_category = torch.tensor([h[0] for h in hyp])
         self.hyp_yaw = torch.tensor([h[1] for h in hyp], dtype=torch.float32)
         torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # its first use imports ~1 s of modules: now
+        self._air_mask = None  # AIR's view of the workspace, made for the first frame's camera
 
     # --- step 1: proposals ------------------------------------------------------------------
     @torch.no_grad()
@@ -170,7 +169,10 @@ class FramePoseEstimator:
         model = self.model
         h, w = model.camera.image_size
         H, W = frame.camera.image_size
-        small = white_balance(area_downscale(frame.rgb, (h, w)), model.background()[0, :, h // 2, w // 2])
+        if self._air_mask is None:
+            self._air_mask = workspace_mask(model.camera, workspace(frame.camera))
+        table_rgb = model.background()[0, :, h // 2, w // 2]
+        small = air_input(frame, model.camera, table_rgb, self._air_mask, s.min_height_m)
         steps = model.infer(small[None], greedy=True)
         proposals = []
         for step in steps:
