@@ -125,9 +125,10 @@ def test_air_proposes_the_objects(frames):
             total += 1
     assert near / total >= 0.75, (near, total)
     table_rgb = model.background()[0, :, 0, 0]
-    mask = workspace_mask(model.camera, ((0.0, 0.02), 0.10))
+    area = ((0.0, 0.02), 0.10)
+    mask = workspace_mask(model.camera, area)
     assert 0.2 < mask.float().mean() < 0.9 and not mask[0, 0] and mask[30, 40]
-    small = air_input(loaded[0], model.camera, table_rgb, mask)
+    small = air_input(loaded[0], model.camera, table_rgb, area, mask)
     assert ((small - table_rgb).abs().sum(-1) < 1e-6).float().mean() > 0.8  # little but the objects remains
 
 

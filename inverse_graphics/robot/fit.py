@@ -62,11 +62,12 @@ def workspace_mask(camera: Camera, area: tuple[tuple[float, float], float], marg
     return inside.view(H, W)
 
 
-def air_input(frame, camera: Camera, table_rgb: torch.Tensor, mask: torch.Tensor,
-              min_height_m: float = 0.008, margin: float = 0.04) -> torch.Tensor:
+def air_input(frame, camera: Camera, table_rgb: torch.Tensor, area: tuple[tuple[float, float], float],
+              mask: torch.Tensor, min_height_m: float = 0.008, margin: float = 0.04) -> torch.Tensor:
     """A Frame as AIR sees it, (h, w, 3) in [0, 1] for `camera` (the frame's camera at AIR's
     resolution): area-downscaled, white-balanced so the table has the colour the model renders
-    it with, table_rgb (3,), and the bare table outside the workspace mask (h, w). With depth,
+    it with, table_rgb (3,), and the bare table outside the workspace `area`'s mask (h, w;
+    workspace_mask). With depth,
     also wherever the points lie on the table (shadows, texture) or outside the workspace
     column (clutter): AIR then looks only at what stands in the workspace."""
     from .poses import area_downscale, depth_downscale, table_points, white_balance
@@ -76,7 +77,7 @@ def air_input(frame, camera: Camera, table_rgb: torch.Tensor, mask: torch.Tensor
     keep = mask
     if frame.depth is not None:
         points = table_points(depth_downscale(frame.depth, size), camera)
-        (cx, cy), e = workspace(frame.camera)
+        (cx, cy), e = area
         outside = ((points[..., 0] - cx).abs() > e + margin) | ((points[..., 1] - cy).abs() > e + margin)
         keep = keep & ~((points[..., 2] < min_height_m) | outside)  # NaN (no reading) compares False: kept
     return torch.where(keep[..., None], small, table_rgb.to(small))
@@ -141,8 +142,9 @@ def fit(frames_dir: str | Path, out: str | Path, camera_path: str | Path | None 
     init = Path(init) if init else Path(__file__).resolve().parents[2] / "assets" / "weights" / "air_tabletop_v1.pt"
     air_config = air_config_from_dict(read_checkpoint(init, "AIR")["air_config"])
     table_rgb = torch.tensor(color) * table_shading()  # the table as the model renders it
-    mask = workspace_mask(data.camera, workspace(camera))
-    smalls = [(air_input(f, data.camera, table_rgb, mask) * 255).round().to(torch.uint8) for f in frames]
+    area = workspace(camera)
+    mask = workspace_mask(data.camera, area)
+    smalls = [(air_input(f, data.camera, table_rgb, area, mask) * 255).round().to(torch.uint8) for f in frames]
     cfg = TrainConfig(split="frames-train", val_split="frames-test", iterations=iterations,
                       time_limit_minutes=minutes, seed=seed, train_pool=train_pool, val_size=val_size,
                       val_every=100)

@@ -159,7 +159,7 @@ class FramePoseEstimator:
         self.hyp_category = torch.tensor([h[0] for h in hyp])
         self.hyp_yaw = torch.tensor([h[1] for h in hyp], dtype=torch.float32)
         torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # its first use imports ~1 s of modules: now
-        self._air_mask = None  # AIR's view of the workspace, made for the first frame's camera
+        self._air_view = None  # the workspace and AIR's mask of it, for the first frame's camera
 
     # --- step 1: proposals ------------------------------------------------------------------
     @torch.no_grad()
@@ -169,10 +169,11 @@ class FramePoseEstimator:
         model = self.model
         h, w = model.camera.image_size
         H, W = frame.camera.image_size
-        if self._air_mask is None:
-            self._air_mask = workspace_mask(model.camera, workspace(frame.camera))
+        if self._air_view is None:
+            area = workspace(frame.camera)
+            self._air_view = (area, workspace_mask(model.camera, area))
         table_rgb = model.background()[0, :, h // 2, w // 2]
-        small = air_input(frame, model.camera, table_rgb, self._air_mask, s.min_height_m)
+        small = air_input(frame, model.camera, table_rgb, *self._air_view, s.min_height_m)
         steps = model.infer(small[None], greedy=True)
         proposals = []
         for step in steps:
