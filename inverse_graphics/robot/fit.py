@@ -17,6 +17,8 @@ from ..data.tabletop import Tabletop, TabletopConfig
 from ..scene import Camera, Table, pixel_to_table
 
 AIR_SIZE = (60, 80)  # (H, W) AIR's input for a 4:3 frame
+# How far (m) beyond the workspace AIR still looks: an object's footprint reaches past its centre.
+AIR_VIEW_MARGIN = 0.04
 
 
 def air_size_for(image_size: tuple[int, int], width: int = 80) -> tuple[int, int]:
@@ -45,7 +47,7 @@ def workspace(camera: Camera, margin: float = 0.08) -> tuple[tuple[float, float]
     return (float(centre[0]), float(centre[1])), best
 
 
-def workspace_mask(camera: Camera, area: tuple[tuple[float, float], float], margin: float = 0.04,
+def workspace_mask(camera: Camera, area: tuple[tuple[float, float], float], margin: float = AIR_VIEW_MARGIN,
                    top: float = 0.05) -> torch.Tensor:
     """(H, W) bool: the pixels that can see an object standing in the workspace `area` (centre,
     half extent; `workspace`): those whose ray crosses the column over the area, widened by
@@ -63,7 +65,7 @@ def workspace_mask(camera: Camera, area: tuple[tuple[float, float], float], marg
 
 
 def air_input(frame, camera: Camera, table_rgb: torch.Tensor, area: tuple[tuple[float, float], float],
-              mask: torch.Tensor, min_height_m: float = 0.008, margin: float = 0.04) -> torch.Tensor:
+              mask: torch.Tensor, min_height_m: float = 0.008, margin: float = AIR_VIEW_MARGIN) -> torch.Tensor:
     """A Frame as AIR sees it, (h, w, 3) in [0, 1] for `camera` (the frame's camera at AIR's
     resolution): area-downscaled, white-balanced so the table has the colour the model renders
     it with, table_rgb (3,), and the bare table outside the workspace `area`'s mask (h, w;
