@@ -21,8 +21,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-from inverse_graphics.air.benchmark import HEADLINE, evaluate_run, evaluate_untrained, train_run  # noqa: E402
-from inverse_graphics.data.bop import atomic_write_json  # noqa: E402
+from inverse_graphics.experiments.air_tabletop import HEADLINE, evaluate_run, evaluate_untrained, train_run  # noqa: E402
+from inverse_graphics.files import atomic_write_json  # noqa: E402
 
 RUNS = ROOT / "results" / "air_runs"
 OUT = ROOT / "results" / "air_tabletop.json"

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import trimesh
 
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+from .paths import ASSETS_DIR
+
 MAX_FACES_WARNING = 300  # CPU rasterization cost grows with faces x pixels
 
 

@@ -7,14 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
-WEIGHTS_DIR = REPO_ROOT / "assets" / "weights"
-SHIPPED_AIR = WEIGHTS_DIR / "air_tabletop_v1.pt"
-SHIPPED_DAIR = WEIGHTS_DIR / "dair_tabletop_v1.pt"
-SHIPPED_SUPERVISED = WEIGHTS_DIR / "supervised_tabletop_v1.pt"
-EXAMPLE_FRAMES = REPO_ROOT / "assets" / "examples" / "robot_frames"
-GENERALIZATION_MODELS = RESULTS_DIR / "models"  # <method>_<train split>.pt for the generalization splits
+from .paths import (EXAMPLE_FRAMES, GENERALIZATION_MODELS, REPO_ROOT, RESULTS_DIR, SHIPPED_AIR, SHIPPED_DAIR,
+                    SHIPPED_SUPERVISED)
 
 
 def _tabletop(args):
@@ -49,8 +43,8 @@ def cmd_generate(args) -> int:
 def cmd_bench_render(args) -> int:
     from tqdm import tqdm
 
-    from .data.bop import atomic_write_json
-    from .rendering.benchmark import run_render_benchmark
+    from .files import atomic_write_json
+    from .experiments.render_speed import run_render_benchmark
 
     bar = tqdm(desc="bench-render", unit="render", disable=args.json)
 
@@ -81,8 +75,8 @@ def cmd_bench_render(args) -> int:
 def cmd_bench_blackbox(args) -> int:
     from tqdm import tqdm
 
-    from .data.bop import atomic_write_json
-    from .rendering.blackbox_benchmark import run_blackbox_benchmark
+    from .files import atomic_write_json
+    from .experiments.blackbox_gradients import run_blackbox_benchmark
 
     stages = tqdm(desc="bench-blackbox", total=7, unit="stage")
 
@@ -164,7 +158,7 @@ def _existing(path) -> str | None:
 def cmd_benchmark(args) -> int:
     import torch
 
-    from .report import GENERALIZATION, BenchmarkConfig, run_benchmark
+    from .experiments.side_by_side import GENERALIZATION, BenchmarkConfig, run_benchmark
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -196,7 +190,8 @@ def cmd_optimise(args) -> int:
     import torch
 
     from .air.infer import load_images
-    from .data.bop import atomic_write_json, write_bop_results
+    from .data.bop import write_bop_results
+    from .files import atomic_write_json
     from .optimise import OptimiseSettings, optimise_scene
     from .rendering.likelihood import make_planar_renderer
     from .scene import SceneBatch
@@ -249,7 +244,7 @@ def cmd_export_weights(args) -> int:
 def cmd_infer(args) -> int:
     from .air.infer import infer, load_images, overlay_figure, to_json
     from .air.train import load_checkpoint
-    from .data.bop import atomic_write_json
+    from .files import atomic_write_json
 
     model, _ = load_checkpoint(args.model)
     images, files = load_images(args.images)
@@ -319,7 +314,8 @@ def _demo_robot(out: Path) -> list[str]:
 def _demo_air(data, out: Path, num: int) -> list[str]:
     from .air.infer import infer, overlay_figure, to_json
     from .air.train import evaluate, load_checkpoint
-    from .data.bop import atomic_write_json, read_split
+    from .data.bop import read_split
+    from .files import atomic_write_json
 
     if not SHIPPED_AIR.exists():
         return [f"  (no shipped AIR weights at {SHIPPED_AIR}; train some with `inverse-graphics train-air`)"]

@@ -7,8 +7,6 @@ their model; both go through `fit`, so their budgets and bookkeeping are the sam
 
 from __future__ import annotations
 
-import io
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ import numpy as np
 import torch
 
 from .data.tabletop import Tabletop
+from .files import atomic_torch_save, atomic_write_json
 from .scene import SceneBatch
 
 
@@ -40,19 +39,6 @@ class TrainConfig:
     # AIR: the annealing schedules' clock at iteration 0. A run started from trained weights
     # continues their schedule rather than re-tempering what they learned.
     schedule_start: int = 0
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(buffer.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_checkpoint(path: str | Path, kind: str) -> dict:
@@ -164,8 +150,6 @@ def fit(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg
         return elapsed_before + time.perf_counter() - start
 
     def checkpoint():
-        from .data.bop import atomic_write_json
-
         atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
                            "history": history, "train_seconds": train_seconds(), "skipped": skipped,
                            "torch_rng": torch.get_rng_state(), **payload}, ckpt_path)

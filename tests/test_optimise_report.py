@@ -11,7 +11,7 @@ from inverse_graphics.metrics import evaluate_planar, symmetric_distances
 from inverse_graphics.optimise import OptimiseSettings, optimise_scene
 from inverse_graphics.rendering.likelihood import make_planar_renderer
 from inverse_graphics.rendering.renderer import SceneRenderer
-from inverse_graphics.report import METHODS, BenchmarkConfig, run_benchmark
+from inverse_graphics.experiments.side_by_side import METHODS, BenchmarkConfig, run_benchmark
 from inverse_graphics.scene import SceneBatch
 from inverse_graphics.supervised import train_supervised
 from inverse_graphics.training import TrainConfig

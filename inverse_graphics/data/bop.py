@@ -23,9 +23,7 @@ images already on disk.
 
 from __future__ import annotations
 
-import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -34,29 +32,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..assets import ObjectCatalog
+from ..files import atomic_write_bytes, atomic_write_json, atomic_write_png, read_json
 from ..rendering.renderer import SceneRenderer
 from ..scene import Camera, SceneBatch, Table
 from .tabletop import Tabletop
 
 IMAGES_PER_FOLDER = 1000
 DEPTH_SCALE = 0.1  # depth_mm = png_value * DEPTH_SCALE: 0.1 mm steps up to 6.5 m
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(obj, indent=1) + "\n").encode())
-
-
-def atomic_write_png(path: Path, array: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    atomic_write_bytes(Path(path), buffer.getvalue())
 
 
 def _folder(root: Path, split: str, index: int) -> tuple[Path, int]:
@@ -219,17 +201,6 @@ def _write_annotations(data: Tabletop, split: str, indices: list[int], folder: P
     atomic_write_json(folder / "scene_camera.json", scene_camera)
     atomic_write_json(folder / "scene_gt.json", scene_gt)
     atomic_write_json(folder / "scene_tabletop.json", scene_tabletop)
-
-
-def read_json(path: Path, what: str = "file"):
-    """The JSON in path; a missing file or corrupt JSON is an error naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"missing {what}: {path}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
 
 
 def _load_json(path: Path):

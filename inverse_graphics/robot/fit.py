@@ -14,6 +14,7 @@ import torch
 
 from ..assets import ObjectCatalog
 from ..data.tabletop import Tabletop, TabletopConfig
+from ..paths import SHIPPED_AIR
 from ..scene import Camera, Table, pixel_to_table
 
 AIR_SIZE = (60, 80)  # (H, W) AIR's input for a 4:3 frame
@@ -141,7 +142,7 @@ def fit(frames_dir: str | Path, out: str | Path, camera_path: str | Path | None 
     camera = frames[0].camera
     color = frames_table_color(frames)
     data = robot_data(camera, color)
-    init = Path(init) if init else Path(__file__).resolve().parents[2] / "assets" / "weights" / "air_tabletop_v1.pt"
+    init = Path(init) if init else SHIPPED_AIR
     air_config = air_config_from_dict(read_checkpoint(init, "AIR")["air_config"])
     table_rgb = torch.tensor(color) * table_shading()  # the table as the model renders it
     area = workspace(camera)

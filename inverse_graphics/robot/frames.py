@@ -65,7 +65,7 @@ def read_camera(path: str | Path, image_size: tuple[int, int] | None = None) -> 
     """camera.json (our format) or a BOP scene_camera.json -> CameraSetup.
 
     image_size (H, W): used when the file gives no resolution (BOP files do not)."""
-    from ..data.bop import read_json
+    from ..files import read_json
 
     path = Path(path)
     d = read_json(path, "camera file")
@@ -107,7 +107,7 @@ def read_camera(path: str | Path, image_size: tuple[int, int] | None = None) -> 
 
 def write_camera(path: str | Path, camera: Camera, with_extrinsic: bool = True, depth_scale: float = 1.0) -> Path:
     """Our camera.json for a Camera (world = table frame)."""
-    from ..data.bop import atomic_write_json
+    from ..files import atomic_write_json
 
     H, W = camera.image_size
     d = {"K": camera.K.tolist(), "width": W, "height": H, "depth_scale": depth_scale}

@@ -367,7 +367,7 @@ def overlay(frame: Frame, detections: list[Detection], catalog: ObjectCatalog, p
     import numpy as np
     from PIL import Image, ImageDraw
 
-    from ..data.bop import atomic_write_png
+    from ..files import atomic_write_png
 
     image = Image.fromarray((frame.rgb * 255).round().byte().numpy())
     draw = ImageDraw.Draw(image)
@@ -400,7 +400,8 @@ def run_poses(frames_dir, checkpoint, out, camera_path=None, settings: PoseSetti
 
     from tqdm import tqdm
 
-    from ..data.bop import BOP_RESULTS_HEADER, atomic_write_bytes, atomic_write_json, bop_result_line
+    from ..data.bop import BOP_RESULTS_HEADER, bop_result_line
+    from ..files import atomic_write_bytes, atomic_write_json
     from .fit import frames_table_color, load_for_camera
     from .frames import frame_files, iter_frames
 

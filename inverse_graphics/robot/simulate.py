@@ -174,7 +174,8 @@ def write_frames(out: str | Path, count: int, conditions: CaptureConditions | No
 
     from PIL import Image
 
-    from ..data.bop import atomic_write_bytes, atomic_write_json, atomic_write_png, model_to_camera
+    from ..data.bop import model_to_camera
+    from ..files import atomic_write_bytes, atomic_write_json, atomic_write_png
     from .fit import robot_data
     from .frames import write_camera
 
@@ -211,7 +212,7 @@ def write_frames(out: str | Path, count: int, conditions: CaptureConditions | No
 def read_truth(folder: str | Path) -> dict[str, list[dict]]:
     """A frames folder's scene_gt.json (as write_frames writes it) -> {frame name: [{"category",
     "pose": (4, 4) float64 model-to-camera, metres}]}, the form metrics.evaluate_poses takes."""
-    from ..data.bop import read_json
+    from ..files import read_json
 
     truth = {}
     for name, objects in read_json(Path(folder) / "scene_gt.json", "ground truth").items():

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..air.model import AIR, AIRConfig
+from ..air.train import evaluate, load_checkpoint, train_air
 from ..data.tabletop import Tabletop, TabletopConfig
 from ..timing import time_inference
 from ..training import TrainConfig, render_pool
-from .model import AIRConfig
-from .train import evaluate, load_checkpoint, train_air
 
 HEADLINE = ("count_acc", "identity_acc", "pos_err_mm_median", "rot_err_deg_median", "adds_recall")
 
@@ -58,8 +58,6 @@ def evaluate_run(path: Path, split: str, num: int) -> dict:
 def evaluate_untrained(split: str, num: int, seed: int = 0) -> dict:
     """The guide before any training: what its architecture alone (attention seeded by the
     difference from the bare table, presence from the evidence left) gets right."""
-    from .model import AIR
-
     torch.manual_seed(seed)
     data = Tabletop()
     model = AIR(AIRConfig(), data.catalog, data.camera, data.config.table)

@@ -13,7 +13,7 @@ import torch
 
 from ..data.tabletop import Tabletop, TabletopConfig
 from ..scene import SceneBatch
-from .renderer import SceneRenderer
+from ..rendering.renderer import SceneRenderer
 
 
 def _soft_loss(renderer: SceneRenderer, batch: SceneBatch, target: torch.Tensor) -> torch.Tensor:

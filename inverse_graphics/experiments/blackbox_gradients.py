@@ -21,9 +21,9 @@ import torch
 from ..data.tabletop import Tabletop
 from ..metrics import yaw_error_deg
 from ..refine import RefineSettings, image_loss, refine
-from .likelihood import make_planar_renderer
-from .open3d_renderer import Open3DRenderer
-from .renderer import SceneRenderer
+from ..rendering.likelihood import make_planar_renderer
+from ..rendering.open3d_renderer import Open3DRenderer
+from ..rendering.renderer import SceneRenderer
 from ..scene import SceneBatch
 
 GRADIENT_METHODS = {  # name -> (renderer name, options)
