@@ -123,13 +123,17 @@ def cmd_train_air(args) -> int:
     return 0
 
 
-def _train_config(args, **extra):
-    from .training import TrainConfig
-
+def _set_threads(args) -> None:
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
+
+
+def _train_config(args, **extra):
+    from .training import TrainConfig
+
+    _set_threads(args)
     return TrainConfig(split=args.split, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
                        train_pool=args.train_pool, val_size=args.val_size, val_every=args.val_every,
                        time_limit_minutes=args.minutes, seed=args.train_seed, **extra)
@@ -185,51 +189,11 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_optimise(args) -> int:
-    import time
+    from .optimise import OptimiseSettings, optimise_files
 
-    import torch
-
-    from .air.infer import load_images
-    from .data.bop import write_bop_results
-    from .files import atomic_write_json
-    from .optimise import OptimiseSettings, optimise_scene
-    from .rendering.likelihood import make_planar_renderer
-    from .scene import SceneBatch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    data = _tabletop(args)
-    images, files = load_images(args.images)
-    if tuple(images.shape[1:3]) != tuple(data.camera.image_size):
-        raise ValueError(f"images are {tuple(images.shape[1:3])} pixels; the tabletop camera expects "
-                         f"{tuple(data.camera.image_size)} (see --image-size)")
-    renderer = make_planar_renderer(args.renderer, data.catalog)
+    _set_threads(args)
     settings = OptimiseSettings(max_objects=args.max_objects, starts=args.starts)
-    generator = torch.Generator().manual_seed(args.optimise_seed)
-    out = Path(args.out)
-    entries, fits, seconds = [], [], []
-    for image, name in zip(images, files):
-        start = time.perf_counter()
-        fit = optimise_scene(renderer, image, data.camera, data.config.table, len(data.catalog), settings, generator)
-        seconds.append(time.perf_counter() - start)
-        fits.append(fit)
-        objects = [{"category": data.catalog[int(c)].name, "x_m": float(p[0]), "y_m": float(p[1]),
-                    "yaw_rad": float(y), "color": [float(v) for v in col]}
-                   for c, p, y, col in zip(fit.category, fit.position, fit.yaw, fit.color)]
-        entries.append({"image": str(name), "count": len(objects), "objects": objects, "image_loss": fit.loss,
-                        "seconds": seconds[-1]})
-        print(f"{Path(name).name}: {len(objects)} objects: " + ", ".join(o["category"] for o in objects)
-              + f" ({seconds[-1]:.1f} s)")
-    N = max(1, args.max_objects)
-    category = torch.full((len(fits), N), -1, dtype=torch.long)
-    position, yaw, color = torch.zeros(len(fits), N, 2), torch.zeros(len(fits), N), torch.zeros(len(fits), N, 3)
-    for b, fit in enumerate(fits):
-        k = len(fit.category)
-        category[b, :k], position[b, :k], yaw[b, :k], color[b, :k] = fit.category, fit.position, fit.yaw, fit.color
-    batch = SceneBatch.from_planar(category, position, yaw, color, data.catalog, data.camera, data.config.table)
-    atomic_write_json(out / "poses.json", entries)
-    csv = write_bop_results(out / "optimise_images-test.csv", batch, list(range(len(fits))), data.catalog, seconds)
-    print(f"wrote {out / 'poses.json'} and {csv} (BOP results; im_id = the image's position in the list)")
+    optimise_files(args.images, args.out, _tabletop(args), args.renderer, settings, args.optimise_seed)
     return 0
 
 
@@ -242,7 +206,8 @@ def cmd_export_weights(args) -> int:
 
 
 def cmd_infer(args) -> int:
-    from .air.infer import infer, load_images, overlay_figure, to_json
+    from .air.infer import infer, overlay_figure, to_json
+    from .data.images import load_images
     from .air.train import load_checkpoint
     from .files import atomic_write_json
 

@@ -5,6 +5,13 @@ from __future__ import annotations
 import math
 
 import torch
+from pytorch3d.ops import sample_points_from_meshes
+from pytorch3d.structures import Meshes
+from scipy.optimize import linear_sum_assignment
+
+from .assets import Category, ObjectCatalog
+from .camera import Camera
+from .scene import PlanarObjects, yaw_to_matrix
 
 
 def yaw_error_deg(predicted: torch.Tensor, true: torch.Tensor, symmetry_order: torch.Tensor) -> torch.Tensor:
@@ -20,19 +27,14 @@ def yaw_error_deg(predicted: torch.Tensor, true: torch.Tensor, symmetry_order: t
     return torch.where(symmetry_order == 0, torch.zeros_like(error), torch.rad2deg(error))
 
 
-def model_points(category, count: int = 500) -> torch.Tensor:
+def model_points(category: Category, count: int = 500) -> torch.Tensor:
     """(count, 3) points spread over the category's surface (metres), the same on every call."""
-    from pytorch3d.ops import sample_points_from_meshes
-    from pytorch3d.structures import Meshes
-
     with torch.random.fork_rng():
         torch.manual_seed(0)
         return sample_points_from_meshes(Meshes([category.verts], [category.faces]), count)[0]
 
 
 def _planar_pose(position: torch.Tensor, yaw: torch.Tensor, height: float) -> torch.Tensor:
-    from .scene import yaw_to_matrix
-
     pose = torch.eye(4)
     pose[:3, :3] = yaw_to_matrix(yaw.detach().reshape(()).float())
     pose[:3, 3] = torch.tensor([float(position[0]), float(position[1]), height])
@@ -51,8 +53,6 @@ def symmetric_distances(vertices: torch.Tensor, axis_origin: torch.Tensor, yaw_e
     same model turned by yaw_error_rad (the error to the nearest symmetric equivalent of
     the truth) about the vertical through axis_origin (3,), and moved by offset (3,) m.
     """
-    from .scene import yaw_to_matrix
-
     turn = yaw_to_matrix(torch.tensor(yaw_error_rad, dtype=vertices.dtype))
     moved = (vertices - axis_origin) @ turn.T + axis_origin + offset
     mssd = float((moved - vertices).norm(dim=-1).max())
@@ -63,13 +63,11 @@ def symmetric_distances(vertices: torch.Tensor, axis_origin: torch.Tensor, yaw_e
     return mssd, float((a - b).norm(dim=-1).max())
 
 
-def evaluate_planar(pred_category: torch.Tensor, pred_position: torch.Tensor, pred_yaw: torch.Tensor,
-                    true_category: torch.Tensor, true_position: torch.Tensor, true_yaw: torch.Tensor,
-                    catalog, camera=None) -> dict:
+def evaluate_planar(predicted: PlanarObjects, truth: PlanarObjects, catalog: ObjectCatalog,
+                    camera: Camera | None = None) -> dict:
     """Benchmark metrics for B scenes of planar objects (benchmark spec).
 
-    category (B, N) int64, -1 empty; position (B, N, 2) metres; yaw (B, N) radians
-    (prediction and truth may have different N). Objects are matched to the truth
+    predicted, truth: B scenes each (they may have different slot counts N). Objects are matched to the truth
     by position (Hungarian); identity accuracy, position error (mm), symmetry-aware
     yaw error (degrees) and ADD-S are over matched pairs; ADD-S recall (at 0.1 x the
     true object's diameter) counts unmatched true objects as misses. MSSD and MSPD
@@ -77,8 +75,8 @@ def evaluate_planar(pred_category: torch.Tensor, pred_position: torch.Tensor, pr
     over true objects, counting unmatched and wrongly identified ones as misses (MSPD
     needs the camera). `matches` lists every matched pair's errors, for figures.
     """
-    from scipy.optimize import linear_sum_assignment
-
+    pred_category, pred_position, pred_yaw = predicted.category, predicted.position, predicted.yaw
+    true_category, true_position, true_yaw = truth.category, truth.position, truth.yaw
     orders = torch.tensor([c.yaw_symmetry_order() for c in catalog.categories])
     points = [model_points(c) for c in catalog.categories]
     count_correct, identity_correct, matched = 0, 0, 0
@@ -143,13 +141,11 @@ def add_s_between(points_a: torch.Tensor, pose_a: torch.Tensor, points_b: torch.
     return torch.cdist(b, a).min(1).values.mean()
 
 
-def evaluate_poses(predicted: list[list[dict]], truth: list[list[dict]], catalog) -> dict:
+def evaluate_poses(predicted: list[list[dict]], truth: list[list[dict]], catalog: ObjectCatalog) -> dict:
     """Camera-frame 6-DoF poses, frame by frame: each object a dict with 'category' (name) and
     'pose' (4, 4) model-to-camera, metres. Objects are matched by translation (Hungarian);
     ADD-S (the predicted object's own points against the true object's) at 0.1 x the true
     object's diameter, unmatched true objects counting as misses."""
-    from scipy.optimize import linear_sum_assignment
-
     points = {c.name: model_points(c) for c in catalog.categories}
     count_ok, identity_ok, matched, adds_ok, total, errors = 0, 0, 0, 0, 0, []
     for pred, true in zip(predicted, truth, strict=True):

@@ -16,15 +16,20 @@ from the image there); each hypothesis, together with the objects already accept
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 
+from .data.bop import write_bop_results
+from .data.images import load_images
+from .data.tabletop import Tabletop
+from .files import atomic_write_json
 from .refine import RefineSettings, image_loss, refine
-from .rendering.likelihood import PlanarRenderer
-from .rendering.likelihood import gaussian_blur
-from .scene import MEAN_SHADING, OBJECT_HEIGHT, Camera, Table, pixel_to_table
-
+from .rendering.likelihood import PlanarRenderer, gaussian_blur, make_planar_renderer
+from .camera import Camera, pixel_to_table
+from .scene import MEAN_SHADING, OBJECT_HEIGHT, PlanarObjects, Table
 
 
 @dataclass
@@ -37,13 +42,11 @@ class OptimiseSettings:
 
 
 @dataclass
-class Fit:
-    """category (N,) (-1 absent), position (N, 2) m, yaw (N,) rad, colour (N, 3), loss (final image loss)."""
+class OptimisedScene:
+    """One image's answer: the objects accepted (one scene, as many slots as objects) and the
+    final image loss."""
 
-    category: torch.Tensor
-    position: torch.Tensor
-    yaw: torch.Tensor
-    color: torch.Tensor
+    objects: PlanarObjects
     loss: float
 
 
@@ -69,7 +72,7 @@ def _starts(image: torch.Tensor, rendered: torch.Tensor, camera: Camera, count: 
 
 
 def optimise_scene(renderer: PlanarRenderer, image: torch.Tensor, camera: Camera, table: Table, num_categories: int,
-                   settings: OptimiseSettings | None = None, generator: torch.Generator | None = None) -> Fit:
+                   settings: OptimiseSettings | None = None, generator: torch.Generator | None = None) -> OptimisedScene:
     """Fits one image (H, W, 3) in [0, 1] from random starts; see the module's docstring."""
     s = settings or OptimiseSettings()
     if image.dim() != 3 or image.shape[-1] != 3:
@@ -77,60 +80,86 @@ def optimise_scene(renderer: PlanarRenderer, image: torch.Tensor, camera: Camera
     if not torch.isfinite(image).all():
         raise ValueError("image has NaN or Inf values")
     C = num_categories
-    category = torch.empty(0, dtype=torch.long)
-    position, yaw, color = torch.empty(0, 2), torch.empty(0), torch.empty(0, 3)
+    accepted = PlanarObjects(torch.empty(1, 0, dtype=torch.long), torch.empty(1, 0, 2), torch.empty(1, 0),
+                             torch.empty(1, 0, 3))
     with torch.no_grad():
-        current = renderer(torch.full((1, 1), -1), torch.zeros(1, 1, 2), torch.zeros(1, 1), torch.zeros(1, 1, 3),
-                           camera, table)
+        current = renderer(PlanarObjects.empty(1), camera, table)
         best_loss = float(image_loss(current, image[None], s.refine.blur_end_px)[0])
     H = C * s.starts  # hypotheses for the next object: every category from each start
     for _ in range(s.max_objects):
-        n = len(category)
+        n = accepted.slots
         start = _starts(image, current[0], camera, s.starts, generator).repeat(C, 1)
-        hyp_category = torch.cat([category.expand(H, n), torch.arange(C).repeat_interleave(s.starts)[:, None]], 1)
-        hyp_position = torch.cat([position.expand(H, n, 2), start[:, None]], 1)
-        hyp_yaw = torch.cat([yaw.expand(H, n), torch.rand(H, 1, generator=generator) * 2 * math.pi], 1)
-        hyp_color = torch.cat([color.expand(H, n, 3), _color_at(image, camera, start)[:, None]], 1)
-        fitted = refine(renderer, image.expand(H, -1, -1, -1), hyp_category, hyp_position, hyp_yaw, hyp_color,
-                        camera, table, s.refine)
-        h = int(fitted.loss.argmin())
-        if best_loss - float(fitted.loss[h]) <= s.object_penalty:
+        hypotheses = PlanarObjects(
+            torch.cat([accepted.category.expand(H, n), torch.arange(C).repeat_interleave(s.starts)[:, None]], 1),
+            torch.cat([accepted.position.expand(H, n, 2), start[:, None]], 1),
+            torch.cat([accepted.yaw.expand(H, n), torch.rand(H, 1, generator=generator) * 2 * math.pi], 1),
+            torch.cat([accepted.color.expand(H, n, 3), _color_at(image, camera, start)[:, None]], 1))
+        refined = refine(renderer, image.expand(H, -1, -1, -1), hypotheses, camera, table, s.refine)
+        h = int(refined.loss.argmin())
+        if best_loss - float(refined.loss[h]) <= s.object_penalty:
             break
-        best_loss = float(fitted.loss[h])
-        category, position, yaw, color = hyp_category[h], fitted.position[h], fitted.yaw[h], fitted.color[h]
+        best_loss = float(refined.loss[h])
+        accepted = refined.objects.select(h)
         with torch.no_grad():
-            current = renderer(category[None], position[None], yaw[None], color[None], camera, table)
-    return Fit(category, position, yaw, color, best_loss)
+            current = renderer(accepted, camera, table)
+    return OptimisedScene(accepted, best_loss)
 
 
 def optimise(renderer: PlanarRenderer, images: torch.Tensor, camera: Camera, table: Table, num_categories: int,
-             settings: OptimiseSettings | None = None, seed: int = 0, progress=None):
-    """images (B, H, W, 3) -> category (B, N) (-1 absent), position (B, N, 2), yaw (B, N), colour (B, N, 3),
-    with N = settings.max_objects."""
+             settings: OptimiseSettings | None = None, seed: int = 0, progress=None) -> PlanarObjects:
+    """images (B, H, W, 3) -> the objects found in each, in N = settings.max_objects slots."""
     s = settings or OptimiseSettings()
     generator = torch.Generator().manual_seed(seed)
-    B, N = images.shape[0], s.max_objects
-    category = torch.full((B, N), -1, dtype=torch.long)
-    position, yaw, color = torch.zeros(B, N, 2), torch.zeros(B, N), torch.zeros(B, N, 3)
-    for b in range(B):
-        fit = optimise_scene(renderer, images[b], camera, table, num_categories, s, generator)
-        k = len(fit.category)
-        category[b, :k], position[b, :k], yaw[b, :k], color[b, :k] = fit.category, fit.position, fit.yaw, fit.color
+    answers = []
+    for b in range(images.shape[0]):
+        answers.append(optimise_scene(renderer, images[b], camera, table, num_categories, s, generator)
+                       .objects.padded(s.max_objects))
         if progress is not None:
-            progress(b + 1, B)
-    return category, position, yaw, color
+            progress(b + 1, images.shape[0])
+    return PlanarObjects.cat(answers)
 
 
-def refine_proposals(renderer: PlanarRenderer, images: torch.Tensor, category: torch.Tensor, position: torch.Tensor,
-                     yaw: torch.Tensor, color: torch.Tensor, camera: Camera, table: Table,
-                     settings: RefineSettings | None = None, batch_size: int = 64):
-    """Another method's answer (B, N) ... refined through the renderer, identity and count kept:
-    (position, yaw, colour) of the same shapes."""
+def refine_proposals(renderer: PlanarRenderer, images: torch.Tensor, proposals: PlanarObjects, camera: Camera,
+                     table: Table, settings: RefineSettings | None = None, batch_size: int = 64) -> PlanarObjects:
+    """Another method's answer for images (B, H, W, 3), refined through the renderer; identity
+    and count kept."""
     s = settings or replace(OptimiseSettings().refine, steps=40, blur_start_px=2.0)
-    out = [], [], []
+    parts = []
     for chunk in torch.split(torch.arange(len(images)), batch_size):
-        fitted = refine(renderer, images[chunk], category[chunk], position[chunk], yaw[chunk], color[chunk],
-                        camera, table, s)
-        for part, value in zip(out, (fitted.position, fitted.yaw, fitted.color)):
-            part.append(value)
-    return tuple(torch.cat(part) for part in out)
+        parts.append(refine(renderer, images[chunk], proposals.select(chunk), camera, table, s).objects)
+    return PlanarObjects.cat(parts)
+
+
+def optimise_files(paths: list[str | Path], out: str | Path, data: Tabletop, renderer_name: str = "pytorch3d",
+                   settings: OptimiseSettings | None = None, seed: int = 0, log=print) -> list[dict]:
+    """Images (PNG/JPEG files or folders, at the tabletop camera's size) -> out/poses.json (one
+    entry per image: objects with category, x_m, y_m, yaw_rad, colour; image loss; seconds) and
+    out/optimise_images-test.csv (BOP results; im_id = the image's position in the list)."""
+    settings = settings or OptimiseSettings()
+    images, files = load_images(paths)
+    if tuple(images.shape[1:3]) != tuple(data.camera.image_size):
+        raise ValueError(f"images are {tuple(images.shape[1:3])} pixels; the tabletop camera expects "
+                         f"{tuple(data.camera.image_size)} (see --image-size)")
+    renderer = make_planar_renderer(renderer_name, data.catalog)
+    generator = torch.Generator().manual_seed(seed)
+    out = Path(out)
+    entries, answers, seconds = [], [], []
+    for image, name in zip(images, files):
+        start = time.perf_counter()
+        answer = optimise_scene(renderer, image, data.camera, data.config.table, len(data.catalog), settings,
+                                generator)
+        seconds.append(time.perf_counter() - start)
+        answers.append(answer.objects.padded(max(1, settings.max_objects)))
+        o = answer.objects
+        objects = [{"category": data.catalog[int(c)].name, "x_m": float(p[0]), "y_m": float(p[1]),
+                    "yaw_rad": float(y), "color": [float(v) for v in col]}
+                   for c, p, y, col in zip(o.category[0], o.position[0], o.yaw[0], o.color[0])]
+        entries.append({"image": str(name), "count": len(objects), "objects": objects, "image_loss": answer.loss,
+                        "seconds": seconds[-1]})
+        log(f"{Path(name).name}: {len(objects)} objects: " + ", ".join(e["category"] for e in objects)
+            + f" ({seconds[-1]:.1f} s)")
+    atomic_write_json(out / "poses.json", entries)
+    batch = PlanarObjects.cat(answers).to_batch(data.catalog, data.camera, data.config.table)
+    csv = write_bop_results(out / "optimise_images-test.csv", batch, list(range(len(answers))), data.catalog, seconds)
+    log(f"wrote {out / 'poses.json'} and {csv} (BOP results; im_id = the image's position in the list)")
+    return entries

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from .rendering.likelihood import PlanarRenderer, gaussian_blur
-from .scene import Camera, Table
+from .camera import Camera
+from .scene import PlanarObjects, Table
 
 
 @dataclass
@@ -31,12 +32,10 @@ class RefineSettings:
 
 
 @dataclass
-class Refined:
-    """position (B, N, 2) m, yaw (B, N) rad, color (B, N, 3), loss (B,) final blurred MSE per scene."""
+class Refinement:
+    """The refined objects (B scenes; categories as given) and loss (B,), each scene's final image loss."""
 
-    position: torch.Tensor
-    yaw: torch.Tensor
-    color: torch.Tensor
+    objects: PlanarObjects
     loss: torch.Tensor
 
 
@@ -45,15 +44,16 @@ def image_loss(rendered: torch.Tensor, target: torch.Tensor, blur_px: float) -> 
     return ((gaussian_blur(rendered, blur_px) - gaussian_blur(target, blur_px)) ** 2).flatten(1).sum(1)
 
 
-def fit_planar(objective, position: torch.Tensor, yaw: torch.Tensor, color: torch.Tensor,
-               settings: RefineSettings | None = None, progress=None) -> Refined:
-    """Adam on position (B, N, 2), yaw (B, N) and colour (B, N, 3) against
-    objective(position, yaw, color, blur_px) -> (B,) loss, with the blur annealed
-    from settings.blur_start_px to blur_end_px. Scenes are independent (the loss is summed)."""
+def minimise_image_loss(objective, objects: PlanarObjects, settings: RefineSettings | None = None,
+                        progress=None) -> Refinement:
+    """Adam on the objects' position, yaw (and colour) against objective(objects, blur_px) -> (B,)
+    loss, with the blur annealed from settings.blur_start_px to blur_end_px. Categories stay as
+    given. Scenes are independent (the loss is summed)."""
     s = settings or RefineSettings()
-    position = position.detach().clone().requires_grad_()
-    yaw = yaw.detach().clone().requires_grad_()
-    color = color.detach().clone().requires_grad_(s.fit_color)
+    position = objects.position.detach().clone().requires_grad_()
+    yaw = objects.yaw.detach().clone().requires_grad_()
+    color = objects.color.detach().clone().requires_grad_(s.fit_color)
+    current = PlanarObjects(objects.category, position, yaw, color)
     groups = [{"params": [position], "lr": s.position_lr}, {"params": [yaw], "lr": s.yaw_lr}]
     if s.fit_color:
         groups.append({"params": [color], "lr": s.color_lr})
@@ -61,7 +61,7 @@ def fit_planar(objective, position: torch.Tensor, yaw: torch.Tensor, color: torc
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, s.steps, eta_min=0.0)
     for step in range(s.steps):
         blur = s.blur_start_px * (s.blur_end_px / s.blur_start_px) ** (step / max(1, s.steps - 1))
-        loss = objective(position, yaw, color, blur)
+        loss = objective(current, blur)
         optimizer.zero_grad()
         loss.sum().backward()
         optimizer.step()
@@ -71,18 +71,17 @@ def fit_planar(objective, position: torch.Tensor, yaw: torch.Tensor, color: torc
         if progress is not None:
             progress(step + 1, s.steps)
     with torch.no_grad():
-        final = objective(position, yaw, color, s.blur_end_px)
-    return Refined(position.detach(), yaw.detach(), color.detach(), final)
+        final = objective(current, s.blur_end_px)
+    return Refinement(current.detach(), final)
 
 
-def refine(renderer: PlanarRenderer, image: torch.Tensor, category: torch.Tensor, position: torch.Tensor,
-           yaw: torch.Tensor, color: torch.Tensor, camera: Camera, table: Table | None = None,
-           settings: RefineSettings | None = None, progress=None) -> Refined:
-    """Fits position, yaw (and colour) of the objects in `category` (B, N) to image (B, H, W, 3)."""
+def refine(renderer: PlanarRenderer, image: torch.Tensor, objects: PlanarObjects, camera: Camera,
+           table: Table | None = None, settings: RefineSettings | None = None, progress=None) -> Refinement:
+    """Fits position, yaw (and colour) of B scenes' objects to image (B, H, W, 3); categories stay."""
     if image.shape[1:3] != tuple(camera.image_size):
         raise ValueError(f"image is {tuple(image.shape[1:3])} pixels, camera expects {tuple(camera.image_size)}")
 
-    def objective(position, yaw, color, blur):
-        return image_loss(renderer(category, position, yaw, color, camera, table), image, blur)
+    def objective(current: PlanarObjects, blur: float) -> torch.Tensor:
+        return image_loss(renderer(current, camera, table), image, blur)
 
-    return fit_planar(objective, position, yaw, color, settings, progress)
+    return minimise_image_loss(objective, objects, settings, progress)

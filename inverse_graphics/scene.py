@@ -16,134 +16,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-from pytorch3d.renderer import PerspectiveCameras
 from pytorch3d.transforms import axis_angle_to_matrix
-from pytorch3d.utils import cameras_from_opencv_projection
 
 from .assets import ObjectCatalog
-
-
-def _as_tensor(x, shape: tuple, name: str) -> torch.Tensor:
-    t = torch.as_tensor(x, dtype=torch.float32)
-    if tuple(t.shape) != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name} has NaN or Inf entries")
-    return t
-
-
-@dataclass
-class Camera:
-    """A pinhole camera in OpenCV convention.
-
-    K: (3, 3) pixels.  R: (3, 3) world-to-camera rotation.  t: (3,) metres.
-    image_size: (H, W) pixels.
-    """
-
-    K: torch.Tensor
-    R: torch.Tensor
-    t: torch.Tensor
-    image_size: tuple[int, int]
-
-    def __post_init__(self):
-        self.K = _as_tensor(self.K, (3, 3), "camera K")
-        self.R = _as_tensor(self.R, (3, 3), "camera R")
-        self.t = _as_tensor(self.t, (3,), "camera t")
-        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
-        if min(self.image_size) <= 0:
-            raise ValueError(f"image_size must be positive (H, W), got {self.image_size}")
-        if self.K[0, 0] <= 0 or self.K[1, 1] <= 0:
-            raise ValueError(f"camera K must have positive focal lengths, got fx={self.K[0, 0]}, fy={self.K[1, 1]}")
-        if not torch.allclose(self.R @ self.R.T, torch.eye(3), atol=1e-4) or torch.det(self.R) < 0:
-            raise ValueError("camera R must be a rotation matrix")
-
-    @classmethod
-    def look_at(cls, eye, target, fov_y_deg: float, image_size: tuple[int, int], up=(0.0, 0.0, 1.0)) -> "Camera":
-        """A camera at `eye` (m, world) looking at `target`, square pixels, centred principal point."""
-        eye, target, up = (torch.as_tensor(v, dtype=torch.float64) for v in (eye, target, up))
-        z = target - eye
-        z = z / z.norm()
-        x = torch.linalg.cross(z, up)  # image right = forward x up, since image y points down
-        if x.norm() < 1e-8:
-            raise ValueError("look_at: viewing direction is parallel to `up`")
-        x = x / x.norm()
-        y = torch.linalg.cross(z, x)
-        R = torch.stack([x, y, z])
-        H, W = image_size
-        f = (H / 2) / np.tan(np.radians(fov_y_deg) / 2)
-        K = torch.tensor([[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2], [0, 0, 1]])
-        return cls(K=K, R=R, t=-R @ eye, image_size=(H, W))
-
-    def resized(self, image_size: tuple[int, int]) -> "Camera":
-        """The same camera at another resolution (K scaled about pixel-edge coordinates)."""
-        H, W = self.image_size
-        sy, sx = image_size[0] / H, image_size[1] / W
-        K = self.K.clone()
-        K[0] *= sx
-        K[1] *= sy
-        # pixel centres sit at integer coordinates, so the principal point scales about -0.5
-        K[0, 2] = (self.K[0, 2] + 0.5) * sx - 0.5
-        K[1, 2] = (self.K[1, 2] + 0.5) * sy - 0.5
-        return replace(self, K=K, image_size=tuple(image_size))
-
-    def cropped(self, top: int, left: int, image_size: tuple[int, int]) -> "Camera":
-        """The window of `image_size` (H, W) pixels whose top-left pixel is (row top, col left)."""
-        K = self.K.clone()
-        K[0, 2] -= left
-        K[1, 2] -= top
-        return replace(self, K=K, image_size=tuple(image_size))
-
-    def world_to_camera(self, points: torch.Tensor) -> torch.Tensor:
-        """(..., 3) world metres -> (..., 3) camera metres."""
-        return points @ self.R.T.to(points) + self.t.to(points)
-
-    def project(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(..., 3) world metres -> pixels (..., 2) as (u, v) and depth (...,) metres."""
-        cam = self.world_to_camera(points)
-        uvw = cam @ self.K.T.to(points)
-        return uvw[..., :2] / uvw[..., 2:3], cam[..., 2]
-
-    def backproject(self, uv: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
-        """Pixels (..., 2) (u, v) and depth (...,) metres along the optical axis -> (..., 3) world metres."""
-        ones = torch.ones_like(uv[..., :1])
-        rays = torch.cat([uv, ones], -1) @ torch.linalg.inv(self.K).T.to(uv)
-        cam = rays * depth[..., None]
-        return (cam - self.t.to(uv)) @ self.R.to(uv)
-
-    def to_pytorch3d(self, batch_size: int = 1, device=None) -> PerspectiveCameras:
-        """PyTorch3D cameras with the same projection.
-
-        PyTorch3D puts pixel j's centre at screen coordinate j + 0.5 while OpenCV
-        puts it at j, so the principal point moves by half a pixel.
-        """
-        K = self.K.clone()
-        K[:2, 2] += 0.5
-        H, W = self.image_size
-        return cameras_from_opencv_projection(
-            self.R[None].expand(batch_size, 3, 3),
-            self.t[None].expand(batch_size, 3),
-            K[None].expand(batch_size, 3, 3),
-            torch.tensor([[H, W]]).expand(batch_size, 2),
-        ).to(device or "cpu")
-
-    def to_dict(self) -> dict:
-        return {"K": self.K.tolist(), "R": self.R.tolist(), "t": self.t.tolist(), "image_size": list(self.image_size)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Camera":
-        try:
-            return cls(K=d["K"], R=d["R"], t=d["t"], image_size=tuple(d["image_size"]))
-        except KeyError as exc:
-            raise ValueError(f"camera description lacks {exc}") from exc
-
-
-def pixel_to_table(camera: Camera, uv: torch.Tensor, height: float) -> torch.Tensor:
-    """(B, 2) pixels (u, v) -> (B, 2) world (x, y) metres where the pixel's ray meets the plane z = height."""
-    ones = torch.ones_like(uv[:, :1])
-    rays = torch.cat([uv, ones], -1) @ torch.linalg.inv(camera.K).T.to(uv) @ camera.R.to(uv)  # world directions
-    origin = -camera.R.T.to(uv) @ camera.t.to(uv)
-    s = (height - origin[2]) / rays[:, 2]
-    return origin[:2] + s[:, None] * rays[:, :2]
+from .camera import Camera, checked_tensor
 
 
 # Where a planar object is looked for in the image: its centre's height above the table
@@ -218,8 +94,8 @@ class ObjectInstance:
     color: torch.Tensor = field(default_factory=lambda: torch.tensor([0.8, 0.8, 0.8]))
 
     def __post_init__(self):
-        self.pose = _as_tensor(self.pose, (4, 4), f"pose of {self.category}")
-        self.color = _as_tensor(self.color, (3,), f"colour of {self.category}")
+        self.pose = checked_tensor(self.pose, (4, 4), f"pose of {self.category}")
+        self.color = checked_tensor(self.color, (3,), f"colour of {self.category}")
 
     @classmethod
     def on_table(cls, category: str, x: float, y: float, yaw: float, color, catalog: ObjectCatalog) -> "ObjectInstance":
@@ -244,6 +120,91 @@ class Scene:
     objects: list[ObjectInstance]
     camera: Camera
     table: Table = field(default_factory=Table)
+
+
+@dataclass
+class PlanarObjects:
+    """Objects resting on the table, B scenes of N slots: the one planar description every
+    method reads and writes (samplers, renderers' planar front end, AIR, the baseline,
+    refinement, the optimiser, metrics).
+
+    category: (B, N) int64 catalog index, -1 for an empty slot.  position: (B, N, 2) metres
+    on the table.  yaw: (B, N) radians about +Z.  color: (B, N, 3) albedo in [0, 1].
+    Position, yaw and colour may require grad.
+    """
+
+    category: torch.Tensor
+    position: torch.Tensor
+    yaw: torch.Tensor
+    color: torch.Tensor
+
+    def __post_init__(self):
+        if self.category.dim() != 2:
+            raise ValueError(f"PlanarObjects category must have shape (B, N), got {tuple(self.category.shape)}")
+        B, N = self.category.shape
+        for name, t, tail in [("position", self.position, (2,)), ("yaw", self.yaw, ()), ("color", self.color, (3,))]:
+            if tuple(t.shape) != (B, N, *tail):
+                raise ValueError(f"PlanarObjects {name} must have shape {(B, N, *tail)}, got {tuple(t.shape)}")
+
+    @classmethod
+    def empty(cls, batch_size: int, slots: int = 1) -> "PlanarObjects":
+        """The bare table, batch_size times."""
+        return cls(torch.full((batch_size, slots), -1, dtype=torch.long), torch.zeros(batch_size, slots, 2),
+                   torch.zeros(batch_size, slots), torch.zeros(batch_size, slots, 3))
+
+    def __len__(self) -> int:
+        return self.category.shape[0]
+
+    @property
+    def slots(self) -> int:
+        return self.category.shape[1]
+
+    @property
+    def present(self) -> torch.Tensor:
+        """(B, N) bool."""
+        return self.category >= 0
+
+    @property
+    def counts(self) -> torch.Tensor:
+        """(B,) number of objects per scene."""
+        return self.present.sum(1)
+
+    def select(self, index) -> "PlanarObjects":
+        """The scenes at index (an int, a slice or a (K,) tensor of indices); an int keeps the scene axis."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return PlanarObjects(self.category[index], self.position[index], self.yaw[index], self.color[index])
+
+    def padded(self, slots: int) -> "PlanarObjects":
+        """The same objects in `slots` slots per scene (empty slots appended)."""
+        extra = slots - self.slots
+        if extra < 0:
+            raise ValueError(f"cannot pad {self.slots} object slots down to {slots}")
+        if extra == 0:
+            return self
+        pad = PlanarObjects.empty(len(self), extra)
+        return PlanarObjects(torch.cat([self.category, pad.category], 1),
+                             torch.cat([self.position, pad.position.to(self.position)], 1),
+                             torch.cat([self.yaw, pad.yaw.to(self.yaw)], 1),
+                             torch.cat([self.color, pad.color.to(self.color)], 1))
+
+    @classmethod
+    def cat(cls, parts: list["PlanarObjects"]) -> "PlanarObjects":
+        """Scenes joined along the scene axis (padded to the largest slot count)."""
+        if not parts:
+            raise ValueError("PlanarObjects.cat needs at least one part")
+        slots = max(p.slots for p in parts)
+        parts = [p.padded(slots) for p in parts]
+        return cls(*(torch.cat([getattr(p, name) for p in parts]) for name in ("category", "position", "yaw", "color")))
+
+    def detach(self) -> "PlanarObjects":
+        return PlanarObjects(self.category, self.position.detach(), self.yaw.detach(), self.color.detach())
+
+    def to_batch(self, catalog: ObjectCatalog, camera: Camera, table: Table | None = None,
+                 opacity: torch.Tensor | None = None) -> "SceneBatch":
+        """The SceneBatch these objects make, resting on the table (differentiable in position, yaw, colour)."""
+        return SceneBatch.from_planar(self.category, self.position, self.yaw, self.color, catalog, camera, table,
+                                      opacity)
 
 
 @dataclass
@@ -351,7 +312,12 @@ class SceneBatch:
         """(B,) number of objects per scene."""
         return self.present.sum(1)
 
-    def planar(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """position (B, N, 2) metres and yaw (B, N) radians in [0, 2pi)."""
+    def planar(self) -> PlanarObjects:
+        """The objects' planar description: position (m) and yaw (radians in [0, 2pi)) about +Z."""
         yaw = torch.atan2(self.rotation[..., 1, 0], self.rotation[..., 0, 0]) % (2 * np.pi)
-        return self.translation[..., :2], yaw
+        return PlanarObjects(self.category, self.translation[..., :2], yaw, self.color)
+
+    def model_to_camera(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Objects' poses in the camera frame: R_m2c (B, N, 3, 3) and t_m2c (B, N, 3) metres."""
+        R = self.camera.R.to(self.rotation)
+        return R @ self.rotation, self.translation @ R.T + self.camera.t.to(self.translation)

@@ -29,8 +29,8 @@ from torch import nn
 from .air.model import Encoder
 from .data.tabletop import Tabletop, TabletopConfig
 from .metrics import evaluate_planar
-from .scene import SceneBatch
-from .training import TrainConfig, checkpoint_to_resume, fit, read_checkpoint, render_pool
+from .scene import PlanarObjects, SceneBatch
+from .training import TrainConfig, checkpoint_to_resume, read_checkpoint, render_pool, train_loop
 
 POSITION_SCALE = 0.1  # metres per unit of the head's raw position output
 
@@ -72,16 +72,15 @@ class SetRegressor(nn.Module):
                           yaw_vector=slots[..., 3 + C:5 + C], color=torch.sigmoid(slots[..., 5 + C:8 + C]))
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """category (B, N) (-1 absent), position (B, N, 2) m, yaw (B, N) rad, colour (B, N, 3):
-        the predicted count's most present slots."""
+    def predict(self, images: torch.Tensor) -> PlanarObjects:
+        """The predicted count's most present slots, as B scenes of N slots."""
         p = self(images)
         count = p["count_logits"].argmax(-1)  # (B,)
         rank = p["presence_logits"].argsort(-1, descending=True).argsort(-1)  # 0 = most present
         present = rank < count[:, None]
         category = torch.where(present, p["identity_logits"].argmax(-1), -1)
         yaw = torch.atan2(p["yaw_vector"][..., 1], p["yaw_vector"][..., 0])
-        return category, p["position"], yaw, p["color"]
+        return PlanarObjects(category, p["position"], yaw, p["color"])
 
 
 def match_slots(position: torch.Tensor, identity_logits: torch.Tensor, true_category: torch.Tensor,
@@ -101,8 +100,8 @@ def match_slots(position: torch.Tensor, identity_logits: torch.Tensor, true_cate
 
 def set_loss(p: Prediction, truth: SceneBatch, config: SupervisedConfig) -> tuple[torch.Tensor, dict]:
     """Scalar loss averaged over images, and diagnostics; truth's objects are matched to slots."""
-    true_position, true_yaw = truth.planar()
-    true_category = truth.category
+    true = truth.planar()
+    true_category, true_position, true_yaw = true.category, true.position, true.yaw
     pairs = match_slots(p["position"], p["identity_logits"], true_category, true_position)
     batch = torch.cat([torch.full((len(s),), b) for b, (s, _) in enumerate(pairs)]).long()
     slot = torch.from_numpy(np.concatenate([s for s, _ in pairs])).long()
@@ -129,11 +128,9 @@ def set_loss(p: Prediction, truth: SceneBatch, config: SupervisedConfig) -> tupl
 def evaluate(model: SetRegressor, images: torch.Tensor, truth: SceneBatch, catalog, batch_size: int = 256) -> dict:
     was_training = model.training
     model.eval()
-    parts = [model.predict(chunk) for chunk in torch.split(images, batch_size)]
+    predicted = PlanarObjects.cat([model.predict(chunk) for chunk in torch.split(images, batch_size)])
     model.train(was_training)
-    true_position, true_yaw = truth.planar()
-    category, position, yaw = (torch.cat([p[i] for p in parts]) for i in range(3))
-    return evaluate_planar(category, position, yaw, truth.category, true_position, true_yaw, catalog)
+    return evaluate_planar(predicted, truth.planar(), catalog)
 
 
 def load_supervised(path: str | Path) -> tuple[SetRegressor, dict]:
@@ -169,5 +166,5 @@ def train_supervised(out: str | Path, config: SupervisedConfig | None = None, tr
 
     payload = {"supervised_config": asdict(config), "train_config": asdict(cfg),
                "data_config": data.config.to_fields()}
-    return fit(out, model, optimizer, cfg, step_loss, lambda: evaluate(model, val_images, val_truth, data.catalog),
+    return train_loop(out, model, optimizer, cfg, step_loss, lambda: evaluate(model, val_images, val_truth, data.catalog),
                len(pool), payload, ckpt, progress, log, desc="train-supervised", objective_label="set loss (smoothed)")

@@ -2,7 +2,7 @@
 limit, a NaN guard, periodic validation, a progress bar and the history as JSON and PNG.
 
 AIR (no labels) and the supervised baseline (labels) differ only in their loss and
-their model; both go through `fit`, so their budgets and bookkeeping are the same.
+their model; both go through `train_loop`, so their budgets and bookkeeping are the same.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
+from tqdm import tqdm
 
 from .data.tabletop import Tabletop
 from .files import atomic_torch_save, atomic_write_json
 from .scene import SceneBatch
+from .visualize import save_curves
 
 
 @dataclass
@@ -81,8 +82,6 @@ def export_weights(checkpoint: str | Path, path: str | Path) -> Path:
 
 def render_pool(data: Tabletop, split: str, count: int, progress: bool) -> tuple[torch.Tensor, SceneBatch]:
     """(count, H, W, 3) uint8 hard renders of a split's first scenes, and their SceneBatch truth."""
-    from tqdm import tqdm
-
     images, batches = [], []
     for start in tqdm(range(0, count, 500), desc=f"rendering {split} images", disable=not progress, leave=False):
         out, batch = data.render(split, range(start, min(count, start + 500)))
@@ -91,36 +90,7 @@ def render_pool(data: Tabletop, split: str, count: int, progress: bool) -> tuple
     return torch.cat(images), SceneBatch.cat(batches)
 
 
-def save_curves(history: list[dict], path: Path, objective: str = "ELBO per image (nats, smoothed)") -> Path:
-    """Training objective and validation accuracies against iteration, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .visualize import save_figure
-
-    train = [{**h, "objective": h.get("objective", h.get("elbo"))} for h in history if "objective" in h or "elbo" in h]
-    val = [h for h in history if "val_count_acc" in h]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    if train:
-        it = np.array([h["iteration"] for h in train])
-        value = np.array([h["objective"] for h in train])
-        k = max(1, len(value) // 50)
-        axes[0].plot(it[k - 1:], np.convolve(value, np.ones(k) / k, mode="valid"))
-    axes[0].set(xlabel="iteration", ylabel=objective, title="training objective")
-    if val:
-        it = [h["iteration"] for h in val]
-        axes[1].plot(it, [h["val_count_acc"] for h in val], label="count")
-        axes[1].plot(it, [h["val_identity_acc"] for h in val], label="identity (matched)")
-        axes[1].plot(it, [h["val_adds_recall"] for h in val], label="ADD-S recall")
-        axes[1].legend()
-    axes[1].set(xlabel="iteration", ylabel="accuracy", ylim=(0, 1.02), title="validation")
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
-def fit(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+def train_loop(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
         step_loss: Callable[[torch.Tensor, int], tuple[torch.Tensor, dict]],
         validate: Callable[[], dict], pool_size: int, payload: dict, resumed: dict | None = None,
         progress: bool = True, log=print, desc: str = "train", objective_label: str = "objective") -> dict:
@@ -131,8 +101,6 @@ def fit(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg
     holds besides model, optimizer and progress (configurations). resumed: a checkpoint to
     continue. A step whose loss or gradient is not finite is skipped and logged.
     """
-    from tqdm import tqdm
-
     out = Path(out)
     ckpt_path = out / "checkpoint.pt"
     history, iteration, elapsed_before, skipped = [], 0, 0.0, 0

@@ -1,4 +1,4 @@
-"""Figures: contact sheets of scenes and side-by-side render panels (matplotlib)."""
+"""Figures: contact sheets of scenes, side-by-side render panels and training curves (matplotlib)."""
 
 from __future__ import annotations
 
@@ -56,4 +56,26 @@ def render_panel(outputs: dict, path: str | Path, index: int = 0) -> Path:
                 fig.colorbar(im, ax=ax, fraction=0.046, label="m")
             ax.set_title(f"{name}: {key}", fontsize=9)
             ax.axis("off")
+    return save_figure(fig, path)
+
+
+def save_curves(history: list[dict], path: Path, objective: str = "ELBO per image (nats, smoothed)") -> Path:
+    """Training objective and validation accuracies against iteration, as a PNG."""
+    train = [{**h, "objective": h.get("objective", h.get("elbo"))} for h in history if "objective" in h or "elbo" in h]
+    val = [h for h in history if "val_count_acc" in h]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    if train:
+        it = np.array([h["iteration"] for h in train])
+        value = np.array([h["objective"] for h in train])
+        k = max(1, len(value) // 50)
+        axes[0].plot(it[k - 1:], np.convolve(value, np.ones(k) / k, mode="valid"))
+    axes[0].set(xlabel="iteration", ylabel=objective, title="training objective")
+    if val:
+        it = [h["iteration"] for h in val]
+        axes[1].plot(it, [h["val_count_acc"] for h in val], label="count")
+        axes[1].plot(it, [h["val_identity_acc"] for h in val], label="identity (matched)")
+        axes[1].plot(it, [h["val_adds_recall"] for h in val], label="ADD-S recall")
+        axes[1].legend()
+    axes[1].set(xlabel="iteration", ylabel="accuracy", ylim=(0, 1.02), title="validation")
+    fig.tight_layout()
     return save_figure(fig, path)

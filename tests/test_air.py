@@ -10,6 +10,7 @@ from inverse_graphics.air.model import AIR, AIRConfig
 from inverse_graphics.air.train import TrainConfig, load_checkpoint, train_air
 from inverse_graphics.cli import main
 from inverse_graphics.metrics import evaluate_planar
+from inverse_graphics.scene import PlanarObjects
 
 SMALL = dict(hidden=32)
 
@@ -57,10 +58,27 @@ def test_guide_rejects_images_of_the_wrong_size(catalog, tabletop):
 
 
 def test_training_checkpoints_atomically_and_resumes(tmp_path, tabletop):
-    first = _tiny_train(tmp_path / "run", tabletop)
+    import os
+    from pathlib import Path
+    from unittest import mock
+
+    run = tmp_path / "run"
+
+    def leftovers():  # temporary files of any form: `name.tmp`, the hidden `.name.tmp<pid>`, ...
+        return sorted(p.name for p in run.rglob("*") if ".tmp" in p.name)
+
+    with mock.patch("os.replace", wraps=os.replace) as renames:
+        first = _tiny_train(run, tabletop)
     assert first["iteration"] == 4
-    assert (tmp_path / "run" / "curves.png").stat().st_size > 0
-    assert not list((tmp_path / "run").glob("*.tmp"))
+    assert (run / "curves.png").stat().st_size > 0
+    # every file of the run was written beside itself under another name, then renamed over itself ...
+    moves = [(Path(c.args[0]), Path(c.args[1])) for c in renames.call_args_list if Path(c.args[1]).parent == run]
+    assert sorted({dst.name for _, dst in moves}) == sorted(p.name for p in run.iterdir())
+    assert [dst.name for _, dst in moves].count("checkpoint.pt") >= 2  # checkpoint_every=2 of 4 iterations
+    assert all(src.parent == run and src.name != dst.name and not src.exists() for src, dst in moves)
+    # ... and no temporary file is left, of those or any other
+    assert leftovers() == []
+    assert load_checkpoint(run / "checkpoint.pt", tabletop)[1]["iteration"] == 4
     with pytest.raises(ValueError, match="--resume"):
         _tiny_train(tmp_path / "run", tabletop)
     resumed = train_air(tmp_path / "run", None, TrainConfig(iterations=6), tabletop, resume=True, progress=False,
@@ -68,6 +86,7 @@ def test_training_checkpoints_atomically_and_resumes(tmp_path, tabletop):
     assert resumed["iteration"] == 6
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [h["iteration"] for h in history if "objective" in h] == [1, 2, 3, 4, 5, 6]
+    assert leftovers() == [] and load_checkpoint(run / "checkpoint.pt", tabletop)[1]["iteration"] == 6
 
 
 def test_a_nan_loss_skips_the_step(tmp_path, tabletop, monkeypatch):
@@ -108,10 +127,27 @@ def test_infer_command_writes_poses_and_overlay(tmp_path, tabletop, capsys):
     assert rc == 0
     poses = json.loads((tmp_path / "out" / "poses.json").read_text())
     assert len(poses) == 3 and all(len(p["samples"]) == 2 for p in poses)
+    assert [p["image"] for p in poses] == [str(tmp_path / f"frame{k}.png") for k in range(3)]
+    catalog, camera = tabletop.catalog, tabletop.camera  # the checkpoint's: trained on this tabletop
+    extrinsic = np.eye(4)  # world to camera
+    extrinsic[:3, :3], extrinsic[:3, 3] = camera.R.numpy(), camera.t.numpy()
+    assert sum(p["count"] for p in poses) > 0  # (the pose checks below see objects)
     for entry in poses:
-        assert entry["count"] == len(entry["objects"]) <= 3
+        # the mode keeps the guide's steps while their presence probability exceeds 0.5
+        assert entry["count"] == len(entry["objects"]) == sum(p > 0.5 for p in entry["presence_prob"]) <= 3
         for obj in entry["objects"]:
-            assert np.allclose(np.array(obj["pose_camera"])[3], [0, 0, 0, 1])
+            world, cam = np.array(obj["pose_world"]), np.array(obj["pose_camera"])
+            # pose_world rests on the table at the reported planar pose: R = Rz(yaw), t = (x, y, rest height)
+            c, s = math.cos(obj["yaw_rad"]), math.sin(obj["yaw_rad"])
+            assert np.allclose(world[:3, :3], [[c, -s, 0], [s, c, 0], [0, 0, 1]], atol=1e-5)
+            rest = catalog[catalog.index_of(obj["category"])].rest_height
+            assert np.allclose(world[:3, 3], [obj["x_m"], obj["y_m"], rest], atol=1e-6)
+            assert np.allclose(world[3], [0, 0, 0, 1])
+            # pose_camera is pose_world seen from the camera: a rotation (orthonormal, det +1) and
+            # the camera's extrinsic composed with pose_world
+            assert np.allclose(cam[:3, :3] @ cam[:3, :3].T, np.eye(3), atol=1e-5)
+            assert np.linalg.det(cam[:3, :3]) == pytest.approx(1.0, abs=1e-5)
+            assert np.allclose(cam, extrinsic @ world, atol=1e-5)
     assert (tmp_path / "out" / "overlay.png").stat().st_size > 0
 
     Image.new("RGB", (40, 30)).save(tmp_path / "small.png")
@@ -133,14 +169,15 @@ def test_metrics_match_by_position_and_respect_symmetry(catalog):
     pred_category = torch.tensor([[l_block, cube], [l_block, cube]])
     pred_position = torch.tensor([[[0.05, 0.05], [0.003, 0.0]], [[0.02, 0.0], [-0.08, 0.0]]])
     pred_yaw = torch.tensor([[0.2, 0.1 + math.pi / 2], [1.0, 0.0]])
-    m = evaluate_planar(pred_category, pred_position, pred_yaw, true_category, true_position, true_yaw, catalog)
+    truth = PlanarObjects(true_category, true_position, true_yaw, torch.zeros(2, 3, 3))
+    m = evaluate_planar(PlanarObjects(pred_category, pred_position, pred_yaw, torch.zeros(2, 2, 3)), truth, catalog)
     assert m["count_acc"] == 0.5
     assert m["identity_acc"] == 1.0
     assert m["pos_err_mm_median"] == pytest.approx(0.0, abs=1e-3)
     assert m["rot_err_deg_median"] == pytest.approx(0.0, abs=1e-3)
     assert m["adds_recall"] == 1.0
-    wrong = evaluate_planar(pred_category, pred_position, pred_yaw + math.pi / 3, true_category, true_position,
-                            true_yaw, catalog)
+    wrong = evaluate_planar(PlanarObjects(pred_category, pred_position, pred_yaw + math.pi / 3,
+                                          torch.zeros(2, 2, 3)), truth, catalog)
     assert wrong["rot_err_deg_median"] == pytest.approx(60.0, abs=1e-3)
 
 

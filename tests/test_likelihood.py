@@ -2,11 +2,12 @@ import pytest
 import torch
 
 from inverse_graphics.rendering.likelihood import gaussian_blur, make_planar_renderer
+from inverse_graphics.scene import PlanarObjects
 
 
 def _blurred_loss_gradient(renderer, category, position, yaw, color, target, camera):
     P, Y, C = (t.clone().requires_grad_() for t in (position, yaw, color))
-    loss = ((gaussian_blur(renderer(category, P, Y, C, camera), 1.5) - target) ** 2).sum()
+    loss = ((gaussian_blur(renderer(PlanarObjects(category, P, Y, C), camera), 1.5) - target) ** 2).sum()
     loss.backward()
     return torch.cat([P.grad.flatten(), Y.grad.flatten(), C.grad.flatten()])
 
@@ -20,8 +21,8 @@ def test_open3d_central_differences_agree_with_the_analytic_soft_gradient(catalo
     analytic = make_planar_renderer("pytorch3d", catalog)
     blackbox = make_planar_renderer("open3d-fd", catalog, method="central")
     with torch.no_grad():
-        target = gaussian_blur(analytic(category, position + torch.tensor([0.012, -0.008]), yaw + 0.25,
-                                        color * 0.9, camera), 1.5)
+        target = gaussian_blur(analytic(PlanarObjects(category, position + torch.tensor([0.012, -0.008]), yaw + 0.25,
+                                                      color * 0.9), camera), 1.5)
     g_analytic = _blurred_loss_gradient(analytic, category, position, yaw, color, target, camera)
     g_central = _blurred_loss_gradient(blackbox, category, position, yaw, color, target, camera)
     cosine = torch.nn.functional.cosine_similarity(g_analytic, g_central, 0)
@@ -35,7 +36,7 @@ def test_spsa_through_the_named_interface_gives_gradients_for_every_parameter(ca
     position = torch.tensor([[[0.0, 0.0], [0.05, 0.03]], [[-0.04, 0.0], [0.0, 0.0]]], requires_grad=True)
     yaw = torch.zeros(2, 2, requires_grad=True)
     color = torch.full((2, 2, 3), 0.5, requires_grad=True)
-    rgb = renderer(category, position, yaw, color, tabletop.camera)
+    rgb = renderer(PlanarObjects(category, position, yaw, color), tabletop.camera)
     assert rgb.shape == (2, 64, 64, 3)
     rgb.sum().backward()
     assert position.grad.shape == (2, 2, 2) and torch.isfinite(position.grad).all()

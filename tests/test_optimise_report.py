@@ -6,13 +6,13 @@ import torch
 
 from inverse_graphics.air.model import AIRConfig
 from inverse_graphics.air.train import train_air
-from inverse_graphics.data.bop import generate_split, model_to_camera, read_bop_results, write_bop_results
+from inverse_graphics.data.bop import generate_split, read_bop_results, write_bop_results
 from inverse_graphics.metrics import evaluate_planar, symmetric_distances
 from inverse_graphics.optimise import OptimiseSettings, optimise_scene
 from inverse_graphics.rendering.likelihood import make_planar_renderer
 from inverse_graphics.rendering.renderer import SceneRenderer
 from inverse_graphics.experiments.side_by_side import METHODS, BenchmarkConfig, run_benchmark
-from inverse_graphics.scene import SceneBatch
+from inverse_graphics.scene import PlanarObjects, SceneBatch
 from inverse_graphics.supervised import train_supervised
 from inverse_graphics.training import TrainConfig
 
@@ -29,12 +29,12 @@ def test_optimiser_finds_count_identity_and_pose_from_random_starts(catalog, tab
     image = _image(catalog, tabletop, [cube], [[0.03, -0.02]], [0.4], [[0.2, 0.5, 0.9]])
     fit = optimise_scene(make_planar_renderer("pytorch3d", catalog), image, tabletop.camera, tabletop.config.table,
                          len(catalog), OptimiseSettings(max_objects=2, starts=1), torch.Generator().manual_seed(0))
-    assert fit.category.tolist() == [cube]
-    assert float((fit.position[0] - torch.tensor([0.03, -0.02])).norm()) < 0.004
+    assert fit.objects.category.tolist() == [[cube]]
+    assert float((fit.objects.position[0, 0] - torch.tensor([0.03, -0.02])).norm()) < 0.004
     empty = _image(catalog, tabletop, [-1], [[0.0, 0.0]], [0.0], [[0.5, 0.5, 0.5]])
     nothing = optimise_scene(make_planar_renderer("pytorch3d", catalog), empty, tabletop.camera,
                              tabletop.config.table, len(catalog), OptimiseSettings(max_objects=1, starts=1))
-    assert len(nothing.category) == 0
+    assert nothing.objects.slots == 0
     with pytest.raises(ValueError, match="NaN"):
         optimise_scene(None, image * float("nan"), tabletop.camera, tabletop.config.table, len(catalog))
 
@@ -57,7 +57,7 @@ def test_bop_results_csv_round_trips_and_matches_the_dataset_ground_truth(tmp_pa
     (tmp_path / "bad.csv").write_text("scene_id,im_id\n")
     with pytest.raises(ValueError, match="not a BOP results CSV"):
         read_bop_results(tmp_path / "bad.csv")
-    R, t = model_to_camera(truth)
+    R, t = truth.model_to_camera()
     assert R.shape == (3, 3, 3, 3) and t.shape == (3, 3, 3)
 
 
@@ -73,11 +73,13 @@ def test_mssd_mspd_follow_symmetry_and_offset(catalog, tabletop):
     cube = catalog.index_of("cube")
     category = torch.tensor([[cube]])
     position = torch.tensor([[[0.01, 0.02]]])
-    m = evaluate_planar(category, position, torch.tensor([[0.3 + math.pi / 2]]), category, position,
-                        torch.tensor([[0.3]]), catalog, tabletop.camera)
+    color = torch.zeros(1, 1, 3)
+    truth = PlanarObjects(category, position, torch.tensor([[0.3]]), color)
+    m = evaluate_planar(PlanarObjects(category, position, torch.tensor([[0.3 + math.pi / 2]]), color), truth, catalog,
+                        tabletop.camera)
     assert m["mssd_recall"] == pytest.approx(1.0) and m["mspd_recall"] == pytest.approx(1.0)
-    far = evaluate_planar(category, position + 0.05, torch.tensor([[0.3]]), category, position,
-                          torch.tensor([[0.3]]), catalog, tabletop.camera)
+    far = evaluate_planar(PlanarObjects(category, position + 0.05, torch.tensor([[0.3]]), color), truth, catalog,
+                          tabletop.camera)
     assert far["mssd_recall"] < 0.5
 
 

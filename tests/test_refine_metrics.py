@@ -6,7 +6,7 @@ from inverse_graphics.metrics import yaw_error_deg
 from inverse_graphics.refine import RefineSettings, refine
 from inverse_graphics.rendering.likelihood import make_planar_renderer
 from inverse_graphics.rendering.open3d_renderer import Open3DRenderer
-from inverse_graphics.scene import SceneBatch
+from inverse_graphics.scene import PlanarObjects, SceneBatch
 
 
 def test_yaw_error_respects_symmetry_order():
@@ -28,8 +28,9 @@ def test_refine_recovers_a_displaced_object_from_an_open3d_image(catalog, tablet
                                                            tabletop.config.table)).rgb
     start_position = position + torch.tensor([0.012, -0.010])
     start_yaw = yaw + 0.3
-    fit = refine(make_planar_renderer("pytorch3d", catalog), image, category, start_position, start_yaw, color,
-                 tabletop.camera, tabletop.config.table, RefineSettings(steps=60, fit_color=False))
+    fit = refine(make_planar_renderer("pytorch3d", catalog), image,
+                 PlanarObjects(category, start_position, start_yaw, color), tabletop.camera, tabletop.config.table,
+                 RefineSettings(steps=60, fit_color=False)).objects
     order = torch.tensor([catalog[int(c)].yaw_symmetry_order() for c in category[:, 0]])[:, None]
     assert ((fit.position - position).norm(dim=-1) < 0.004).all(), fit.position - position
     assert (yaw_error_deg(fit.yaw, yaw, order) < 3.0).all()

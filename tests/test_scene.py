@@ -4,7 +4,8 @@ import trimesh
 
 from inverse_graphics.assets import ObjectCatalog
 from inverse_graphics.rendering.renderer import SceneRenderer
-from inverse_graphics.scene import Camera, ObjectInstance, Scene, SceneBatch, Table
+from inverse_graphics.camera import Camera
+from inverse_graphics.scene import ObjectInstance, Scene, SceneBatch, Table
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +70,10 @@ def test_scene_batch_roundtrip_and_validation(catalog, tabletop):
               Scene([], tabletop.camera)]
     batch = SceneBatch.from_scenes(scenes, catalog, max_objects=3)
     assert batch.counts.tolist() == [2, 0]
-    position, yaw = batch.planar()
-    assert position[0, 0].tolist() == pytest.approx([0.02, -0.03], abs=1e-6)
-    assert float(yaw[0, 0]) == pytest.approx(0.7, abs=1e-6)
+    planar = batch.planar()
+    assert planar.position[0, 0].tolist() == pytest.approx([0.02, -0.03], abs=1e-6)
+    assert float(planar.yaw[0, 0]) == pytest.approx(0.7, abs=1e-6)
+    assert planar.category.tolist() == batch.category.tolist()
     back = batch.to_scenes(catalog)
     assert [o.category for o in back[0].objects] == ["cube", "sphere"]
     assert back[0].objects[0].planar == pytest.approx((0.02, -0.03, 0.7), abs=1e-6)

@@ -22,7 +22,7 @@ copies of it (a pyramid), so an object a few pixels off still has a gradient.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import NamedTuple
 
 import torch
@@ -33,7 +33,8 @@ from torch.distributions import Bernoulli, Categorical, Normal, RelaxedBernoulli
 from ..assets import ObjectCatalog
 from ..rendering.likelihood import gaussian_blur, make_planar_renderer
 from ..rendering.renderer import SceneRenderer
-from ..scene import MEAN_SHADING, OBJECT_HEIGHT, Camera, SceneBatch, Table, pixel_to_table
+from ..camera import Camera, pixel_to_table
+from ..scene import MEAN_SHADING, OBJECT_HEIGHT, PlanarObjects, Table
 
 MAX_OFFSET = 0.03  # metres: how far the glimpse may move the attended position
 
@@ -367,30 +368,31 @@ class AIR(nn.Module):
                 self._background = self.render_steps([], hard=True, batch_size=1).permute(0, 3, 1, 2)
         return self._background
 
-    def scene_tensors(self, steps: list[Step]):
-        """category (B, N) (-1 absent), position (B, N, 2), yaw (B, N), color (B, N, 3), presence (B, N)."""
+    def objects(self, steps: list[Step]) -> PlanarObjects:
+        """The objects the steps found, one slot per step (-1 where z_pres is 0)."""
         presence = torch.stack([s.z_pres for s in steps], 1)
         identity = torch.stack([s.identity for s in steps], 1)
-        category = torch.where(presence > 0.5, identity, -1)
-        return (category, torch.stack([s.position for s in steps], 1), torch.stack([s.yaw for s in steps], 1),
-                torch.stack([s.color for s in steps], 1), presence)
+        return PlanarObjects(torch.where(presence > 0.5, identity, -1), torch.stack([s.position for s in steps], 1),
+                             torch.stack([s.yaw for s in steps], 1), torch.stack([s.color for s in steps], 1))
+
+    def scene_tensors(self, steps: list[Step]):
+        """category (B, N) (-1 absent), position (B, N, 2), yaw (B, N), color (B, N, 3), presence (B, N)."""
+        o = self.objects(steps)
+        return o.category, o.position, o.yaw, o.color, torch.stack([s.z_pres for s in steps], 1)
 
     def render_steps(self, steps: list[Step], hard: bool = False, batch_size: int | None = None) -> torch.Tensor:
         """(B, H, W, 3) soft render of the objects the steps found (hard: the non-differentiable render)."""
-        if not steps:  # the bare table
-            empty = torch.full((batch_size, 1), -1, dtype=torch.long)
-            batch = SceneBatch.from_planar(empty, torch.zeros(batch_size, 1, 2), torch.zeros(batch_size, 1),
-                                           torch.zeros(batch_size, 1, 3), self.catalog, self.camera, self.table)
-            return self.residual_renderer(batch).rgb
-        category, position, yaw, color, presence = self.scene_tensors(steps)
+        if not steps:
+            return self.residual_renderer(PlanarObjects.empty(batch_size).to_batch(
+                self.catalog, self.camera, self.table)).rgb
+        objects = self.objects(steps)
         if hard:
-            batch = SceneBatch.from_planar(category, position.detach(), yaw.detach(), color.detach(), self.catalog,
-                                           self.camera, self.table)
-            return self.residual_renderer(batch).rgb
+            return self.residual_renderer(objects.detach().to_batch(self.catalog, self.camera, self.table)).rgb
         if self.config.count_estimator == "concrete" and self.training:
+            presence = torch.stack([s.z_pres for s in steps], 1)
             identity = torch.stack([s.identity for s in steps], 1)
-            return self.renderer(identity, position, yaw, color, self.camera, self.table, opacity=presence)
-        return self.renderer(category, position, yaw, color, self.camera, self.table)
+            return self.renderer(replace(objects, category=identity), self.camera, self.table, opacity=presence)
+        return self.renderer(objects, self.camera, self.table)
 
     def log_likelihood(self, images: torch.Tensor, rendered: torch.Tensor, iteration: int | None = None) -> torch.Tensor:
         """(B, H, W) Gaussian log p(x | z) per pixel, summed over channels and pyramid levels.
@@ -490,8 +492,8 @@ class AIR(nn.Module):
             yaws = torch.stack([s.yaw_per_category[:B] for s in steps], 1)[rows, t]  # (B, C)
             alternative_yaw = alternative_yaw.index_put((flat, t.repeat(C)), yaws.T.reshape(-1))
         with torch.set_grad_enabled(per_category and torch.is_grad_enabled()):
-            rendered = self.renderer(alternatives, position.detach().repeat(C, 1, 1), alternative_yaw,
-                                     color.detach().repeat(C, 1, 1), self.camera, self.table)
+            rendered = self.renderer(PlanarObjects(alternatives, position.detach().repeat(C, 1, 1), alternative_yaw,
+                                                   color.detach().repeat(C, 1, 1)), self.camera, self.table)
             ll = self.log_likelihood(images.repeat(C, 1, 1, 1), rendered, iteration).flatten(1).sum(1).view(C, B).T
         logits = torch.stack([s.identity_logits[:B] for s in steps], 1)[rows, t]  # (B, C)
         probs = logits.softmax(-1)

@@ -15,7 +15,8 @@ import torch
 
 from ..data.tabletop import Tabletop, TabletopConfig
 from ..metrics import evaluate_planar
-from ..training import TrainConfig, checkpoint_to_resume, export_weights, fit, read_checkpoint, render_pool
+from ..scene import PlanarObjects, SceneBatch
+from ..training import TrainConfig, checkpoint_to_resume, export_weights, read_checkpoint, render_pool, train_loop
 from .model import AIR, AIRConfig, air_config_from_dict
 
 __all__ = ["TrainConfig", "train_air", "load_checkpoint", "export_weights", "evaluate"]
@@ -40,20 +41,14 @@ def load_checkpoint(path: str | Path, data: Tabletop | None = None) -> tuple[AIR
 
 
 @torch.no_grad()
-def evaluate(model: AIR, images: torch.Tensor, truth, batch_size: int = 256) -> dict:
+def evaluate(model: AIR, images: torch.Tensor, truth: SceneBatch, batch_size: int = 256) -> dict:
     """Greedy inference on images (B, H, W, 3) scored against a SceneBatch's planar truth."""
     was_training = model.training
     model.eval()
-    categories, positions, yaws = [], [], []
-    for chunk in torch.split(images, batch_size):
-        category, position, yaw, _, _ = model.scene_tensors(model.infer(chunk, greedy=True))
-        categories.append(category)
-        positions.append(position)
-        yaws.append(yaw)
+    predicted = PlanarObjects.cat([model.objects(model.infer(chunk, greedy=True))
+                                   for chunk in torch.split(images, batch_size)])
     model.train(was_training)
-    true_position, true_yaw = truth.planar()
-    return evaluate_planar(torch.cat(categories), torch.cat(positions), torch.cat(yaws),
-                           truth.category, true_position, true_yaw, model.catalog)
+    return evaluate_planar(predicted, truth.planar(), model.catalog)
 
 
 def train_air(out: str | Path, air_config: AIRConfig | None = None, train_config: TrainConfig | None = None,
@@ -98,5 +93,5 @@ def train_air(out: str | Path, air_config: AIRConfig | None = None, train_config
         return loss, {"objective": info["elbo"], "mean_count": float(info["counts"].float().mean())}
 
     payload = {"air_config": air_config.to_dict(), "train_config": asdict(cfg), "data_config": data.config.to_fields()}
-    return fit(out, model, optimizer, cfg, step_loss, lambda: evaluate(model, val_images, val_truth), len(pool),
+    return train_loop(out, model, optimizer, cfg, step_loss, lambda: evaluate(model, val_images, val_truth), len(pool),
                payload, ckpt, progress, log, desc="train-air", objective_label="ELBO per image (nats, smoothed)")

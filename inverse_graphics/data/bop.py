@@ -34,7 +34,8 @@ from tqdm import tqdm
 from ..assets import ObjectCatalog
 from ..files import atomic_write_bytes, atomic_write_json, atomic_write_png, read_json
 from ..rendering.renderer import SceneRenderer
-from ..scene import Camera, SceneBatch, Table
+from ..camera import Camera
+from ..scene import SceneBatch, Table
 from .tabletop import Tabletop
 
 IMAGES_PER_FOLDER = 1000
@@ -109,14 +110,6 @@ def generate_split(data: Tabletop, split: str, root: str | Path, num_scenes: int
     return root / split
 
 
-def model_to_camera(batch: SceneBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Objects' poses in the camera frame: R_m2c (B, N, 3, 3) and t_m2c (B, N, 3) metres."""
-    cam = batch.camera
-    R_m2c = cam.R.to(batch.rotation) @ batch.rotation
-    t_m2c = batch.translation @ cam.R.to(batch.translation).T + cam.t.to(batch.translation)
-    return R_m2c, t_m2c
-
-
 def bop_ids(index: int) -> tuple[int, int]:
     """(scene_id, im_id) of a split's image index in the BOP layout written here."""
     return index // IMAGES_PER_FOLDER, index % IMAGES_PER_FOLDER
@@ -142,7 +135,7 @@ def write_bop_results(path: str | Path, batch: SceneBatch, indices: list[int], c
     if len(indices) != len(batch) or len(seconds) != len(batch):
         raise ValueError(f"write_bop_results: {len(batch)} scenes but {len(indices)} indices and "
                          f"{len(seconds)} times")
-    R_m2c, t_m2c = model_to_camera(batch)
+    R_m2c, t_m2c = batch.model_to_camera()
     lines = [BOP_RESULTS_HEADER]
     for b, index in enumerate(indices):
         scene_id, im_id = bop_ids(int(index))
@@ -181,7 +174,7 @@ def read_bop_results(path: str | Path) -> list[dict]:
 def _write_annotations(data: Tabletop, split: str, indices: list[int], folder: Path) -> None:
     batch = data.scene_batch(data.sample(split, indices))
     cam = data.camera
-    R_m2c_all, t_m2c_all = model_to_camera(batch)
+    R_m2c_all, t_m2c_all = batch.model_to_camera()
     scene_camera, scene_gt, scene_tabletop = {}, {}, {}
     for b, index in enumerate(indices):
         im_id = str(index % IMAGES_PER_FOLDER)

@@ -19,7 +19,8 @@ import torch
 
 from ..assets import ObjectCatalog
 from ..rendering.renderer import RenderOutput, SceneRenderer
-from ..scene import Camera, SceneBatch, Table
+from ..camera import Camera
+from ..scene import PlanarObjects, SceneBatch, Table
 
 NAME = "tabletop-v1"
 
@@ -100,21 +101,6 @@ class TabletopConfig:
                    placement_center=tuple(d.get("placement_center", (0.0, 0.0))))
 
 
-@dataclass
-class PlanarScenes:
-    """Sampled scene parameters for B scenes, N = max_objects slots.
-
-    category: (B, N) int64, -1 empty.  position: (B, N, 2) metres.  yaw: (B, N)
-    radians.  color: (B, N, 3).  index: (B,) scene index within its split.
-    """
-
-    category: torch.Tensor
-    position: torch.Tensor
-    yaw: torch.Tensor
-    color: torch.Tensor
-    index: torch.Tensor
-
-
 class Tabletop:
     """The tabletop-v1 scene distribution for one configuration and catalog."""
 
@@ -130,8 +116,8 @@ class Tabletop:
             raise KeyError(f"unknown split {name!r}; known: {', '.join(SPLITS)}")
         return SPLITS[name]
 
-    def sample(self, split: str, indices) -> PlanarScenes:
-        """Scene parameters for the given scene indices of a split (deterministic)."""
+    def sample(self, split: str, indices) -> PlanarObjects:
+        """The objects of the given scene indices of a split (deterministic), in max_objects slots."""
         spec = self.split(split)
         indices = [int(i) for i in indices]
         N = self.config.max_objects
@@ -153,9 +139,8 @@ class Tabletop:
                 position[b, n] = xy[n]
                 yaw[b, n] = rng.uniform(0.0, 2 * np.pi)
                 color[b, n] = colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.45, 1.0), rng.uniform(0.35, 1.0))
-        return PlanarScenes(torch.from_numpy(category), torch.from_numpy(position).float(),
-                            torch.from_numpy(yaw).float(), torch.from_numpy(color).float(),
-                            torch.tensor(indices))
+        return PlanarObjects(torch.from_numpy(category), torch.from_numpy(position).float(),
+                             torch.from_numpy(yaw).float(), torch.from_numpy(color).float())
 
     def _place(self, rng: np.random.Generator, count: int) -> tuple[list[int], list[np.ndarray]]:
         e = self.config.placement_half_extent
@@ -176,9 +161,9 @@ class Tabletop:
                 return cats, xy
         raise RuntimeError(f"could not place {count} objects without overlap; enlarge the placement area")
 
-    def scene_batch(self, scenes: PlanarScenes) -> SceneBatch:
-        return SceneBatch.from_planar(scenes.category, scenes.position, scenes.yaw, scenes.color,
-                                      self.catalog, self.camera, self.config.table)
+    def scene_batch(self, objects: PlanarObjects) -> SceneBatch:
+        """The objects on this configuration's table, seen by its camera."""
+        return objects.to_batch(self.catalog, self.camera, self.config.table)
 
     def render(self, split: str, indices, renderer: SceneRenderer | None = None) -> tuple[RenderOutput, SceneBatch]:
         """Hard renders of the given scenes, with their ground truth."""

@@ -24,7 +24,7 @@ from ..refine import RefineSettings, image_loss, refine
 from ..rendering.likelihood import make_planar_renderer
 from ..rendering.open3d_renderer import Open3DRenderer
 from ..rendering.renderer import SceneRenderer
-from ..scene import SceneBatch
+from ..scene import PlanarObjects, SceneBatch
 
 GRADIENT_METHODS = {  # name -> (renderer name, options)
     "analytic": ("pytorch3d", {}),
@@ -87,11 +87,12 @@ def _gradient_cosine(data: Tabletop) -> list[float]:
         category = torch.tensor([[c]])
         position, yaw, color = torch.tensor([[[0.01, 0.02]]]), torch.tensor([[0.4]]), torch.tensor([[[0.8, 0.3, 0.2]]])
         with torch.no_grad():
-            target = analytic(category, position + torch.tensor([0.012, -0.008]), yaw + 0.25, color * 0.9, data.camera)
+            target = analytic(PlanarObjects(category, position + torch.tensor([0.012, -0.008]), yaw + 0.25,
+                                            color * 0.9), data.camera)
         grads = []
         for renderer in (analytic, central):
             params = [t.clone().requires_grad_() for t in (position, yaw, color)]
-            image_loss(renderer(category, *params, data.camera), target, 1.5).sum().backward()
+            image_loss(renderer(PlanarObjects(category, *params), data.camera), target, 1.5).sum().backward()
             grads.append(torch.cat([p.grad.flatten() for p in params]))
         cosines.append(float(torch.nn.functional.cosine_similarity(*grads, dim=0)))
     return cosines
@@ -109,7 +110,7 @@ def _gradient_cost(data: Tabletop, repeats: int) -> dict:
             params = [t.clone().requires_grad_() for t in (scenes.position, scenes.yaw, scenes.color)]
             before = getattr(renderer, "scenes_rendered", 0)
             start = time.perf_counter()
-            image_loss(renderer(scenes.category, *params, data.camera), target, 1.0).sum().backward()
+            image_loss(renderer(PlanarObjects(scenes.category, *params), data.camera), target, 1.0).sum().backward()
             if round_:
                 times[name].append((time.perf_counter() - start) * 1000 / len(target))
             renders[name] = (getattr(renderer, "scenes_rendered", before + len(target)) - before) / len(target)
@@ -129,11 +130,11 @@ def _pose_recovery(data: Tabletop, per_category: int, steps: int, progress=None)
     for name, (renderer_name, options) in GRADIENT_METHODS.items():
         renderer = make_planar_renderer(renderer_name, data.catalog, **options)
         begin = time.perf_counter()
-        fit = refine(renderer, target, truth["category"], start["position"], start["yaw"], truth["color"],
-                     data.camera, data.config.table, settings)
+        refined = refine(renderer, target, PlanarObjects(truth["category"], start["position"], start["yaw"],
+                                                         truth["color"]), data.camera, data.config.table, settings)
         seconds = time.perf_counter() - begin
-        pos_mm = (fit.position - truth["position"]).norm(dim=-1)[:, 0] * 1000
-        yaw_deg = yaw_error_deg(fit.yaw, truth["yaw"], order)[:, 0]
+        pos_mm = (refined.objects.position - truth["position"]).norm(dim=-1)[:, 0] * 1000
+        yaw_deg = yaw_error_deg(refined.objects.yaw, truth["yaw"], order)[:, 0]
         success = (pos_mm <= SUCCESS_MM) & (yaw_deg <= SUCCESS_DEG)
         result[name] = {"success_rate": float(success.float().mean()),
                         "pos_err_mm_median": float(pos_mm.median()), "yaw_err_deg_median": float(yaw_deg.median()),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from ..files import atomic_write_bytes, atomic_write_json
 from ..metrics import evaluate_planar
 from ..optimise import OptimiseSettings, optimise, refine_proposals
 from ..rendering.likelihood import make_planar_renderer
-from ..scene import SceneBatch
+from ..scene import PlanarObjects, SceneBatch
 from ..supervised import load_supervised
 from ..timing import time_inference
 from ..training import render_pool
@@ -56,54 +56,40 @@ class BenchmarkConfig:
 
 
 @dataclass
-class Predictions:
-    """One method's answer: category (B, N) (-1 absent), position (B, N, 2) m, yaw (B, N) rad,
-    colour (B, N, 3); seconds (B,) spent per image."""
+class MethodAnswer:
+    """One method's answer for B images: the objects it found and seconds (B,) spent per image."""
 
-    category: torch.Tensor
-    position: torch.Tensor
-    yaw: torch.Tensor
-    color: torch.Tensor
+    objects: PlanarObjects
     seconds: torch.Tensor
 
-    def subset(self, k: int) -> "Predictions":
-        return Predictions(*(x[:k] for x in (self.category, self.position, self.yaw, self.color, self.seconds)))
+    def first(self, k: int) -> "MethodAnswer":
+        return MethodAnswer(self.objects.select(slice(0, k)), self.seconds[:k])
 
 
-def _amortized(predict, images: torch.Tensor, batch_size: int = 250) -> Predictions:
+def _amortized(predict, images: torch.Tensor, batch_size: int = 250) -> MethodAnswer:
     parts, seconds = [], []
     with torch.no_grad():
         for chunk in torch.split(images, batch_size):
             start = time.perf_counter()
             parts.append(predict(chunk))
             seconds.append(torch.full((len(chunk),), (time.perf_counter() - start) / len(chunk)))
-    return Predictions(*(torch.cat([p[i] for p in parts]) for i in range(4)), torch.cat(seconds))
-
-
-def _air_predict(model):
-    def predict(images):
-        category, position, yaw, color, _ = model.scene_tensors(model.infer(images, greedy=True))
-        return category, position, yaw, color
-
-    return predict
+    return MethodAnswer(PlanarObjects.cat(parts), torch.cat(seconds))
 
 
 def load_method(name: str, path: str | Path):
-    """(predict(images) -> (category, position, yaw, colour), model) for an amortized method's checkpoint."""
+    """(predict(images) -> PlanarObjects, model) for an amortized method's checkpoint."""
     if name == "supervised":
         model, _ = load_supervised(path)
         return model.predict, model
     model, _ = load_checkpoint(path)
-    return _air_predict(model), model
+    return (lambda images: model.objects(model.infer(images, greedy=True))), model
 
 
-def _score(pred: Predictions, truth: SceneBatch, data: Tabletop) -> dict:
-    true_position, true_yaw = truth.planar()
-    return evaluate_planar(pred.category, pred.position, pred.yaw, truth.category, true_position, true_yaw,
-                           data.catalog, data.camera)
+def _score(pred: MethodAnswer, truth: SceneBatch, data: Tabletop) -> dict:
+    return evaluate_planar(pred.objects, truth.planar(), data.catalog, data.camera)
 
 
-def _summary(metrics: dict, pred: Predictions, max_objects: int) -> dict:
+def _summary(metrics: dict, pred: MethodAnswer, max_objects: int) -> dict:
     confusion = np.zeros((max_objects + 1, max_objects + 1), dtype=int)
     for t, p in metrics["count_pairs"]:
         confusion[min(t, max_objects), min(p, max_objects)] += 1
@@ -139,10 +125,9 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, data: Tabletop | Non
         log("air+refine: refining AIR's answers through the renderer ...")
         air = predictions["air"]
         start = time.perf_counter()
-        position, yaw, color = refine_proposals(renderer, images, air.category, air.position, air.yaw, air.color,
-                                                data.camera, table)
+        refined = refine_proposals(renderer, images, air.objects, data.camera, table)
         refine_seconds = (time.perf_counter() - start) / len(images)
-        predictions["air+refine"] = Predictions(air.category, position, yaw, color, air.seconds + refine_seconds)
+        predictions["air+refine"] = MethodAnswer(refined, air.seconds + refine_seconds)
 
     log(f"optimise: per-image render-and-compare on {cfg.optimise_num} scenes ...")
     bar = tqdm(total=cfg.optimise_num, desc="optimise", disable=not progress)
@@ -153,11 +138,11 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, data: Tabletop | Non
         bar.update(1)
 
     start = time.perf_counter()
-    category, position, yaw, color = optimise(renderer, images[:cfg.optimise_num], data.camera, table,
+    optimised = optimise(renderer, images[:cfg.optimise_num], data.camera, table,
                                               len(data.catalog), cfg.optimiser, seed=cfg.seed, progress=tick)
     bar.close()
     per_image = torch.tensor(np.diff([start] + seconds), dtype=torch.float32)
-    predictions["optimise"] = Predictions(category, position, yaw, color, per_image)
+    predictions["optimise"] = MethodAnswer(optimised, per_image)
 
     methods, subset, matches = {}, {}, {}
     common = truth.select(slice(0, cfg.optimise_num))
@@ -165,17 +150,16 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, data: Tabletop | Non
         if name not in predictions:
             continue
         pred = predictions[name]
-        scored = truth if len(pred.category) == len(truth) else common
+        scored = truth if len(pred.objects) == len(truth) else common
         metrics = _score(pred, scored, data)
         matches[name] = metrics["matches"]
         methods[name] = {**_summary(metrics, pred, data.config.max_objects), **timings.get(name, {}),
                          "checkpoint": str(getattr(cfg, name, None) or "")}
-        small = pred.subset(cfg.optimise_num)
+        small = pred.first(cfg.optimise_num)
         subset[name] = _summary(_score(small, common, data), small, data.config.max_objects)
         csv = out / "bop" / f"{name.replace('+', '-')}_tabletop-{cfg.split}.csv"
-        batch = SceneBatch.from_planar(pred.category, pred.position, pred.yaw, pred.color.clamp(0, 1), data.catalog,
-                                       data.camera, table)
-        write_bop_results(csv, batch, list(range(len(pred.category))), data.catalog, pred.seconds)
+        batch = replace(pred.objects, color=pred.objects.color.clamp(0, 1)).to_batch(data.catalog, data.camera, table)
+        write_bop_results(csv, batch, list(range(len(pred.objects))), data.catalog, pred.seconds)
         methods[name]["bop_results"] = str(csv.relative_to(out))
 
     speed = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -14,7 +15,6 @@ import torch  # noqa: E402
 
 from ..data.tabletop import Tabletop  # noqa: E402
 from ..rendering.renderer import SceneRenderer  # noqa: E402
-from ..scene import SceneBatch  # noqa: E402
 from ..visualize import save_figure  # noqa: E402
 
 METHODS = ("air", "dair", "supervised", "optimise", "air+refine")
@@ -74,7 +74,7 @@ def write_figures(out: Path, images, truth, predictions: dict, methods: dict, ma
     fig.tight_layout()
     paths.append(save_figure(fig, out / "tabletopyaw_by_symmetry.png"))
     # reconstructions
-    shown = min(6, *(len(p.category) for p in predictions.values()))
+    shown = min(6, *(len(p.objects) for p in predictions.values()))
     renderer = SceneRenderer(data.catalog, mode="hard", gradients="none")
     fig, axes = plt.subplots(shown, len(names) + 1, figsize=(1.9 * (len(names) + 1), 1.9 * shown), squeeze=False)
     for ax in axes.flat:
@@ -83,10 +83,10 @@ def write_figures(out: Path, images, truth, predictions: dict, methods: dict, ma
         axes[k, 0].imshow(images[k].numpy())
         axes[k, 0].set_title("input" if k == 0 else "", fontsize=8)
     for j, name in enumerate(names):
-        pred = predictions[name].subset(shown)
+        pred = predictions[name].first(shown).objects
         with torch.no_grad():
-            rgb = renderer(SceneBatch.from_planar(pred.category, pred.position, pred.yaw, pred.color.clamp(0, 1),
-                                                  data.catalog, data.camera, data.config.table)).rgb
+            rgb = renderer(replace(pred, color=pred.color.clamp(0, 1)).to_batch(data.catalog, data.camera,
+                                                                                data.config.table)).rgb
         for k in range(shown):
             axes[k, j + 1].imshow(rgb[k].clamp(0, 1).numpy())
             labels = [data.catalog[int(c)].name for c in pred.category[k] if c >= 0]

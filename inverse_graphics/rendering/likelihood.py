@@ -10,8 +10,8 @@ renderers provide that:
   render so that small steps see a smooth image.
 
 `make_planar_renderer(name, catalog, ...)` returns a PlanarRenderer:
-render(category (B, N), position (B, N, 2) m, yaw (B, N) rad, color (B, N, 3),
-camera, table) -> rgb (B, H, W, 3), differentiable in position, yaw and colour.
+render(objects: PlanarObjects (B scenes), camera, table) -> rgb (B, H, W, 3),
+differentiable in the objects' position, yaw and colour.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from ..assets import ObjectCatalog
-from ..scene import Camera, SceneBatch, Table
+from ..camera import Camera
+from ..scene import PlanarObjects, Table
 from .finite_differences import finite_difference_render
 from .renderer import RenderSettings, SceneRenderer
 
@@ -39,9 +40,9 @@ class PlanarRenderer(torch.nn.Module, abc.ABC):
         self.catalog = catalog
 
     @abc.abstractmethod
-    def forward(self, category: torch.Tensor, position: torch.Tensor, yaw: torch.Tensor, color: torch.Tensor,
-                camera: Camera, table: Table | None = None, opacity: torch.Tensor | None = None) -> torch.Tensor:
-        """rgb (B, H, W, 3); see the module docstring for the arguments."""
+    def forward(self, objects: PlanarObjects, camera: Camera, table: Table | None = None,
+                opacity: torch.Tensor | None = None) -> torch.Tensor:
+        """rgb (B, H, W, 3) of B scenes; opacity: optional (B, N) in [0, 1] (a relaxed presence)."""
 
 
 class PyTorch3DPlanarRenderer(PlanarRenderer):
@@ -51,9 +52,8 @@ class PyTorch3DPlanarRenderer(PlanarRenderer):
         super().__init__(catalog)
         self.renderer = SceneRenderer(catalog, settings or RenderSettings(mode="soft"))
 
-    def forward(self, category, position, yaw, color, camera, table=None, opacity=None):
-        batch = SceneBatch.from_planar(category, position, yaw, color, self.catalog, camera, table, opacity)
-        return self.renderer(batch).rgb
+    def forward(self, objects, camera, table=None, opacity=None):
+        return self.renderer(objects.to_batch(self.catalog, camera, table, opacity)).rgb
 
 
 @dataclass
@@ -93,15 +93,16 @@ class Open3DFiniteDifferenceRenderer(PlanarRenderer):
         s = self.settings.supersample
         H, W = camera.image_size
         fine = camera.resized((H * s, W * s)) if s > 1 else camera
-        batch = SceneBatch.from_planar(category.repeat(tiles, 1), p[..., :2], p[..., 2], color, self.catalog,
-                                       fine, table)
+        batch = PlanarObjects(category.repeat(tiles, 1), p[..., :2], p[..., 2], color).to_batch(self.catalog, fine,
+                                                                                                 table)
         rgb = self.blackbox(batch).rgb
         self.scenes_rendered += len(batch)
         if s > 1:
             rgb = torch.nn.functional.avg_pool2d(rgb.permute(0, 3, 1, 2), s).permute(0, 2, 3, 1)
         return rgb
 
-    def forward(self, category, position, yaw, color, camera, table=None, opacity=None):
+    def forward(self, objects, camera, table=None, opacity=None):
+        category, position, yaw, color = objects.category, objects.position, objects.yaw, objects.color
         if opacity is not None:
             raise ValueError("the open3d-fd renderer draws opaque objects only; partial opacity (a relaxed "
                              "presence) needs the 'pytorch3d' renderer")

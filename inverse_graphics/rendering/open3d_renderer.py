@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from ..assets import ObjectCatalog
-from ..scene import Camera, SceneBatch
+from ..camera import Camera
+from ..scene import SceneBatch
 from .meshes import TABLE_INSTANCE, CatalogMeshes
 from .renderer import BACKGROUND, RenderOutput, shade_faces
 

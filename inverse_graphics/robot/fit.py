@@ -15,7 +15,8 @@ import torch
 from ..assets import ObjectCatalog
 from ..data.tabletop import Tabletop, TabletopConfig
 from ..paths import SHIPPED_AIR
-from ..scene import Camera, Table, pixel_to_table
+from ..camera import Camera, pixel_to_table
+from ..scene import Table
 
 AIR_SIZE = (60, 80)  # (H, W) AIR's input for a 4:3 frame
 # How far (m) beyond the workspace AIR still looks: an object's footprint reaches past its centre.

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..scene import Camera
+from ..camera import Camera
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 

@@ -30,10 +30,11 @@ import torch
 import torch.nn.functional as F
 
 from ..assets import ObjectCatalog
-from ..refine import RefineSettings, fit_planar
+from ..refine import RefineSettings, minimise_image_loss
 from ..rendering.likelihood import gaussian_blur
 from ..rendering.renderer import AMBIENT, DIFFUSE, LIGHT_DIRECTION, RenderSettings, SceneRenderer
-from ..scene import OBJECT_HEIGHT, Camera, SceneBatch, Table, pixel_to_table
+from ..camera import Camera, pixel_to_table
+from ..scene import OBJECT_HEIGHT, PlanarObjects, SceneBatch, Table
 from .fit import air_input, workspace, workspace_mask
 from .frames import Frame
 
@@ -297,13 +298,15 @@ class FramePoseEstimator:
                             for c in per_category.argsort()[: s.keep] if per_category[c].isfinite()])
         category = self.hyp_category[best][:, None]
 
-        def objective(pos, yaw, col, blur):
-            return self._loss(self._render(category, pos, yaw, col, camera, table), rgb, depth, blur)
+        def objective(objects: PlanarObjects, blur: float) -> torch.Tensor:
+            return self._loss(self.renderer(objects.to_batch(self.catalog, camera, table)), rgb, depth, blur)
 
-        fitted = fit_planar(objective, position.expand(len(best), 1, 2), self.hyp_yaw[best][:, None],
-                            color[best][:, None], s.refine)
-        k = int(fitted.loss.argmin())
-        loss = float(fitted.loss[k])
+        start = PlanarObjects(category, position.expand(len(best), 1, 2), self.hyp_yaw[best][:, None],
+                              color[best][:, None])
+        refined = minimise_image_loss(objective, start, s.refine)
+        fitted = refined.objects
+        k = int(refined.loss.argmin())
+        loss = float(refined.loss[k])
         # the categories' evidence: each category's best score, as a softmax on a 5% scale of the loss
         per_category[int(category[k, 0])] = min(loss, float(per_category[int(category[k, 0])]))
         probs = torch.softmax(-(per_category - per_category.min()) / (0.05 * float(per_category.min()) + 1e-6), 0)
@@ -349,12 +352,10 @@ class FramePoseEstimator:
                             "air_proposals_px": [[round(float(c), 1) for c in p] for p in proposals]}
 
     def _detection(self, camera: Camera, fit: dict) -> Detection:
-        from ..data.bop import model_to_camera
-
         c = self.catalog[fit["category"]]
         batch = SceneBatch.from_planar(torch.tensor([[fit["category"]]]), fit["position"].view(1, 1, 2),
                                        torch.tensor([[fit["yaw"]]]), fit["color"].view(1, 1, 3), self.catalog, camera)
-        R, t = model_to_camera(batch)
+        R, t = batch.model_to_camera()
         pose = torch.eye(4)
         pose[:3, :3], pose[:3, 3] = R[0, 0], t[0, 0]
         x, y = fit["position"].tolist()

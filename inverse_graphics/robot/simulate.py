@@ -25,7 +25,8 @@ from ..assets import ObjectCatalog
 from ..rendering.meshes import CatalogMeshes
 from ..rendering.open3d_renderer import camera_rays
 from ..rendering.renderer import BACKGROUND, LIGHT_DIRECTION
-from ..scene import Camera, SceneBatch, pixel_to_table
+from ..camera import Camera, pixel_to_table
+from ..scene import SceneBatch
 
 
 @dataclass
@@ -174,7 +175,6 @@ def write_frames(out: str | Path, count: int, conditions: CaptureConditions | No
 
     from PIL import Image
 
-    from ..data.bop import model_to_camera
     from ..files import atomic_write_bytes, atomic_write_json, atomic_write_png
     from .fit import robot_data
     from .frames import write_camera
@@ -191,7 +191,7 @@ def write_frames(out: str | Path, count: int, conditions: CaptureConditions | No
     for index in tqdm(range(count), desc="capturing frames", disable=not progress):
         name = f"{index:06d}"
         batch = data.scene_batch(data.sample(split, [index]))
-        R, t = model_to_camera(batch)  # (1, N, 3, 3), (1, N, 3) metres
+        R, t = batch.model_to_camera()  # (1, N, 3, 3), (1, N, 3) metres
         truth[name] = [{"obj_id": catalog[int(k)].obj_id, "category": catalog[int(k)].name,
                         "cam_R_m2c": R[0, n].flatten().tolist(), "cam_t_m2c": (t[0, n] * 1000).tolist()}
                        for n, k in enumerate(batch.category[0]) if k >= 0]
