@@ -36,6 +36,7 @@ from ..files import atomic_write_bytes, atomic_write_json, atomic_write_png, rea
 from ..rendering.renderer import SceneRenderer
 from ..camera import Camera
 from ..scene import SceneBatch, Table
+from ..visualize import contact_sheet
 from .tabletop import Tabletop
 
 IMAGES_PER_FOLDER = 1000
@@ -266,3 +267,16 @@ def read_split(root: str | Path, split: str, catalog: ObjectCatalog | None = Non
     batch = SceneBatch(torch.stack(categories), torch.stack(rotations), torch.stack(translations), torch.stack(colors),
                        camera, table)
     return rgb, depth, batch
+
+
+def write_contact_sheet(root: str | Path, split: str, catalog: ObjectCatalog, max_objects: int = 3,
+                        count: int = 32) -> Path:
+    """root/<split>_contact_sheet.png: the split's first `count` images as written, labelled with their objects."""
+    root = Path(root)
+    rgb, _, batch = read_split(root, split, catalog, max_objects, limit=count)
+    labels = []
+    for b in range(len(batch)):
+        names = [catalog[int(c)].name for c in batch.category[b] if c >= 0]
+        labels.append(f"{len(names)}: " + ", ".join(n.replace("_", " ") for n in names) if names else "0: empty")
+    return contact_sheet(rgb, labels, root / f"{split}_contact_sheet.png",
+                         title=f"tabletop-v1 {split}: first {len(batch)} scenes (count: objects)")

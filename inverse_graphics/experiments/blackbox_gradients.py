@@ -15,10 +15,14 @@ from __future__ import annotations
 import math
 import time
 
+from pathlib import Path
+
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..data.tabletop import Tabletop
+from ..files import atomic_write_json
 from ..metrics import yaw_error_deg
 from ..refine import RefineSettings, image_loss, refine
 from ..rendering.likelihood import make_planar_renderer
@@ -172,3 +176,33 @@ def run_blackbox_benchmark(repeats: int = 3, per_category: int = 4, steps: int =
                           "fd": "supersample 2, steps 4 mm / 0.05 rad",
                           "spsa_samples": GRADIENT_METHODS["spsa"][1]["samples"]}
     return result
+
+
+def measure_blackbox_gradients(out: str | Path, repeats: int = 3, per_category: int = 4, steps: int = 80) -> dict:
+    """run_blackbox_benchmark with a progress bar per stage; the result is written to `out` (JSON)."""
+    stages = tqdm(desc="bench-blackbox", total=7, unit="stage")
+
+    def progress(stage):
+        stages.set_postfix_str(stage)
+        stages.update()
+
+    result = run_blackbox_benchmark(repeats=repeats, per_category=per_category, steps=steps, progress=progress)
+    stages.close()
+    result["command"] = "python benchmarks/blackbox_grad.py"
+    atomic_write_json(out, result)
+    return result
+
+
+def blackbox_summary(result: dict) -> str:
+    lines = [f"renders/s at {size}: " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items())
+             for size, rates in result["renders_per_second"].items()]
+    lines.append(f"mask IoU PyTorch3D vs Open3D: {result['mask_iou']:.4f}; "
+                 f"central-difference vs analytic gradient cosine: {result['central_cosine']:.3f}")
+    for name, cost in result["gradient_cost"].items():
+        recovery = result["pose_recovery"][name]
+        lines.append(f"  {name:8s} {cost['ms_per_gradient']:7.1f} ms/gradient ({cost['renders_per_gradient']:.0f} "
+                     f"renders); pose recovery {recovery['success_rate']:.0%} (median "
+                     f"{recovery['pos_err_mm_median']:.1f} mm, {recovery['yaw_err_deg_median']:.2f} deg, "
+                     f"{recovery['seconds_per_fit']:.2f} s/fit)")
+    lines.append(f"  starts: {result['pose_recovery']['start']['success_rate']:.0%} already within the success bounds")
+    return "\n".join(lines)

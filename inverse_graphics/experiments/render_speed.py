@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import time
 
+from pathlib import Path
+
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..data.tabletop import Tabletop, TabletopConfig
+from ..files import atomic_write_json
 from ..scene import SceneBatch
 from ..rendering.renderer import SceneRenderer
 
@@ -76,3 +80,30 @@ def run_render_benchmark(batch_size: int = 16, repeats: int = 5, image_size: int
     result["fast_backward_ms_per_image"] = result["fast_ms_per_image"] - result["fast_forward_ms_per_image"]
     result["backward_speedup"] = result["stock_backward_ms_per_image"] / result["fast_backward_ms_per_image"]
     return result
+
+
+def measure_render_speed(out: str | Path, batch_size: int = 16, repeats: int = 5, progress: bool = True) -> dict:
+    """run_render_benchmark with a progress bar; the result is written to `out` (JSON)."""
+    bar = tqdm(desc="bench-render", unit="render", disable=not progress)
+
+    def tick(done, total):
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    result = run_render_benchmark(batch_size=batch_size, repeats=repeats, progress=tick)
+    bar.close()
+    result["command"] = "inverse-graphics bench-render"
+    atomic_write_json(out, result)
+    return result
+
+
+def render_speed_summary(result: dict) -> str:
+    return "\n".join([
+        f"3-object {result['image_size']}x{result['image_size']} soft renders, batch {result['batch_size']}:",
+        f"  stock PyTorch3D autograd: {result['stock_forward_ms_per_image']:.2f} ms forward, "
+        f"{result['stock_ms_per_image']:.2f} ms forward+backward per image",
+        f"  fast gradient path:       {result['fast_forward_ms_per_image']:.2f} ms forward, "
+        f"{result['fast_ms_per_image']:.2f} ms forward+backward per image",
+        f"  speedup {result['speedup']:.1f}x (backward alone {result['backward_speedup']:.1f}x), "
+        f"gradient relative error {result['grad_rel_err']:.2e}"])

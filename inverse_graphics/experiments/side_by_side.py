@@ -55,6 +55,12 @@ class BenchmarkConfig:
     optimiser: OptimiseSettings = field(default_factory=OptimiseSettings)
 
 
+def generalization_checkpoints(models_dir: str | Path) -> dict:
+    """{test split: {method: models_dir/<method>_<its training split>.pt}} for the generalization splits."""
+    return {test: {m: str(Path(models_dir) / f"{m}_{train}.pt") for m in ("air", "dair", "supervised")}
+            for test, train in GENERALIZATION.items()}
+
+
 @dataclass
 class MethodAnswer:
     """One method's answer for B images: the objects it found and seconds (B,) spent per image."""

@@ -149,3 +149,14 @@ def markdown(report: dict) -> str:
             lines.append(f"- {k.replace('_', ' ')}: {v}")
     lines += ["", "## Figures", ""] + [f"![{p}]({p})" for p in report.get("figures", [])]
     return "\n".join(lines) + "\n"
+
+
+def summary_lines(report: dict, out: Path) -> list[str]:
+    """One line per method, and where the report went (what `inverse-graphics benchmark` prints)."""
+    lines = [f"{name:11s} count {m['count_acc']:.3f}  identity {m['identity_acc']:.3f}  "
+             f"pos {m['pos_err_mm_median']:.1f} mm  yaw {m['rot_err_deg_median']:.1f} deg  "
+             f"ADD-S {m['adds_recall']:.3f}  {m['ms_per_image']:.2f} ms/image ({m['scenes']} scenes)"
+             for name, m in report["methods"].items()]
+    out = Path(out)
+    return lines + [f"wrote {out / 'tabletop_report.md'}, {out / 'tabletop_report.json'}, figures and BOP CSVs in "
+                    f"{out / 'bop'}"]
