@@ -32,7 +32,7 @@ def parse_overrides(pairs: list[str]) -> dict:
     """['key=value', ...] -> {key: value parsed as JSON where it parses, else the string}."""
     import json
 
-    from inverse_graphics.air.model import AIRConfig
+    from inverse_graphics.air.config import AIRConfig
 
     fields = AIRConfig.__dataclass_fields__
     out = {}

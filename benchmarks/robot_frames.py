@@ -34,7 +34,9 @@ from inverse_graphics.assets import ObjectCatalog  # noqa: E402
 from inverse_graphics.files import atomic_write_json  # noqa: E402
 from inverse_graphics.paths import SHIPPED_AIR  # noqa: E402
 from inverse_graphics.metrics import evaluate_poses  # noqa: E402
-from inverse_graphics.robot.poses import detections_of, run_poses  # noqa: E402
+from inverse_graphics.robot.adapt import adapt_to_frames  # noqa: E402
+from inverse_graphics.robot.frames import read_camera  # noqa: E402
+from inverse_graphics.robot.pipeline import detections_of, run_poses  # noqa: E402
 from inverse_graphics.robot.simulate import CaptureConditions, read_truth, write_frames  # noqa: E402
 
 RESULTS = ROOT / "results"
@@ -49,11 +51,9 @@ FIT_SEED, FIT_FRAMES = 0, 40
 def fit_example(minutes: float) -> Path:
     """Runs `inverse-graphics fit` (from the shipped weights) on FIT_FRAMES unlabelled frames of
     the example camera, resuming a run this script started before."""
-    from inverse_graphics.robot.fit import fit
-
     frames = write_frames(DATA / "fit_frames", FIT_FRAMES, CaptureConditions(), seed=FIT_SEED, split="frames-train",
                           progress=False)
-    result = fit(frames, FITTED.parent, minutes=minutes, resume=FITTED.is_file())
+    result = adapt_to_frames(frames, FITTED.parent, minutes=minutes, resume=FITTED.is_file())
     print(f"fit: {result['iteration']} iterations, synthetic validation count {result['val_count_acc']:.3f}, "
           f"ADD-S {result['val_adds_recall']:.3f}")
     return FITTED
@@ -94,8 +94,6 @@ def air_share(results: dict, truth: dict, names: list[str], folder: Path, radius
     """What AIR contributes: the share of true objects with an AIR proposal within radius_px of
     their projected centre (air_proposal_recall), AIR's proposals per frame, and the share of
     detections that came from AIR proposals rather than depth blobs."""
-    from inverse_graphics.robot.frames import read_camera
-
     K = read_camera(folder / "camera.json").K.double()
     near, objects, proposals, from_air, detections = 0, 0, 0, 0, 0
     for name in names:

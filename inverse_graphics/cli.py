@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .air.model import AIRConfig
+from .air.config import AIRConfig
+from .air.infer import infer_files
 from .air.train import train_air
 from .data.bop import generate_split, write_contact_sheet
 from .data.tabletop import SPLITS, Tabletop, TabletopConfig
@@ -26,6 +27,10 @@ from .experiments.side_by_side_report import summary_lines
 from .optimise import OptimiseSettings, optimise_files
 from .paths import GENERALIZATION_MODELS, RESULTS_DIR, SHIPPED_AIR, SHIPPED_DAIR, SHIPPED_SUPERVISED
 from .rendering.likelihood import RENDERER_NAMES
+from .robot.adapt import adapt_to_frames
+from .robot.pipeline import poses_summary, run_poses
+from .robot.poses import PoseSettings
+from .robot.simulate import CaptureConditions, write_frames
 from .supervised import train_supervised
 from .training import TrainConfig, export_weights
 
@@ -118,27 +123,7 @@ def cmd_export_weights(args) -> int:
 
 
 def cmd_infer(args) -> int:
-    from .air.infer import infer, overlay_figure, to_json
-    from .data.images import load_images
-    from .air.train import load_checkpoint
-    from .files import atomic_write_json
-
-    model, _ = load_checkpoint(args.model)
-    images, files = load_images(args.images)
-    results = infer(model, images, samples=args.samples)
-    out = Path(args.out)
-    payload = [to_json(r, str(f)) for r, f in zip(results, files)]
-    for entry, r in zip(payload, results):
-        entry["samples"] = [[{"category": o.category, "planar": list(o.planar)} for o in s.objects]
-                            for s in r.samples]
-    atomic_write_json(out / "poses.json", payload)
-    shown = min(len(files), args.overlay_max)
-    figure = overlay_figure(model, images[:shown], results[:shown], [str(f) for f in files[:shown]],
-                            out / "overlay.png")
-    for entry in payload[:8]:
-        print(f"{Path(entry['image']).name}: {entry['count']} objects: "
-              + ", ".join(f"{o['category']} at ({o['x_m'] * 1000:.0f}, {o['y_m'] * 1000:.0f}) mm" for o in entry["objects"]))
-    print(f"wrote {out / 'poses.json'} ({len(files)} images) and {figure}")
+    infer_files(args.images, args.model, args.out, args.samples, args.overlay_max)
     return 0
 
 
@@ -149,8 +134,6 @@ def cmd_demo(args) -> int:
 
 
 def cmd_frames(args) -> int:
-    from .robot.simulate import CaptureConditions, write_frames
-
     conditions = CaptureConditions.ideal() if args.ideal else CaptureConditions()
     out = write_frames(args.out, args.num, conditions, seed=args.seed, with_extrinsic=not args.no_extrinsic,
                        rgb_format="jpg" if args.jpeg else "png", progress=not args.quiet)
@@ -159,29 +142,19 @@ def cmd_frames(args) -> int:
 
 
 def cmd_fit(args) -> int:
-    from .robot.fit import fit
-
-    result = fit(args.frames, args.out, args.camera, args.init, args.minutes, args.iterations, args.seed,
-                 resume=args.resume, progress=not args.quiet)
-    print(f"fitted AIR on {result['frames']} frames for {result['train_minutes']:.1f} min "
-          f"({result['iteration']} iterations); synthetic validation: count {result.get('val_count_acc', float('nan')):.3f}, "
-          f"ADD-S {result.get('val_adds_recall', float('nan')):.3f}. Checkpoint: {Path(args.out) / 'checkpoint.pt'}")
+    result = adapt_to_frames(args.frames, args.out, args.camera, args.init, args.minutes, args.iterations,
+                             args.seed, resume=args.resume, progress=not args.quiet)
+    print(f"fitted AIR on {result['frames']} frames for {result['train_minutes']:.1f} min ({result['iteration']} "
+          f"iterations); synthetic validation: count {result.get('val_count_acc', float('nan')):.3f}, ADD-S "
+          f"{result.get('val_adds_recall', float('nan')):.3f}. Checkpoint: {Path(args.out) / 'checkpoint.pt'}")
     return 0
 
 
 def cmd_poses(args) -> int:
-    from .robot.poses import PoseSettings, run_poses
-
     settings = PoseSettings(categories=tuple(args.objects.split(","))) if args.objects else None
     results = run_poses(args.frames, args.model, args.out, args.camera, settings, write_overlays=not args.no_overlay,
                         progress=not args.quiet)
-    done = results["frames"]
-    for name, entry in list(sorted(done.items()))[:8]:
-        print(f"{name}: " + (", ".join(f"{o['category']} ({o['score']:.2f})" for o in entry["objects"]) or "nothing"))
-    seconds = [e["seconds"] for e in done.values()]
-    if seconds:
-        print(f"{len(done)} frames, {sum(seconds) / len(seconds):.2f} s per frame; skipped {len(results['skipped'])}")
-    print(f"wrote {Path(args.out) / 'poses.json'}, {Path(args.out) / 'poses_bop.csv'} and {Path(args.out) / 'overlay'}/")
+    print("\n".join(poses_summary(results, args.out)))
     return 0
 
 
@@ -206,7 +179,7 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     return groups
 
 
-def _add_tabletop_commands(sub, g) -> None:
+def _add_data_commands(sub, g) -> None:
     p = sub.add_parser("generate", parents=[g["quiet"], g["data"]],
                        help="render a tabletop-v1 split to the BOP layout, with a contact sheet")
     p.add_argument("--split", required=True, choices=list(SPLITS))
@@ -229,6 +202,8 @@ def _add_tabletop_commands(sub, g) -> None:
     p.add_argument("--out", default=str(RESULTS_DIR / "blackbox_grad.json"))
     p.set_defaults(func=cmd_bench_blackbox)
 
+
+def _add_training_commands(sub, g) -> None:
     p = sub.add_parser("train-air", parents=[g["training"], g["resume"], g["renderer"], g["threads"], g["quiet"],
                                              g["data"]],
                        help="train AIR without labels by maximising the ELBO through the renderer")
@@ -251,6 +226,13 @@ def _add_tabletop_commands(sub, g) -> None:
     p.add_argument("--val-every", type=int, default=1000)
     p.set_defaults(func=cmd_train_supervised)
 
+    p = sub.add_parser("export-weights", help="a training checkpoint -> a small float16 file for shipping")
+    p.add_argument("checkpoint", help="checkpoint.pt of a train-air or train-supervised run")
+    p.add_argument("out", help="output file")
+    p.set_defaults(func=cmd_export_weights)
+
+
+def _add_inference_commands(sub, g) -> None:
     p = sub.add_parser("benchmark", parents=[g["renderer"], g["threads"], g["quiet"], g["data"]],
                        help="AIR, DAIR, supervised, optimise and AIR+refine side by side -> report")
     p.add_argument("--out", default=str(RESULTS_DIR), help="report folder (default benchmarks/results)")
@@ -274,11 +256,6 @@ def _add_tabletop_commands(sub, g) -> None:
     p.add_argument("--starts", type=int, default=2, help="random starts per category for each new object")
     p.add_argument("--optimise-seed", type=int, default=0)
     p.set_defaults(func=cmd_optimise)
-
-    p = sub.add_parser("export-weights", help="a training checkpoint -> a small float16 file for shipping")
-    p.add_argument("checkpoint", help="checkpoint.pt of a train-air or train-supervised run")
-    p.add_argument("out", help="output file")
-    p.set_defaults(func=cmd_export_weights)
 
     p = sub.add_parser("infer", parents=[g["threads"]],
                        help="count, identity and pose of the objects in images, with a trained AIR model")
@@ -335,7 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inverse-graphics", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     groups = _parents()
-    _add_tabletop_commands(sub, groups)
+    _add_data_commands(sub, groups)
+    _add_training_commands(sub, groups)
+    _add_inference_commands(sub, groups)
     _add_robot_commands(sub, groups)
     return parser
 

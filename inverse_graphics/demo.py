@@ -16,7 +16,7 @@ from .files import atomic_write_json
 from .metrics import evaluate_poses
 from .paths import EXAMPLE_FRAMES, SHIPPED_AIR, shown
 from .rendering.renderer import SceneRenderer
-from .robot.poses import detections_of, run_poses
+from .robot.pipeline import detections_of, run_poses
 from .robot.simulate import read_truth
 from .visualize import render_panel
 

@@ -63,6 +63,21 @@ def symmetric_distances(vertices: torch.Tensor, axis_origin: torch.Tensor, yaw_e
     return mssd, float((a - b).norm(dim=-1).max())
 
 
+def _planar_mssd_mspd(category: Category, true_pose: torch.Tensor, offset_xy: torch.Tensor, yaw_diff: float,
+                      order: int, camera: Camera | None) -> tuple[float, float]:
+    """MSSD (m) and MSPD (px) of an estimate of the right identity, offset_xy (2,) m and yaw_diff
+    rad from the truth at true_pose (4, 4); the yaw error is taken to the nearest of the
+    category's `order` symmetric equivalents (0: continuous)."""
+    origin = true_pose[:3, 3].double()
+    verts = category.verts.double() @ true_pose[:3, :3].T.double() + origin
+    offset = torch.zeros(3, dtype=torch.float64)
+    offset[:2] = offset_xy.double()
+    period = 2 * math.pi / max(order, 1)
+    signed = float(torch.remainder(torch.tensor(yaw_diff), period))
+    signed = 0.0 if order == 0 else (signed - period if signed > period / 2 else signed)
+    return symmetric_distances(verts, origin, signed, offset, camera)
+
+
 def evaluate_planar(predicted: PlanarObjects, truth: PlanarObjects, catalog: ObjectCatalog,
                     camera: Camera | None = None) -> dict:
     """Benchmark metrics for B scenes of planar objects (benchmark spec).
@@ -108,15 +123,8 @@ def evaluate_planar(predicted: PlanarObjects, truth: PlanarObjects, catalog: Obj
             adds_ok += int(distance < 0.1 * true_cat.diameter)
             mssd = mspd = float("nan")
             if pc == tc:  # BOP scores an estimate against the ground truth of its own object id
-                origin = true_pose[:3, 3].double()
-                verts = true_cat.verts.double() @ true_pose[:3, :3].T.double() + origin
-                offset = torch.zeros(3, dtype=torch.float64)
-                offset[:2] = (pred_position[b, i] - true_position[b, j]).double()
-                order = int(orders[tc])
-                period = 2 * math.pi / max(order, 1)
-                signed = float(torch.remainder(pred_yaw[b, i] - true_yaw[b, j], period))
-                signed = 0.0 if order == 0 else (signed - period if signed > period / 2 else signed)
-                mssd, mspd = symmetric_distances(verts, origin, signed, offset, camera)
+                mssd, mspd = _planar_mssd_mspd(true_cat, true_pose, pred_position[b, i] - true_position[b, j],
+                                               float(pred_yaw[b, i] - true_yaw[b, j]), int(orders[tc]), camera)
                 mssd_hits += float((mssd < MSSD_THRESHOLDS * true_cat.diameter).float().mean())
                 if camera is not None:
                     mspd_hits += float((mspd < mspd_thresholds).float().mean())

@@ -122,8 +122,31 @@ class Scene:
     table: Table = field(default_factory=Table)
 
 
+class ObjectSlots:
+    """What B scenes of N object slots have in common, given category (B, N), -1 for an empty slot."""
+
+    category: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.category.shape[0]
+
+    @property
+    def slots(self) -> int:
+        return self.category.shape[1]
+
+    @property
+    def present(self) -> torch.Tensor:
+        """(B, N) bool."""
+        return self.category >= 0
+
+    @property
+    def counts(self) -> torch.Tensor:
+        """(B,) number of objects per scene."""
+        return self.present.sum(1)
+
+
 @dataclass
-class PlanarObjects:
+class PlanarObjects(ObjectSlots):
     """Objects resting on the table, B scenes of N slots: the one planar description every
     method reads and writes (samplers, renderers' planar front end, AIR, the baseline,
     refinement, the optimiser, metrics).
@@ -151,23 +174,6 @@ class PlanarObjects:
         """The bare table, batch_size times."""
         return cls(torch.full((batch_size, slots), -1, dtype=torch.long), torch.zeros(batch_size, slots, 2),
                    torch.zeros(batch_size, slots), torch.zeros(batch_size, slots, 3))
-
-    def __len__(self) -> int:
-        return self.category.shape[0]
-
-    @property
-    def slots(self) -> int:
-        return self.category.shape[1]
-
-    @property
-    def present(self) -> torch.Tensor:
-        """(B, N) bool."""
-        return self.category >= 0
-
-    @property
-    def counts(self) -> torch.Tensor:
-        """(B,) number of objects per scene."""
-        return self.present.sum(1)
 
     def select(self, index) -> "PlanarObjects":
         """The scenes at index (an int, a slice or a (K,) tensor of indices); an int keeps the scene axis."""
@@ -208,7 +214,7 @@ class PlanarObjects:
 
 
 @dataclass
-class SceneBatch:
+class SceneBatch(ObjectSlots):
     """B scenes sharing one camera and table, padded to N object slots.
 
     category: (B, N) int64 category index, -1 for an empty slot.
@@ -285,9 +291,6 @@ class SceneBatch:
             scenes.append(Scene(objects, self.camera, self.table))
         return scenes
 
-    def __len__(self) -> int:
-        return self.category.shape[0]
-
     def select(self, index) -> "SceneBatch":
         """The scenes at index (a slice, or a (K,) tensor of indices) as a SceneBatch."""
         opacity = None if self.opacity is None else self.opacity[index]
@@ -301,16 +304,6 @@ class SceneBatch:
         return cls(torch.cat([b.category for b in batches]), torch.cat([b.rotation for b in batches]),
                    torch.cat([b.translation for b in batches]), torch.cat([b.color for b in batches]),
                    first.camera, first.table)
-
-    @property
-    def present(self) -> torch.Tensor:
-        """(B, N) bool."""
-        return self.category >= 0
-
-    @property
-    def counts(self) -> torch.Tensor:
-        """(B,) number of objects per scene."""
-        return self.present.sum(1)
 
     def planar(self) -> PlanarObjects:
         """The objects' planar description: position (m) and yaw (radians in [0, 2pi)) about +Z."""

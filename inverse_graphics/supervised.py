@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from .air.model import Encoder
+from .air.networks import Encoder
 from .data.tabletop import Tabletop, TabletopConfig
 from .metrics import evaluate_planar
 from .scene import PlanarObjects, SceneBatch

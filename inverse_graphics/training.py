@@ -90,10 +90,41 @@ def render_pool(data: Tabletop, split: str, count: int, progress: bool) -> tuple
     return torch.cat(images), SceneBatch.cat(batches)
 
 
+def _restore(checkpoint: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple:
+    """Model, optimizer and torch RNG state from a checkpoint; (history, iteration, seconds trained, skipped)."""
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    torch.set_rng_state(checkpoint["torch_rng"])
+    return checkpoint["history"], checkpoint["iteration"], checkpoint["train_seconds"], checkpoint.get("skipped", 0)
+
+
+def _gradient_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+                   grad_clip: float) -> str | None:
+    """One optimizer step on loss; what was wrong (and the step not taken) if the loss or the
+    gradient is not finite, else None."""
+    optimizer.zero_grad()
+    if not torch.isfinite(loss):
+        return f"loss is {float(loss.detach())}"
+    loss.backward()
+    if not torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)):
+        return "gradient has NaN or Inf"
+    optimizer.step()
+    return None
+
+
+def _validation(model: torch.nn.Module, validate: Callable[[], dict]) -> dict:
+    """validate()'s metrics in eval mode, prefixed val_ (per-pair lists left out)."""
+    was_training = model.training
+    model.eval()
+    metrics = validate()
+    model.train(was_training)
+    return {f"val_{k}": v for k, v in metrics.items() if k not in ("count_pairs", "matches")}
+
+
 def train_loop(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-        step_loss: Callable[[torch.Tensor, int], tuple[torch.Tensor, dict]],
-        validate: Callable[[], dict], pool_size: int, payload: dict, resumed: dict | None = None,
-        progress: bool = True, log=print, desc: str = "train", objective_label: str = "objective") -> dict:
+               step_loss: Callable[[torch.Tensor, int], tuple[torch.Tensor, dict]],
+               validate: Callable[[], dict], pool_size: int, payload: dict, resumed: dict | None = None,
+               progress: bool = True, log=print, desc: str = "train", objective_label: str = "objective") -> dict:
     """The training loop: out/checkpoint.pt (atomic, every cfg.checkpoint_every), history.json, curves.png.
 
     step_loss(index (batch,) into the pool, iteration) -> (scalar loss, info with 'objective' and
@@ -105,11 +136,7 @@ def train_loop(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     ckpt_path = out / "checkpoint.pt"
     history, iteration, elapsed_before, skipped = [], 0, 0.0, 0
     if resumed is not None:
-        model.load_state_dict(resumed["model"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        history, iteration = resumed["history"], resumed["iteration"]
-        elapsed_before, skipped = resumed["train_seconds"], resumed.get("skipped", 0)
-        torch.set_rng_state(resumed["torch_rng"])
+        history, iteration, elapsed_before, skipped = _restore(resumed, model, optimizer)
         log(f"resuming {ckpt_path} at iteration {iteration}")
     model.train()
     start = time.perf_counter()
@@ -123,13 +150,6 @@ def train_loop(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
                            "torch_rng": torch.get_rng_state(), **payload}, ckpt_path)
         atomic_write_json(out / "history.json", history)
 
-    def validation():
-        was_training = model.training
-        model.eval()
-        metrics = validate()
-        model.train(was_training)
-        return {f"val_{k}": v for k, v in metrics.items() if k not in ("count_pairs", "matches")}
-
     bar = tqdm(total=cfg.iterations, initial=iteration, desc=desc, disable=not progress)
     last_val = {}
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + iteration)
@@ -139,23 +159,16 @@ def train_loop(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
             break
         index = torch.randint(pool_size, (cfg.batch_size,), generator=generator)
         loss, info = step_loss(index, iteration)
-        optimizer.zero_grad()
-        problem = None if torch.isfinite(loss) else f"loss is {float(loss.detach())}"
-        if problem is None:
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            problem = None if torch.isfinite(norm) else "gradient has NaN or Inf"
-        if problem is not None:  # skip the step, keep the weights
-            skipped += 1
-            log(f"iteration {iteration}: {problem}; step skipped ({skipped} so far)")
-            iteration += 1
-            continue
-        optimizer.step()
+        problem = _gradient_step(model, optimizer, loss, cfg.grad_clip)
         iteration += 1
+        if problem is not None:  # the step was skipped; the weights are kept
+            skipped += 1
+            log(f"iteration {iteration - 1}: {problem}; step skipped ({skipped} so far)")
+            continue
         history.append({"iteration": iteration, "objective": info["objective"], "loss": float(loss.detach()),
                         "mean_count": info["mean_count"], "seconds": train_seconds()})
         if iteration % cfg.val_every == 0 or iteration == cfg.iterations:
-            last_val = validation()
+            last_val = _validation(model, validate)
             history.append({"iteration": iteration, **last_val, "seconds": train_seconds()})
         if iteration % cfg.checkpoint_every == 0:
             checkpoint()
@@ -165,7 +178,7 @@ def train_loop(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     bar.close()
     validated = [h["iteration"] for h in history if "val_count_acc" in h]
     if not validated or validated[-1] != iteration:  # the time limit ended training between validations
-        last_val = validation()
+        last_val = _validation(model, validate)
         history.append({"iteration": iteration, **last_val, "seconds": train_seconds()})
     checkpoint()
     save_curves(history, out / "curves.png", objective_label)

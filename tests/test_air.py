@@ -6,10 +6,13 @@ import pytest
 import torch
 from PIL import Image
 
-from inverse_graphics.air.model import AIR, AIRConfig
+from inverse_graphics.air.config import AIRConfig, anneal
+from inverse_graphics.air.model import AIR
+from inverse_graphics.air.networks import MAX_OFFSET, WhatHead
 from inverse_graphics.air.train import TrainConfig, load_checkpoint, train_air
 from inverse_graphics.cli import main
 from inverse_graphics.metrics import evaluate_planar
+from inverse_graphics.paths import SHIPPED_AIR, SHIPPED_DAIR
 from inverse_graphics.scene import PlanarObjects
 
 SMALL = dict(hidden=32)
@@ -34,6 +37,32 @@ def test_air_loss_is_finite_and_reaches_every_part_of_the_guide(catalog, tableto
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
     assert info["counts"].shape == (4,) and int(info["counts"].max()) <= 3
+
+
+@pytest.mark.parametrize("path", [SHIPPED_AIR, SHIPPED_DAIR], ids=["air", "dair"])
+def test_shipped_weights_load_into_the_model(tabletop, path):
+    """The modules' parameter names are the shipped checkpoints' (loading is strict)."""
+    model, ckpt = load_checkpoint(path, tabletop)
+    assert sorted(model.state_dict()) == sorted(ckpt["model"])
+    assert model.guide.yaw_fold.tolist() == [max(1, c.yaw_symmetry_order()) for c in model.catalog.categories]
+
+
+def test_what_head_names_its_outputs():
+    head = WhatHead(40, num_categories=5, yaw_heads=5)
+    out = head(torch.randn(7, 40) * 10)
+    assert [n for n, _ in head.named_parameters()] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert out.identity_logits.shape == (7, 5) and out.folded_yaw.shape == out.folded_yaw_std.shape == (7, 5)
+    assert out.color_offset.shape == out.color_std.shape == (7, 3) and out.position_offset.shape == (7, 2)
+    assert (out.folded_yaw.abs() <= math.pi).all() and (out.folded_yaw_std > 0).all() and (out.color_std > 0).all()
+    assert (out.position_offset.abs() <= MAX_OFFSET).all()
+
+
+def test_anneal_runs_from_start_to_end():
+    assert [anneal(i, 100, 0.9, 0.5) for i in (-5, 0, 100, 500)] == [0.9, 0.9, 0.5, 0.5]
+    assert anneal(25, 100, 0.9, 0.5) == pytest.approx(0.8)
+    assert anneal(50, 100, 30.0, 1.0, "geometric") == pytest.approx(30.0 ** 0.5)
+    with pytest.raises(ValueError, match="schedule"):
+        anneal(0, 1, 1.0, 2.0, "cosine")
 
 
 def test_first_training_batch_sets_the_reward_statistics(catalog, tabletop):

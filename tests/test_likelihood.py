@@ -41,6 +41,9 @@ def test_spsa_through_the_named_interface_gives_gradients_for_every_parameter(ca
     rgb.sum().backward()
     assert position.grad.shape == (2, 2, 2) and torch.isfinite(position.grad).all()
     assert color.grad[0].abs().sum() > 0
+    for name, param in (("position", position), ("yaw", yaw), ("color", color)):  # every parameter, every scene
+        assert param.grad.shape == param.shape and torch.isfinite(param.grad).all(), name
+        assert (param.grad.flatten(1).abs().sum(1) > 0).all(), name
 
 
 def test_unknown_renderer_is_named(catalog):

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from inverse_graphics.air.model import AIRConfig
+from inverse_graphics.air.config import AIRConfig
 from inverse_graphics.air.train import train_air
 from inverse_graphics.data.bop import generate_split, read_bop_results, write_bop_results
 from inverse_graphics.metrics import evaluate_planar, symmetric_distances
@@ -59,6 +59,19 @@ def test_bop_results_csv_round_trips_and_matches_the_dataset_ground_truth(tmp_pa
         read_bop_results(tmp_path / "bad.csv")
     R, t = truth.model_to_camera()
     assert R.shape == (3, 3, 3, 3) and t.shape == (3, 3, 3)
+    # camera-frame poses: the camera's extrinsic after the object's pose, and the translation (the object's
+    # origin) projects onto the object's own pixels in the rendered image
+    rendered, _ = tabletop.render("test", range(3))
+    K, cam_R, cam_t = (x.double() for x in (tabletop.camera.K, tabletop.camera.R, tabletop.camera.t))
+    present = (truth.category >= 0).nonzero().tolist()
+    assert len(present) == int(truth.counts.sum()) > 0
+    for b, n in present:
+        assert torch.allclose(R[b, n].double(), cam_R @ truth.rotation[b, n].double(), atol=1e-6)
+        assert torch.allclose(t[b, n].double(), cam_R @ truth.translation[b, n].double() + cam_t, atol=1e-6)
+        u, v, w = (K @ t[b, n].double()).tolist()
+        rows_px, cols_px = (rendered.instance[b] == n).nonzero(as_tuple=True)
+        assert len(rows_px) > 0 and w > 0, (b, n)
+        assert float(((cols_px - u / w) ** 2 + (rows_px - v / w) ** 2).sqrt().min()) < 1.5, (b, n, u / w, v / w)
 
 
 def test_mssd_mspd_follow_symmetry_and_offset(catalog, tabletop):
@@ -98,19 +111,53 @@ def test_benchmark_runs_every_method_and_writes_the_report(tmp_path, tabletop):
                              generalization={"extrap-test": {"supervised": str(tmp_path / "sup" / "checkpoint.pt"),
                                                              "air": str(tmp_path / "missing.pt")}})
     run_benchmark(config, tmp_path / "out", tabletop, log=lambda m: None, progress=False)
-    report = json.loads((tmp_path / "out" / "tabletop_report.json").read_text())
-    assert set(report["methods"]) == set(METHODS)
+    import numpy as np
+
+    out = tmp_path / "out"
+    report = json.loads((out / "tabletop_report.json").read_text())
+    assert set(report["methods"]) == set(METHODS) == set(report["common_subset"])
+    assert report["scenes"] == 3 and report["optimise_scenes"] == 1
+    true_counts = (tabletop.sample("test", range(3)).category >= 0).sum(1).tolist()
+    obj_ids = {c.obj_id for c in tabletop.catalog.categories}
+    markdown = (out / "tabletop_report.md").read_text()
     for name, m in report["methods"].items():
-        for key in ("count_acc", "identity_acc", "pos_err_mm_median", "rot_err_deg_median", "adds_recall",
-                    "mssd_recall", "mspd_recall", "ms_per_image", "count_confusion"):
-            assert key in m, (name, key)
-        assert m["scenes"] == (1 if name == "optimise" else 3)
-        assert (tmp_path / "out" / m["bop_results"]).is_file()
+        scenes = 1 if name == "optimise" else 3
+        assert m["scenes"] == scenes, name
+        # count_confusion[true count][predicted count], over the split's first `scenes` scenes
+        confusion = np.array(m["count_confusion"])
+        assert confusion.shape == (4, 4) and confusion.sum() == scenes, (name, confusion)
+        assert confusion.sum(1).tolist() == [true_counts[:scenes].count(k) for k in range(4)], (name, confusion)
+        assert m["true_objects"] == sum(true_counts[:scenes]), name
+        assert m["count_acc"] == pytest.approx(np.trace(confusion) / scenes), name
+        # the BOP CSV lists every predicted object, so each image has as many rows as its predicted count
+        rows = read_bop_results(out / m["bop_results"])
+        per_image = [sum(r["im_id"] == i for r in rows) for i in range(scenes)]
+        assert len(rows) == sum(per_image), name  # no row for an image the method did not see
+        assert confusion.sum(0).tolist() == [per_image.count(k) for k in range(4)], (name, per_image, confusion)
+        assert all(r["scene_id"] == 0 and r["obj_id"] in obj_ids for r in rows), name
+        assert 0 <= m["matched"] <= min(m["true_objects"], len(rows)), name
+        assert math.isnan(m["identity_acc"]) if m["matched"] == 0 else 0 <= m["identity_acc"] <= 1, name
+        assert all(0 <= m[k] <= 1 for k in ("adds_recall", "mssd_recall", "mspd_recall")), name
+        assert m["ms_per_image"] > 0, name
+        assert f"| {name} | {scenes} | " in markdown, name
+        # the common subset scores the same answers on the first scene alone
+        sub = report["common_subset"][name]
+        sub_confusion = np.array(sub["count_confusion"])
+        assert sub["scenes"] == 1 and sub_confusion.sum() == 1 and (sub_confusion <= confusion).all(), name
+        assert sub_confusion[min(true_counts[0], 3), per_image[0]] == 1, (name, sub_confusion, per_image)
+        assert sub["count_acc"] == (true_counts[0] == per_image[0]), name
+    # optimise saw exactly the common subset: its row there is its row in the main table
+    optimise, optimise_sub = report["methods"]["optimise"], report["common_subset"]["optimise"]
+    assert {k: repr(v) for k, v in optimise_sub.items()} == {k: repr(optimise[k]) for k in optimise_sub}
     assert report["speed_ratios"]["optimise_over_air"] > 1
+    # generalization: the supervised checkpoint scored on extrap-test's scenes (3 objects each); the missing one skipped
     assert list(report["generalization"]["extrap-test"]) == ["supervised"]
+    extrap = report["generalization"]["extrap-test"]["supervised"]
+    assert extrap["scenes"] == 3 and extrap["true_objects"] == 9 and extrap["trained_on"] == "extrap-train"
+    assert np.array(extrap["count_confusion"]).sum(1).tolist() == [0, 0, 0, 3]
+    assert report["figures"]
     for figure in report["figures"]:
-        assert (tmp_path / "out" / figure).stat().st_size > 1000
-    assert "| air+refine |" in (tmp_path / "out" / "tabletop_report.md").read_text()
+        assert (out / figure).stat().st_size > 1000
 
 
 def test_optimise_command_writes_poses_and_bop_csv(tmp_path, catalog, tabletop):
@@ -125,6 +172,20 @@ def test_optimise_command_writes_poses_and_bop_csv(tmp_path, catalog, tabletop):
                  "--starts", "1"]) == 0
     poses = json.loads((tmp_path / "out" / "poses.json").read_text())
     assert poses[0]["count"] == 1 and poses[0]["objects"][0]["category"] == "bar"
-    assert len(read_bop_results(tmp_path / "out" / "optimise_images-test.csv")) == 1
+    found = poses[0]["objects"][0]
+    assert math.hypot(found["x_m"] + 0.02, found["y_m"] - 0.03) < 0.004, found  # the bar is where it was drawn,
+    turn = math.degrees((found["yaw_rad"] - 1.0) % math.pi)  # (a bar is 2-fold symmetric)
+    assert min(turn, 180 - turn) < 30 and found["color"] == pytest.approx([0.9, 0.2, 0.2], abs=0.1), found  # as drawn
+    rows = read_bop_results(tmp_path / "out" / "optimise_images-test.csv")
+    assert len(rows) == 1
+    # the CSV row is that object: its id, and its pose in the camera frame (millimetres)
+    bar = catalog[catalog.index_of("bar")]
+    world = torch.tensor([found["x_m"], found["y_m"], bar.rest_height], dtype=torch.float64)
+    expected_t = (tabletop.camera.R.double() @ world + tabletop.camera.t.double()) * 1000
+    assert rows[0]["im_id"] == 0 and rows[0]["obj_id"] == bar.obj_id
+    assert rows[0]["t"] == pytest.approx(expected_t.tolist(), abs=0.01)
+    yaw = torch.tensor(found["yaw_rad"], dtype=torch.float64)
+    Rz = torch.tensor([[torch.cos(yaw), -torch.sin(yaw), 0], [torch.sin(yaw), torch.cos(yaw), 0], [0, 0, 1]])
+    assert rows[0]["R"].flatten() == pytest.approx((tabletop.camera.R.double() @ Rz).flatten().tolist(), abs=1e-5)
     Image.new("RGB", (32, 32)).save(tmp_path / "small.png")
     assert main(["optimise", str(tmp_path / "small.png"), "--out", str(tmp_path / "out2")]) == 2

@@ -1,6 +1,7 @@
 """Robot frames: camera files, the table plane from depth, bad frames, and poses under the camera's gap."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -11,9 +12,12 @@ from inverse_graphics.assets import ObjectCatalog
 from inverse_graphics.cli import main
 from inverse_graphics.data.bop import read_bop_results
 from inverse_graphics.metrics import evaluate_poses
+from inverse_graphics.robot.adapt import adapt_to_frames
 from inverse_graphics.robot.frames import iter_frames, read_camera, table_from_depth
-from inverse_graphics.robot.poses import detections_of
+from inverse_graphics.robot.pipeline import detections_of
+from inverse_graphics.robot.poses import FramePoseEstimator
 from inverse_graphics.robot.simulate import CaptureConditions, example_camera, read_truth, write_frames
+from inverse_graphics.robot.view import Workspace, air_input, load_for_camera
 
 SHIPPED = "assets/weights/air_tabletop_v1.pt"
 
@@ -62,8 +66,6 @@ def test_table_plane_from_depth(frames):
 
 
 def test_bad_frames_are_named_and_skipped(frames, tmp_path):
-    import shutil
-
     folder = tmp_path / "mixed"
     shutil.copytree(frames, folder)
     (folder / "rgb" / "000001.png").write_bytes(b"not a png")
@@ -109,37 +111,33 @@ def test_air_proposes_the_objects(frames):
     """The shipped AIR weights, on the frames' camera, attend to the objects: most true objects
     have one of AIR's proposals within 25 px (an object is 60-90 px across). AIR's input shows
     only what stands in the workspace: clutter, shadows and the table's texture are painted over."""
-    from inverse_graphics.robot.fit import air_input, load_for_camera, workspace_mask
-    from inverse_graphics.robot.poses import FramePoseEstimator
-
     loaded = list(iter_frames(frames))
     truth = read_truth(frames)
     model, _ = load_for_camera(SHIPPED, loaded[0].camera)
     estimator = FramePoseEstimator(model)
     near, total = 0, 0
     for frame in loaded:
-        proposals = torch.stack(estimator.propose(frame)).double()
+        proposals = torch.stack(estimator.propose(estimator.view(frame))).double()
         for o in truth[frame.name]:
             uvw = frame.camera.K.double() @ o["pose"][:3, 3]
             near += float((proposals - uvw[:2] / uvw[2]).norm(dim=1).min()) < 25
             total += 1
     assert near / total >= 0.75, (near, total)
     table_rgb = model.background()[0, :, 0, 0]
-    area = ((0.0, 0.02), 0.10)
-    mask = workspace_mask(model.camera, area)
+    area = Workspace((0.0, 0.02), 0.10)
+    assert area.contains(torch.tensor([0.12, -0.1])) and not area.contains(torch.tensor([0.14, 0.02]))
+    mask = area.mask(model.camera)
     assert 0.2 < mask.float().mean() < 0.9 and not mask[0, 0] and mask[30, 40]
     small = air_input(loaded[0], model.camera, table_rgb, area, mask)
     assert ((small - table_rgb).abs().sum(-1) < 1e-6).float().mean() > 0.8  # little but the objects remains
 
 
-def test_fit_trains_from_frames(frames, tmp_path):
-    from inverse_graphics.robot.fit import fit
-
-    result = fit(frames, tmp_path / "fit", init=SHIPPED, minutes=5, iterations=2, train_pool=8, val_size=4,
-                 progress=False, log=lambda *_: None)
+def test_adapt_to_frames_trains_from_frames(frames, tmp_path):
+    result = adapt_to_frames(frames, tmp_path / "fit", init=SHIPPED, minutes=5, iterations=2, train_pool=8,
+                             val_size=4, progress=False, log=lambda *_: None)
     assert result["iteration"] == 2 and result["frames"] == 4
     assert (tmp_path / "fit" / "checkpoint.pt").is_file() and (tmp_path / "fit" / "curves.png").is_file()
-    # the fit continues the shipped weights' annealing schedules, not restarting them
+    # training continues the shipped weights' annealing schedules, not restarting them
     shipped = torch.load(SHIPPED, weights_only=False)
     fitted = torch.load(tmp_path / "fit" / "checkpoint.pt", weights_only=False)
     assert fitted["train_config"]["schedule_start"] == shipped["iteration"] > 0

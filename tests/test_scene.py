@@ -61,7 +61,11 @@ def test_camera_rejects_bad_input():
         Camera(K=good.K, R=good.R, t=torch.tensor([0.0, float("nan"), 0.0]), image_size=(64, 64))
     with pytest.raises(ValueError, match="rotation"):
         Camera(K=good.K, R=good.R * 2, t=good.t, image_size=(64, 64))
-    assert Camera.from_dict(good.to_dict()).K.allclose(good.K)
+    back = Camera.from_dict(good.to_dict())
+    assert back.K.allclose(good.K) and back.R.allclose(good.R) and back.t.allclose(good.t)
+    assert tuple(back.image_size) == tuple(good.image_size)
+    points = torch.rand(5, 3) * 0.1
+    assert torch.allclose(back.project(points)[0], good.project(points)[0])
 
 
 def test_scene_batch_roundtrip_and_validation(catalog, tabletop):

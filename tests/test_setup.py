@@ -3,8 +3,6 @@
 import json
 from importlib.metadata import version
 
-import pytest
-
 from inverse_graphics.cli import main
 
 
@@ -17,12 +15,15 @@ def test_pinned_stack_imports():
     assert version("open3d-cpu") == "0.20.0"
 
 
-def test_bench_render_writes_required_keys(tmp_path, capsys):
+def test_bench_render_measures_a_faster_path_with_the_same_gradients(tmp_path, capsys):
     out = tmp_path / "render_speed.json"
-    assert main(["bench-render", "--json", "--batch-size", "2", "--repeats", "1", "--out", str(out)]) == 0
+    assert main(["bench-render", "--json", "--batch-size", "2", "--repeats", "3", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    for key in ("stock_ms_per_image", "fast_ms_per_image", "speedup", "grad_rel_err"):
-        assert key in result
-    assert result["grad_rel_err"] <= 1e-4
-    assert result["speedup"] == pytest.approx(result["stock_ms_per_image"] / result["fast_ms_per_image"])
-    assert json.loads(capsys.readouterr().out)["speedup"] == result["speedup"]
+    assert json.loads(capsys.readouterr().out) == result  # --json prints what it writes
+    assert result["batch_size"] == 2 and result["repeats"] == 3
+    # the two paths' gradients of the same loss agree
+    assert result["grad_rel_err"] <= 1e-4 and result["grad_cosine"] >= 1 - 1e-6
+    # measured, medians of 3 alternating runs: stock PyTorch3D's backward costs ~30x its forward, and
+    # the fast path's forward+backward is ~15x quicker; the margins leave room for a busy 2-core machine
+    assert result["stock_ms_per_image"] > 3 * result["stock_forward_ms_per_image"] > 0
+    assert result["speedup"] > 2, result

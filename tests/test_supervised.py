@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from inverse_graphics.air.model import AIRConfig
+from inverse_graphics.air.config import AIRConfig
 from inverse_graphics.air.train import train_air
 from inverse_graphics.supervised import SetRegressor, SupervisedConfig, load_supervised, set_loss, train_supervised
 from inverse_graphics.training import TrainConfig, export_weights, render_pool

@@ -1,3 +1,4 @@
+import colorsys
 import hashlib
 import json
 
@@ -29,6 +30,13 @@ def test_split_counts_and_no_interpenetration(tabletop, split):
     scenes = tabletop.sample(split, range(150))
     counts = (scenes.category >= 0).sum(1)
     assert set(counts.tolist()) == set(SPLITS[split].counts)
+    # counts are drawn uniformly over the allowed ones (150 scenes: each within half of its share)
+    share = 150 / len(SPLITS[split].counts)
+    frequency = {c: int((counts == c).sum()) for c in SPLITS[split].counts}
+    assert all(0.5 * share <= n <= 1.5 * share for n in frequency.values()), (split, frequency)
+    # a scene's objects fill its first slots
+    N = scenes.category.shape[1]
+    assert torch.equal(scenes.category >= 0, torch.arange(N) < counts[:, None])
     e = tabletop.config.placement_half_extent
     for b in range(150):
         present = (scenes.category[b] >= 0).nonzero()[:, 0].tolist()
@@ -39,10 +47,20 @@ def test_split_counts_and_no_interpenetration(tabletop, split):
                 if m > n:
                     gap = (scenes.position[b, n] - scenes.position[b, m]).norm()
                     reach = tabletop.footprint[scenes.category[b, n]] + tabletop.footprint[scenes.category[b, m]]
-                    assert gap >= reach, (split, b)
+                    assert gap >= reach + tabletop.config.min_gap - 1e-6, (split, b)
     assert scenes.category.max() < len(tabletop.catalog)
-    # identity and colour are independent: every category shows up with varied hues
-    assert len(set(scenes.category[scenes.category >= 0].tolist())) == len(tabletop.catalog) or split.endswith("-test")
+    # identity and colour are independent: every category shows up, in every split, with hues
+    # spread around the colour wheel (in at least 3 of its 4 quarters)
+    for c in range(len(tabletop.catalog)):
+        hues = [colorsys.rgb_to_hsv(*rgb)[0] for rgb in scenes.color[scenes.category == c].tolist()]
+        assert len(hues) >= 10, (split, tabletop.catalog[c].name, len(hues))
+        assert len({int(h * 4) % 4 for h in hues}) >= 3, (split, tabletop.catalog[c].name, hues)
+    # each split draws its own scenes: no object position recurs in another split's first 150 scenes
+    mine = {tuple(p) for p in scenes.position[scenes.category >= 0].tolist()}
+    for other in SPLITS:
+        if other != split:
+            theirs = tabletop.sample(other, range(150))
+            assert not mine & {tuple(p) for p in theirs.position[theirs.category >= 0].tolist()}, (split, other)
 
 
 def test_generated_files_are_byte_identical_and_read_back(tabletop, tmp_path):
@@ -61,10 +79,16 @@ def test_generated_files_are_byte_identical_and_read_back(tabletop, tmp_path):
     assert (depth - rendered.depth).abs().max() <= 0.05e-3 + 1e-7  # 0.1 mm PNG steps
 
     scene_gt = json.loads((a / "test" / "000000" / "scene_gt.json").read_text())
-    for entry in scene_gt["0"]:
-        assert np.allclose(np.reshape(entry["cam_R_m2c"], (3, 3)) @ np.reshape(entry["cam_R_m2c"], (3, 3)).T,
-                           np.eye(3), atol=1e-6)
-        assert 200 < entry["cam_t_m2c"][2] < 1000  # millimetres
+    assert [len(scene_gt[str(b)]) for b in range(12)] == truth.counts.tolist()
+    for b in range(12):
+        for n, entry in enumerate(scene_gt[str(b)]):
+            R = np.reshape(entry["cam_R_m2c"], (3, 3))
+            assert np.allclose(R @ R.T, np.eye(3), atol=1e-6) and np.linalg.det(R) == pytest.approx(1.0, abs=1e-6)
+            assert 200 < entry["cam_t_m2c"][2] < 1000  # millimetres
+            # the model's origin, in camera millimetres, projects onto that object's pixels
+            u, v, w = tabletop.camera.K.double().numpy() @ np.array(entry["cam_t_m2c"])
+            rows, cols = (rendered.instance[b] == n).nonzero(as_tuple=True)
+            assert float(((cols - u / w) ** 2 + (rows - v / w) ** 2).sqrt().min()) < 1.5, (b, n, u / w, v / w)
 
 
 def test_generation_resumes_and_reports_corrupt_files(tabletop, tmp_path):

@@ -5,11 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
 
+from ..data.images import load_images
+from ..files import atomic_write_json
+from ..rendering.renderer import SceneRenderer
 from ..scene import Scene, SceneBatch
+from ..visualize import save_figure
 from .model import AIR
+from .train import load_checkpoint
+
+matplotlib.use("Agg")  # figures are written to files; no display is needed
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 
 
 @dataclass
@@ -67,15 +77,6 @@ def to_json(inference: Inference, name: str) -> dict:
 def overlay_figure(model: AIR, images: torch.Tensor, inferences: list[Inference], names: list[str], path: Path,
                    columns: int = 4) -> Path:
     """Per image: the input with the attention windows, and the re-render of the inferred scene."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    from ..rendering.renderer import SceneRenderer
-    from ..visualize import save_figure
-
     renderer = SceneRenderer(model.catalog, mode="hard", gradients="none")
     with torch.no_grad():
         rerender = renderer(SceneBatch.from_scenes([i.scene for i in inferences], model.catalog,
@@ -101,3 +102,27 @@ def overlay_figure(model: AIR, images: torch.Tensor, inferences: list[Inference]
     fig.suptitle("AIR: input with attention windows (step number) | re-render of the inferred scene", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def infer_files(paths: list[str | Path], checkpoint: str | Path, out: str | Path, samples: int = 0,
+                overlay_max: int = 16, log=print) -> list[dict]:
+    """Images (PNG/JPEG files or folders, at the model's image size) -> out/poses.json (per image:
+    objects with category, x_m, y_m, yaw_rad, colour, world and camera poses; presence and
+    identity probabilities; `samples` posterior samples) and out/overlay.png (the first overlay_max)."""
+    model, _ = load_checkpoint(checkpoint)
+    images, files = load_images(paths)
+    results = infer(model, images, samples=samples)
+    out = Path(out)
+    payload = [to_json(r, str(f)) for r, f in zip(results, files)]
+    for entry, r in zip(payload, results):
+        entry["samples"] = [[{"category": o.category, "planar": list(o.planar)} for o in s.objects]
+                            for s in r.samples]
+    atomic_write_json(out / "poses.json", payload)
+    shown = min(len(files), overlay_max)
+    figure = overlay_figure(model, images[:shown], results[:shown], [str(f) for f in files[:shown]],
+                            out / "overlay.png")
+    for entry in payload[:8]:
+        log(f"{Path(entry['image']).name}: {entry['count']} objects: " + ", ".join(
+            f"{o['category']} at ({o['x_m'] * 1000:.0f}, {o['y_m'] * 1000:.0f}) mm" for o in entry["objects"]))
+    log(f"wrote {out / 'poses.json'} ({len(files)} images) and {figure}")
+    return payload

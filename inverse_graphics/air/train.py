@@ -17,7 +17,8 @@ from ..data.tabletop import Tabletop, TabletopConfig
 from ..metrics import evaluate_planar
 from ..scene import PlanarObjects, SceneBatch
 from ..training import TrainConfig, checkpoint_to_resume, export_weights, read_checkpoint, render_pool, train_loop
-from .model import AIR, AIRConfig, air_config_from_dict
+from .config import AIRConfig, air_config_from_dict
+from .model import AIR
 
 __all__ = ["TrainConfig", "train_air", "load_checkpoint", "export_weights", "evaluate"]
 

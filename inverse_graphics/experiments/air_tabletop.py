@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..air.model import AIR, AIRConfig
+from ..air.config import AIRConfig
+from ..air.model import AIR
 from ..air.train import evaluate, load_checkpoint, train_air
 from ..data.tabletop import Tabletop, TabletopConfig
 from ..timing import time_inference

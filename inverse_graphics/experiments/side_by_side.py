@@ -114,29 +114,50 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, data: Tabletop | Non
     log(f"rendering {cfg.num} {cfg.split} scenes ...")
     images, truth = render_pool(data, cfg.split, cfg.num, progress)
     images = images.float() / 255
-    table = data.config.table
     renderer = make_planar_renderer(cfg.renderer, data.catalog)
-    predictions, timings, models = {}, {}, {}
+    predictions, timings = _run_amortized(cfg, images, log)
+    if "air" in predictions:
+        log("air+refine: refining AIR's answers through the renderer ...")
+        air = predictions["air"]
+        start = time.perf_counter()
+        refined = refine_proposals(renderer, images, air.objects, data.camera, data.config.table)
+        refine_seconds = (time.perf_counter() - start) / len(images)
+        predictions["air+refine"] = MethodAnswer(refined, air.seconds + refine_seconds)
+    log(f"optimise: per-image render-and-compare on {cfg.optimise_num} scenes ...")
+    predictions["optimise"] = _run_optimiser(cfg, renderer, images[:cfg.optimise_num], data, progress)
+    methods, subset, matches = _score_methods(cfg, predictions, timings, truth, data, out)
+    speed = {f"optimise_over_{name}": methods["optimise"]["ms_per_image"] / methods[name]["infer_ms_per_image"]
+             for name in ("air", "dair", "supervised") if name in methods and "optimise" in methods}
+    report = {"split": cfg.split, "scenes": cfg.num, "optimise_scenes": cfg.optimise_num, "renderer": cfg.renderer,
+              "config": asdict(cfg), "methods": methods, "common_subset": subset, "speed_ratios": speed,
+              "generalization": _run_generalization(cfg, data, log, progress),
+              "targets": _targets(methods, subset, matches, data)}
+    figures = write_figures(out, images, truth, predictions, methods, matches, data)
+    report["figures"] = [str(p.relative_to(out)) for p in figures]
+    atomic_write_json(out / "tabletop_report.json", report)
+    atomic_write_bytes(out / "tabletop_report.md", markdown(report).encode())
+    return report
+
+
+def _run_amortized(cfg: BenchmarkConfig, images: torch.Tensor, log) -> tuple[dict, dict]:
+    """The amortized methods whose checkpoints are given: their answers and inference timings."""
+    predictions, timings = {}, {}
     for name in ("air", "dair", "supervised"):
         path = getattr(cfg, name)
         if path is None:
             log(f"{name}: no checkpoint given; skipped")
             continue
-        predict, models[name] = load_method(name, path)
+        predict, _ = load_method(name, path)
         log(f"{name}: inference on {cfg.num} scenes ...")
         predictions[name] = _amortized(predict, images)
         timings[name] = time_inference(predict, images)
+    return predictions, timings
 
-    if "air" in predictions:
-        log("air+refine: refining AIR's answers through the renderer ...")
-        air = predictions["air"]
-        start = time.perf_counter()
-        refined = refine_proposals(renderer, images, air.objects, data.camera, table)
-        refine_seconds = (time.perf_counter() - start) / len(images)
-        predictions["air+refine"] = MethodAnswer(refined, air.seconds + refine_seconds)
 
-    log(f"optimise: per-image render-and-compare on {cfg.optimise_num} scenes ...")
-    bar = tqdm(total=cfg.optimise_num, desc="optimise", disable=not progress)
+def _run_optimiser(cfg: BenchmarkConfig, renderer, images: torch.Tensor, data: Tabletop,
+                   progress: bool) -> MethodAnswer:
+    """Per-image optimisation, timed image by image."""
+    bar = tqdm(total=len(images), desc="optimise", disable=not progress)
     seconds = []
 
     def tick(done, total):
@@ -144,12 +165,15 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, data: Tabletop | Non
         bar.update(1)
 
     start = time.perf_counter()
-    optimised = optimise(renderer, images[:cfg.optimise_num], data.camera, table,
-                                              len(data.catalog), cfg.optimiser, seed=cfg.seed, progress=tick)
+    optimised = optimise(renderer, images, data.camera, data.config.table, len(data.catalog), cfg.optimiser,
+                         seed=cfg.seed, progress=tick)
     bar.close()
-    per_image = torch.tensor(np.diff([start] + seconds), dtype=torch.float32)
-    predictions["optimise"] = MethodAnswer(optimised, per_image)
+    return MethodAnswer(optimised, torch.tensor(np.diff([start] + seconds), dtype=torch.float32))
 
+
+def _score_methods(cfg: BenchmarkConfig, predictions: dict, timings: dict, truth: SceneBatch, data: Tabletop,
+                   out: Path) -> tuple[dict, dict, dict]:
+    """Per method: metrics on every scene it saw and on optimise's subset, matched pairs, BOP CSV."""
     methods, subset, matches = {}, {}, {}
     common = truth.select(slice(0, cfg.optimise_num))
     for name in METHODS:
@@ -164,17 +188,15 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, data: Tabletop | Non
         small = pred.first(cfg.optimise_num)
         subset[name] = _summary(_score(small, common, data), small, data.config.max_objects)
         csv = out / "bop" / f"{name.replace('+', '-')}_tabletop-{cfg.split}.csv"
-        batch = replace(pred.objects, color=pred.objects.color.clamp(0, 1)).to_batch(data.catalog, data.camera, table)
+        batch = replace(pred.objects, color=pred.objects.color.clamp(0, 1)).to_batch(data.catalog, data.camera,
+                                                                                     data.config.table)
         write_bop_results(csv, batch, list(range(len(pred.objects))), data.catalog, pred.seconds)
         methods[name]["bop_results"] = str(csv.relative_to(out))
+    return methods, subset, matches
 
-    speed = {}
-    if "optimise" in methods:
-        for name in ("air", "dair", "supervised"):
-            if name in methods:
-                ratio = methods["optimise"]["ms_per_image"] / methods[name]["infer_ms_per_image"]
-                speed[f"optimise_over_{name}"] = ratio
 
+def _run_generalization(cfg: BenchmarkConfig, data: Tabletop, log, progress: bool) -> dict:
+    """Each generalization test split scored for every method whose checkpoint for it exists."""
     generalization = {}
     for test_split, checkpoints in cfg.generalization.items():
         found = {}
@@ -183,24 +205,17 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, data: Tabletop | Non
                 log(f"generalization {test_split}/{name}: no checkpoint at {path}; skipped")
             else:
                 found[name] = path
-        if found:
-            gen_images, gen_truth = render_pool(data, test_split, cfg.num, progress)
-            gen_images = gen_images.float() / 255
+        if not found:
+            continue
+        images, truth = render_pool(data, test_split, cfg.num, progress)
+        images = images.float() / 255
         for name, path in found.items():
             predict, _ = load_method(name, path)
-            pred = _amortized(predict, gen_images)
+            pred = _amortized(predict, images)
             generalization.setdefault(test_split, {})[name] = {
-                **_summary(_score(pred, gen_truth, data), pred, data.config.max_objects),
+                **_summary(_score(pred, truth, data), pred, data.config.max_objects),
                 "trained_on": GENERALIZATION.get(test_split, "?"), "checkpoint": str(path)}
-
-    report = {"split": cfg.split, "scenes": cfg.num, "optimise_scenes": cfg.optimise_num, "renderer": cfg.renderer,
-              "config": asdict(cfg), "methods": methods, "common_subset": subset, "speed_ratios": speed,
-              "generalization": generalization, "targets": _targets(methods, subset, matches, data)}
-    figures = write_figures(out, images, truth, predictions, methods, matches, data)
-    report["figures"] = [str(p.relative_to(out)) for p in figures]
-    atomic_write_json(out / "tabletop_report.json", report)
-    atomic_write_bytes(out / "tabletop_report.md", markdown(report).encode())
-    return report
+    return generalization
 
 
 def _targets(methods: dict, common: dict, matches: dict, data: Tabletop) -> dict:

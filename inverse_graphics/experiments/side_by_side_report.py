@@ -31,9 +31,15 @@ def yaw_by_symmetry(matches: list[dict], data: Tabletop) -> dict:
 
 
 def write_figures(out: Path, images, truth, predictions: dict, methods: dict, matches: dict, data: Tabletop) -> list:
+    """The report's figures (PNG, in out): count confusion, error histograms, yaw error by symmetry
+    type, reconstructions and time per image."""
     names = [n for n in METHODS if n in methods]
-    paths = []
-    # count confusion matrices
+    return [count_confusion_figure(out, names, methods), error_histograms_figure(out, names, matches, data),
+            yaw_by_symmetry_figure(out, names, matches, data),
+            reconstructions_figure(out, names, images, predictions, data), time_figure(out, names, methods)]
+
+
+def count_confusion_figure(out: Path, names: list[str], methods: dict) -> Path:
     fig, axes = plt.subplots(1, len(names), figsize=(2.8 * len(names), 2.9), squeeze=False)
     for ax, name in zip(axes[0], names):
         c = np.array(methods[name]["count_confusion"])
@@ -46,8 +52,10 @@ def write_figures(out: Path, images, truth, predictions: dict, methods: dict, ma
         ax.set(title=f"{name} ({methods[name]['count_acc']:.1%})", xlabel="inferred count", ylabel="true count")
     fig.suptitle("Count confusion (rows: truth)", fontsize=10)
     fig.tight_layout()
-    paths.append(save_figure(fig, out / "tabletop_count_confusion.png"))
-    # error histograms
+    return save_figure(fig, out / "tabletop_count_confusion.png")
+
+
+def error_histograms_figure(out: Path, names: list[str], matches: dict, data: Tabletop) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for name in names:
         pos = [m["pos_err_mm"] for m in matches[name]]
@@ -60,8 +68,10 @@ def write_figures(out: Path, images, truth, predictions: dict, methods: dict, ma
     axes[1].set(xlabel="yaw error (deg, symmetry-aware)", title="matched objects with a yaw to get wrong")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    paths.append(save_figure(fig, out / "tabletop_error_histograms.png"))
-    # yaw error by symmetry type
+    return save_figure(fig, out / "tabletop_error_histograms.png")
+
+
+def yaw_by_symmetry_figure(out: Path, names: list[str], matches: dict, data: Tabletop) -> Path:
     by_sym = {n: yaw_by_symmetry(matches[n], data) for n in names}
     types = sorted({t for v in by_sym.values() for t in v})
     fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -72,8 +82,12 @@ def write_figures(out: Path, images, truth, predictions: dict, methods: dict, ma
     ax.set(ylabel="median yaw error (deg)", title="Yaw error by symmetry type (right identity only)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    paths.append(save_figure(fig, out / "tabletopyaw_by_symmetry.png"))
-    # reconstructions
+    return save_figure(fig, out / "tabletop_yaw_by_symmetry.png")
+
+
+def reconstructions_figure(out: Path, names: list[str], images: torch.Tensor, predictions: dict,
+                           data: Tabletop) -> Path:
+    """The first scenes (at most 6): input, and each method's answer rendered."""
     shown = min(6, *(len(p.objects) for p in predictions.values()))
     renderer = SceneRenderer(data.catalog, mode="hard", gradients="none")
     fig, axes = plt.subplots(shown, len(names) + 1, figsize=(1.9 * (len(names) + 1), 1.9 * shown), squeeze=False)
@@ -92,15 +106,16 @@ def write_figures(out: Path, images, truth, predictions: dict, methods: dict, ma
             labels = [data.catalog[int(c)].name for c in pred.category[k] if c >= 0]
             axes[k, j + 1].set_title((name + "\n" if k == 0 else "") + (", ".join(labels) or "empty"), fontsize=6)
     fig.tight_layout()
-    paths.append(save_figure(fig, out / "tabletop_reconstructions.png"))
-    # time per image
+    return save_figure(fig, out / "tabletop_reconstructions.png")
+
+
+def time_figure(out: Path, names: list[str], methods: dict) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.barh(names, [methods[n]["ms_per_image"] for n in names])
     ax.set_xscale("log")
     ax.set(xlabel="ms per image (log; amortized methods in batches of 250)", title="Time per image, this run")
     fig.tight_layout()
-    paths.append(save_figure(fig, out / "tabletop_time_per_image.png"))
-    return paths
+    return save_figure(fig, out / "tabletop_time_per_image.png")
 
 
 def _fmt(v, pct=False):

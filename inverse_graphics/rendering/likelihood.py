@@ -25,6 +25,7 @@ from ..assets import ObjectCatalog
 from ..camera import Camera
 from ..scene import PlanarObjects, Table
 from .finite_differences import finite_difference_render
+from .open3d_renderer import Open3DRenderer
 from .renderer import RenderSettings, SceneRenderer
 
 RENDERER_NAMES = ("pytorch3d", "open3d-fd")
@@ -72,8 +73,6 @@ class Open3DFiniteDifferenceRenderer(PlanarRenderer):
     def __init__(self, catalog: ObjectCatalog, settings: FiniteDifferenceSettings | None = None,
                  generator: torch.Generator | None = None):
         super().__init__(catalog)
-        from .open3d_renderer import Open3DRenderer
-
         self.settings = settings or FiniteDifferenceSettings()
         self.blackbox = Open3DRenderer(catalog)
         self.generator = generator

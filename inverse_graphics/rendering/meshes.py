@@ -31,7 +31,6 @@ class CatalogMeshes:
     def __init__(self, catalog: ObjectCatalog):
         C = len(catalog)
         self.num_verts = torch.tensor([len(c.verts) for c in catalog.categories])
-        self.num_faces = torch.tensor([len(c.faces) for c in catalog.categories])
         self.verts = torch.zeros(C, int(self.num_verts.max()), 3)
         for i, c in enumerate(catalog.categories):
             self.verts[i, : len(c.verts)] = c.verts

@@ -27,8 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..camera import Camera
+from ..files import atomic_write_json, read_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -65,8 +67,6 @@ def read_camera(path: str | Path, image_size: tuple[int, int] | None = None) -> 
     """camera.json (our format) or a BOP scene_camera.json -> CameraSetup.
 
     image_size (H, W): used when the file gives no resolution (BOP files do not)."""
-    from ..files import read_json
-
     path = Path(path)
     d = read_json(path, "camera file")
     if not isinstance(d, dict) or not d:
@@ -107,8 +107,6 @@ def read_camera(path: str | Path, image_size: tuple[int, int] | None = None) -> 
 
 def write_camera(path: str | Path, camera: Camera, with_extrinsic: bool = True, depth_scale: float = 1.0) -> Path:
     """Our camera.json for a Camera (world = table frame)."""
-    from ..files import atomic_write_json
-
     H, W = camera.image_size
     d = {"K": camera.K.tolist(), "width": W, "height": H, "depth_scale": depth_scale}
     if with_extrinsic:
@@ -128,7 +126,7 @@ def table_from_depth(depth: torch.Tensor, K: torch.Tensor, stride: int = 4, dist
     axis meets the plane; +x the camera's x axis projected onto the plane.
     Raises ValueError when too few points or no plane is found.
     """
-    import open3d as o3d
+    import open3d as o3d  # lazy on purpose: ~1 s to import, and only frames without an extrinsic need it
 
     H, W = depth.shape
     v, u = torch.meshgrid(torch.arange(0, H, stride), torch.arange(0, W, stride), indexing="ij")
@@ -181,15 +179,11 @@ class FrameProblem:
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
-
     with Image.open(path) as im:
         return np.array(im.convert("RGB"))
 
 
 def _read_depth(path: Path) -> np.ndarray:
-    from PIL import Image
-
     with Image.open(path) as im:
         array = np.array(im)
     if array.ndim != 2 or array.dtype not in (np.uint16, np.int32, np.uint8):

@@ -15,18 +15,24 @@ The ground truth is the scene's SceneBatch; frames go to disk as a frames folder
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
+from tqdm import tqdm
 
 from ..assets import ObjectCatalog
+from ..camera import Camera, pixel_to_table
+from ..files import atomic_write_bytes, atomic_write_json, atomic_write_png, read_json
 from ..rendering.meshes import CatalogMeshes
 from ..rendering.open3d_renderer import camera_rays
 from ..rendering.renderer import BACKGROUND, LIGHT_DIRECTION
-from ..camera import Camera, pixel_to_table
 from ..scene import SceneBatch
+from .frames import write_camera
+from .view import robot_data
 
 
 @dataclass
@@ -88,15 +94,10 @@ def _clutter_boxes(rng: np.random.Generator, camera: Camera, count: int) -> list
     return boxes
 
 
-def capture(batch: SceneBatch, catalog: ObjectCatalog, conditions: CaptureConditions,
-            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One scene (batch of 1) -> rgb (H, W, 3) uint8 and depth (H, W) uint16 millimetres (0 = none)."""
-    import open3d as o3d
-
-    if len(batch) != 1:
-        raise ValueError(f"capture renders one scene at a time, got {len(batch)}")
-    c = conditions
-    camera = batch.camera
+def _triangles(batch: SceneBatch, catalog: ObjectCatalog, c: CaptureConditions,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The scene's triangles and the clutter boxes': verts (V, 3) float32 m, faces (F, 3) uint32,
+    albedo (F, 3) (each object's jittered) and is_table (F,) bool."""
     scene = CatalogMeshes(catalog).build(batch)
     verts = [scene.meshes.verts_packed().numpy()]
     faces = [scene.meshes.faces_packed().numpy()]
@@ -106,16 +107,52 @@ def capture(batch: SceneBatch, catalog: ObjectCatalog, conditions: CaptureCondit
         albedo[scene.face_instance.numpy() == n] *= 1 + rng.uniform(-c.color_jitter, c.color_jitter, size=3)
     is_table = ~is_object
     offset = len(verts[0])
-    for box_verts, box_faces, box_color in _clutter_boxes(rng, camera, c.clutter):
+    for box_verts, box_faces, box_color in _clutter_boxes(rng, batch.camera, c.clutter):
         verts.append(box_verts)
         faces.append(box_faces + offset)
         offset += len(box_verts)
         albedo = np.concatenate([albedo, np.tile(box_color, (len(box_faces), 1))])
         is_table = np.concatenate([is_table, np.zeros(len(box_faces), bool)])
+    return np.concatenate(verts).astype(np.float32), np.concatenate(faces).astype(np.uint32), albedo, is_table
+
+
+def _tilted_light(rng: np.random.Generator, tilt_deg: float) -> np.ndarray:
+    """(3,) unit vector towards the light: the renderer's direction tilted by a random angle up to
+    tilt_deg about a random axis."""
+    light = np.array(LIGHT_DIRECTION) / np.linalg.norm(LIGHT_DIRECTION)
+    axis = np.cross(light, rng.normal(size=3))
+    axis /= np.linalg.norm(axis)
+    angle = np.radians(rng.uniform(0, tilt_deg))
+    return light * np.cos(angle) + np.cross(axis, light) * np.sin(angle) + axis * (axis @ light) * (1 - np.cos(angle))
+
+
+def _sensor(rgb: np.ndarray, depth: np.ndarray, c: CaptureConditions,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """What the camera adds: rgb (H, W, 3) linear -> uint8 with vignetting, exposure and noise;
+    depth (H, W) m (0 = none) -> uint16 mm with noise growing with distance squared and missing readings."""
+    H, W = depth.shape
+    v, u = np.meshgrid(np.linspace(-1, 1, H), np.linspace(-1, 1, W), indexing="ij")
+    rgb = rgb * (1 - c.vignetting * (u ** 2 + v ** 2) / 2)[..., None] * rng.uniform(*c.exposure)
+    rgb = rgb + rng.normal(0, c.pixel_noise, size=rgb.shape)
+    rgb8 = (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
+    depth = depth + rng.normal(size=depth.shape) * c.depth_noise_m * (depth / 0.6) ** 2
+    depth = np.where(rng.uniform(size=depth.shape) < c.depth_missing, 0.0, depth)
+    depth_mm = np.clip(np.round(depth * 1000), 0, 65535).astype(np.uint16)
+    return rgb8, depth_mm
+
+
+def capture(batch: SceneBatch, catalog: ObjectCatalog, conditions: CaptureConditions,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One scene (batch of 1) -> rgb (H, W, 3) uint8 and depth (H, W) uint16 millimetres (0 = none)."""
+    import open3d as o3d  # lazy on purpose: ~1 s to import, needed only to capture new frames
+
+    if len(batch) != 1:
+        raise ValueError(f"capture renders one scene at a time, got {len(batch)}")
+    c = conditions
+    verts, faces, albedo, is_table = _triangles(batch, catalog, c, rng)
     raycaster = o3d.t.geometry.RaycastingScene()
-    raycaster.add_triangles(o3d.core.Tensor(np.concatenate(verts).astype(np.float32)),
-                            o3d.core.Tensor(np.concatenate(faces).astype(np.uint32)))
-    rays = camera_rays(camera)
+    raycaster.add_triangles(o3d.core.Tensor(verts), o3d.core.Tensor(faces))
+    rays = camera_rays(batch.camera)
     hits = raycaster.cast_rays(o3d.core.Tensor(rays))
     t = hits["t_hit"].numpy()
     hit = np.isfinite(t)
@@ -123,12 +160,7 @@ def capture(batch: SceneBatch, catalog: ObjectCatalog, conditions: CaptureCondit
     normal = hits["primitive_normals"].numpy()
     point = rays[..., :3] + rays[..., 3:] * np.where(hit, t, 0)[..., None]
 
-    # Light: the renderer's direction tilted by a random angle about a random axis.
-    light = np.array(LIGHT_DIRECTION) / np.linalg.norm(LIGHT_DIRECTION)
-    axis = np.cross(light, rng.normal(size=3))
-    axis /= np.linalg.norm(axis)
-    angle = np.radians(rng.uniform(0, c.light_tilt_deg))
-    light = light * np.cos(angle) + np.cross(axis, light) * np.sin(angle) + axis * (axis @ light) * (1 - np.cos(angle))
+    light = _tilted_light(rng, c.light_tilt_deg)
     lit = np.clip(normal @ light, 0, None)
     if c.shadows:
         origins = point + normal * 1e-4
@@ -142,17 +174,8 @@ def capture(batch: SceneBatch, catalog: ObjectCatalog, conditions: CaptureCondit
     ambient, diffuse = rng.uniform(*c.ambient), rng.uniform(*c.diffuse)
     rgb = base * (ambient + diffuse * lit)[..., None]
     rgb = np.where(hit[..., None], rgb, np.array(BACKGROUND))
-    H, W = camera.image_size
-    v, u = np.meshgrid(np.linspace(-1, 1, H), np.linspace(-1, 1, W), indexing="ij")
-    rgb = rgb * (1 - c.vignetting * (u ** 2 + v ** 2) / 2)[..., None] * rng.uniform(*c.exposure)
-    rgb = rgb + rng.normal(0, c.pixel_noise, size=rgb.shape)
-    rgb8 = (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
-
-    depth = np.where(hit, t, 0.0)  # the rays' camera z is 1: t is depth along the optical axis
-    depth = depth + rng.normal(size=depth.shape) * c.depth_noise_m * (depth / 0.6) ** 2
-    depth = np.where(rng.uniform(size=depth.shape) < c.depth_missing, 0.0, depth)
-    depth_mm = np.clip(np.round(depth * 1000), 0, 65535).astype(np.uint16)
-    return rgb8, depth_mm
+    # the rays' camera z is 1: t is depth along the optical axis
+    return _sensor(rgb, np.where(hit, t, 0.0), c, rng)
 
 
 def example_camera(image_size: tuple[int, int] = (480, 640)) -> Camera:
@@ -169,21 +192,11 @@ def write_frames(out: str | Path, count: int, conditions: CaptureConditions | No
                  with_extrinsic: bool = True, rgb_format: str = "png", progress: bool = True) -> Path:
     """`count` frames of 1-3 objects to a frames folder: rgb/, depth/, camera.json and scene_gt.json
     ({frame name: [{obj_id, category, cam_R_m2c, cam_t_m2c (mm)}]}). Frames already written are kept."""
-    from tqdm import tqdm
-
-    import io
-
-    from PIL import Image
-
-    from ..files import atomic_write_bytes, atomic_write_json, atomic_write_png
-    from .fit import robot_data
-    from .frames import write_camera
-
     out = Path(out)
     catalog = catalog or ObjectCatalog.load()
     camera = camera or example_camera()
     conditions = conditions or CaptureConditions()
-    # objects lie in the workspace fit.workspace derives from the camera, as in fit's synthetic frames
+    # objects lie in the workspace view.Workspace derives from the camera, as in adapt_to_frames' synthetic frames
     data = robot_data(camera, table_color=(0.55, 0.50, 0.44), air_size=camera.image_size, catalog=catalog,
                       seed=seed)
     write_camera(out / "camera.json", camera, with_extrinsic)
@@ -212,8 +225,6 @@ def write_frames(out: str | Path, count: int, conditions: CaptureConditions | No
 def read_truth(folder: str | Path) -> dict[str, list[dict]]:
     """A frames folder's scene_gt.json (as write_frames writes it) -> {frame name: [{"category",
     "pose": (4, 4) float64 model-to-camera, metres}]}, the form metrics.evaluate_poses takes."""
-    from ..files import read_json
-
     truth = {}
     for name, objects in read_json(Path(folder) / "scene_gt.json", "ground truth").items():
         truth[name] = []

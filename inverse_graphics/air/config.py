@@ -1,0 +1,72 @@
+"""AIR's configuration: a small set of named values with defaults, and the annealing schedules."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class AIRConfig:
+    max_steps: int = 3
+    dair: bool = False
+    renderer: str = "pytorch3d"  # likelihood renderer, rendering.likelihood.RENDERER_NAMES
+    count_estimator: str = "reinforce"  # z_pres gradients: 'reinforce' (NVIL) or 'concrete' (relaxed)
+    # Identity gradients: 'global' (score function, the ELBO as reward), 'local' (score function, the
+    # log-likelihood of the pixels around the object as reward) or 'enumerate' (exact expectation over
+    # the categories at one random step per image, the others held at their samples).
+    identity_signal: str = "enumerate"
+    enumerate_images: int = 8  # images per batch whose identity is enumerated (each costs C renders)
+    # q(yaw | identity, x): a yaw proposal per category, each trained (in the enumeration) on the
+    # render of its own category whatever q(identity) currently favours. With one shared yaw, the
+    # yaw-free sphere explains every object best until yaw is right, and q(identity) moved there.
+    yaw_per_category: bool = True
+    # Identity's likelihood is tempered by this factor at first, annealed geometrically to 1: while
+    # yaw is still unknown a sphere (yaw-free) explains every object best, and a q(identity) that
+    # collapses onto it early never lets yaw learn for the other shapes.
+    identity_temperature_start: float = 30.0
+    identity_temperature_steps: int = 600
+    # q(identity) gets no likelihood signal for this many iterations (with 'elbo', only its KL to
+    # the prior), so that yaws can learn first; the temperature anneal starts after.
+    identity_hold_steps: int = 0
+    # How q(identity) learns from the enumeration: 'rws' (fit to the enumerated posterior, as in
+    # reweighted wake-sleep) or 'elbo' (the ELBO's exact gradient; it collapses onto one category).
+    identity_objective: str = "rws"
+    hidden: int = 256
+    glimpse_px: int = 24  # window side in image pixels
+    glimpse_size: int = 16  # window resampled to this many pixels
+    pixel_std: float = 0.1  # Gaussian likelihood std per pixel and channel
+    blur_levels_px: tuple = (0.0, 4.0, 12.0)  # likelihood pyramid: the image and blurred copies
+    level_weights: tuple = (1.0, 4.0, 30.0)  # per level (blurring shrinks differences; these even out gradients)
+    fine_weight_start: float = 0.05  # the sharp level's weight is annealed from this to 1...
+    fine_anneal_steps: int = 1500  # ...over these iterations (coarse to fine)
+    prior_position_std: float = 0.08  # metres
+    prior_color_std: float = 1.5  # colour logits
+    z_pres_prior_start: float = 0.9  # p(another object | one more so far), annealed linearly...
+    z_pres_prior_end: float = 0.5  # ...to this
+    z_pres_prior_anneal_steps: int = 2000
+    concrete_temperature: float = 0.5
+    overlap_nats_per_mm: float = 200.0  # prior: objects rest side by side, never inside one another
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["blur_levels_px"] = list(self.blur_levels_px)
+        d["level_weights"] = list(self.level_weights)
+        return d
+
+
+def air_config_from_dict(d: dict) -> AIRConfig:
+    # checkpoints from before these options had one shared yaw and the ELBO identity objective
+    d = {"yaw_per_category": False, "identity_objective": "elbo", **d}
+    d.pop("extra", None)  # a field that was never read (the shipped checkpoints hold an empty one)
+    return AIRConfig(**{**d, "blur_levels_px": tuple(d["blur_levels_px"]), "level_weights": tuple(d["level_weights"])})
+
+
+def anneal(iteration: int, steps: int, start: float, end: float, kind: str = "linear") -> float:
+    """A schedule's value at `iteration`: `start` until iteration 0, `end` from `steps` on, in between
+    'linear' (start + f (end - start)) or 'geometric' (start^(1 - f) end^f), f = iteration / steps."""
+    frac = min(1.0, max(0, iteration) / max(1, steps))
+    if kind == "linear":
+        return start + frac * (end - start)
+    if kind == "geometric":
+        return start ** (1 - frac) * end ** frac
+    raise ValueError(f"unknown schedule {kind!r}; choose 'linear' or 'geometric'")

@@ -1,0 +1,229 @@
+"""The inference network q(z | x): one LSTM step per object (Eslami et al. 2016, sec. 3.3, adapted).
+
+Latents of step t (one object):
+- z_pres (B,): Bernoulli, 'is there another object?'; once 0, every later step is 0;
+- z_where (B, 2): the object's position on the table (x, y), metres, Normal;
+- z_what: identity (B,) Categorical over the catalog; yaw (B,) radians, Normal;
+  colour (B, 3), Normal in logit space (colour = sigmoid).
+
+Each step sees the image code and the previous step's latents, proposes z_pres and z_where,
+then takes a glimpse of the image around the projection of z_where (a spatial transformer:
+the 'attend' part) from which it proposes z_what. The DAIR variant encodes the difference
+between the image and a render of the objects found so far instead of the image.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Bernoulli, Categorical, Normal, RelaxedBernoulli
+
+from ..camera import Camera, pixel_to_table
+from ..scene import MEAN_SHADING, OBJECT_HEIGHT, PlanarObjects
+from .config import AIRConfig
+from .networks import Encoder, GlimpseEncoder, WhatHead, WhatOutput, WhereMap, image_to_window
+
+
+class Step(NamedTuple):
+    """One guide step's samples and the distributions they came from, all batched over B."""
+
+    z_pres: torch.Tensor  # (B,) in {0, 1} (or relaxed in (0, 1))
+    position: torch.Tensor  # (B, 2) metres
+    identity: torch.Tensor  # (B,) int64
+    yaw: torch.Tensor  # (B,) radians
+    color: torch.Tensor  # (B, 3) in (0, 1)
+    pres_prob: torch.Tensor  # (B,)
+    log_q_continuous: torch.Tensor  # (B,) position, yaw, colour
+    log_q_pres: torch.Tensor  # (B,)
+    log_q_identity: torch.Tensor  # (B,)
+    log_p_continuous: torch.Tensor  # (B,)
+    identity_logits: torch.Tensor  # (B, C)
+    glimpse_center: torch.Tensor  # (B, 2) pixels (u, v) of the object's position
+    glimpse_code: torch.Tensor  # (B, 128) detached glimpse features, for the local baseline
+    yaw_per_category: torch.Tensor  # (B, C) radians: a yaw sample for each category (the enumeration's)
+    yaw_entropy: torch.Tensor  # (B, C) nats: entropy of q(yaw | category)
+
+
+class GuideState(NamedTuple):
+    """What a step passes to the next, batched over B."""
+
+    h: torch.Tensor  # (B, hidden) LSTM state
+    c: torch.Tensor  # (B, hidden) LSTM cell
+    previous: torch.Tensor  # (B, 1 + 2 + C + 2 + 3) the previous step's latents, encoded
+    alive: torch.Tensor  # (B,) the previous step's z_pres
+    found: tuple  # earlier steps' glimpse centres, each (B, 2) pixels
+
+
+def found_objects(steps: list[Step]) -> PlanarObjects:
+    """The objects the steps found, one slot per step (category -1 where z_pres is 0)."""
+    presence = torch.stack([s.z_pres for s in steps], 1)
+    identity = torch.stack([s.identity for s in steps], 1)
+    return PlanarObjects(torch.where(presence > 0.5, identity, -1), torch.stack([s.position for s in steps], 1),
+                         torch.stack([s.yaw for s in steps], 1), torch.stack([s.color for s in steps], 1))
+
+
+class Guide(nn.Module):
+    """The inference network q(z | x) for one camera. yaw_orders: each category's k (its shape
+    looks the same turned by 2 pi / k); their count is the number of categories C."""
+
+    def __init__(self, config: AIRConfig, camera: Camera, yaw_orders: list[int]):
+        super().__init__()
+        self.config, self.camera = config, camera
+        self.num_categories = C = len(yaw_orders)
+        h = config.hidden
+        self.encoder = Encoder(h)
+        # previous latents: z_pres, position (2), identity one-hot (C), cos/sin yaw (2), colour (3)
+        self.previous_dim = 1 + 2 + C + 2 + 3
+        self.lstm = nn.LSTMCell(h + self.previous_dim, h)
+        # Where: a spatial softmax over image cells, queried by the LSTM state, so the proposal is
+        # tied to image evidence from the start (a fully connected head learned to put every object
+        # in the least visible corner, whatever the image).
+        self.where_map = WhereMap(64)
+        self.where_query = nn.Linear(h, 64)
+        self.where_head = nn.Linear(h, 1 + 2)  # z_pres logit, position std (2)
+        self.glimpse_encoder = GlimpseEncoder(128, config.glimpse_size)
+        self.yaw_heads = C if config.yaw_per_category else 1
+        self.register_buffer("yaw_fold", torch.tensor(yaw_orders, dtype=torch.float32), persistent=False)
+        self.what_head = WhatHead(128 + h, C, self.yaw_heads)
+        self.pres_gain = nn.Parameter(torch.tensor(0.5))
+        self.pres_threshold = nn.Parameter(torch.tensor(10.0))
+        # Start with a wide position spread.
+        nn.init.zeros_(self.where_head.weight)
+        with torch.no_grad():
+            self.where_head.bias.copy_(torch.tensor([0.0, -1.0, -1.0]))
+
+    def forward(self, images: torch.Tensor, background: torch.Tensor,
+                render_found: Callable[[list[Step], int], torch.Tensor],
+                greedy: bool = False) -> tuple[list[Step], torch.Tensor]:
+        """images (B, H, W, 3) in [0, 1] -> one Step per guide step, and the code (B, hidden) of
+        the image itself (the NVIL baseline's input). background: (1, 3, H, W) the bare table;
+        render_found(steps, B): (B, H, W, 3) render of the objects the steps found (DAIR's input)."""
+        if images.dim() != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must have shape (B, H, W, 3), got {tuple(images.shape)}")
+        if tuple(images.shape[1:3]) != tuple(self.camera.image_size):
+            raise ValueError(f"images are {tuple(images.shape[1:3])} pixels, the model's camera expects "
+                             f"{tuple(self.camera.image_size)}")
+        B = images.shape[0]
+        x = images.permute(0, 3, 1, 2)
+        code = image_code = self.encoder(x)
+        state = self.initial_state(B)
+        steps = []
+        if not self.config.dair:  # DAIR builds its maps at every step
+            where_maps = self.where_map(torch.cat([x, x - background.expand(B, -1, -1, -1)], 1))
+        for _ in range(self.config.max_steps):
+            if self.config.dair:  # what the objects found so far (none at first: the bare table) leave unexplained
+                with torch.no_grad():
+                    residual = (images - render_found(steps, B)).permute(0, 3, 1, 2)
+                code = self.encoder(residual)
+                where_maps = self.where_map(torch.cat([x, residual], 1))
+            # DAIR, too, suppresses the cells of objects already found, as AIR does.
+            step, state = self.step(code, x, where_maps, state, greedy)
+            steps.append(step)
+        return steps, image_code
+
+    def initial_state(self, B: int) -> GuideState:
+        previous = torch.zeros(B, self.previous_dim)
+        previous[:, 0] = 1.0  # 'the previous step found an object'
+        h = torch.zeros(B, self.config.hidden)
+        return GuideState(h, torch.zeros(B, self.config.hidden), previous, torch.ones(B), ())
+
+    def where_mean(self, h: torch.Tensor, where_maps, found: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expected object position (B, 2) metres and the attention's peak logit (B,) (a soft max
+        over cells: how much unexplained evidence is left) under the spatial softmax.
+
+        found: pixel centres (B, 2) of earlier steps' objects, whose cells are suppressed
+        (inhibition of return), so that AIR's steps attend to different objects.
+        """
+        features, base = where_maps
+        B, Fdim, h_cells, w_cells = features.shape
+        logits = base + torch.einsum("bfhw,bf->bhw", features, self.where_query(h)).flatten(1) / Fdim ** 0.5
+        H, W = self.camera.image_size
+        cell_v, cell_u = torch.meshgrid((torch.arange(h_cells) + 0.5) * H / h_cells - 0.5,
+                                        (torch.arange(w_cells) + 0.5) * W / w_cells - 0.5, indexing="ij")
+        cells = torch.stack([cell_u.flatten(), cell_v.flatten()], -1)  # (cells, 2) pixels
+        for center in found:
+            d2 = ((cells[None] - center[:, None].detach()) ** 2).sum(-1)
+            logits = logits - 50.0 * torch.exp(-d2 / (2 * (1.5 * H / h_cells) ** 2))
+        uv = logits.softmax(-1) @ cells
+        return pixel_to_table(self.camera, uv, OBJECT_HEIGHT), logits.logsumexp(-1)
+
+    def step(self, code: torch.Tensor, image: torch.Tensor, where_maps, state: GuideState,
+             greedy: bool = False) -> tuple[Step, GuideState]:
+        """One object.  code (B, hidden); image (B, 3, H, W); where_maps from WhereMap.
+        (The latents are drawn in a fixed order: position, identity, yaw, colour, z_pres.)"""
+        cfg = self.config
+        h, c = self.lstm(torch.cat([code, state.previous], -1), (state.h, state.c))
+        where = self.where_head(h)
+        mean, peak = self.where_mean(h, where_maps, state.found)
+        # 'Another object?' also reads how much evidence the attention has left to explain.
+        prob = torch.sigmoid(where[:, 0] + self.pres_gain * (peak - self.pres_threshold)).clamp(1e-4, 1 - 1e-4)
+        alive_hard = (state.alive > 0.5).to(prob.dtype)
+        pres_prob = prob * alive_hard  # 0 once an earlier step said 'no more objects'
+        std = F.softplus(where[:, 1:3]) * 0.05 + 1e-4
+
+        # Attend: a glimpse where the attention points; from it, what the object is and how far
+        # its centre lies from the attended spot.
+        window = image_to_window(image, self._project(mean), cfg.glimpse_px, cfg.glimpse_size)
+        glimpse_code = self.glimpse_encoder(window)
+        what = self.what_head(torch.cat([glimpse_code, h], -1))
+        mean = mean + what.position_offset
+        q_position = Normal(mean, std)
+        position = mean if greedy else q_position.rsample()
+        q_identity = Categorical(logits=what.identity_logits)
+        identity = what.identity_logits.argmax(-1) if greedy else q_identity.sample()
+        yaw, yaws, log_q_yaw, yaw_entropy = self._yaw(what, identity, greedy)
+        color_logit, log_q_color = self._color(window, what, greedy)
+        z_pres = self._z_pres(prob, pres_prob, state.alive, greedy)
+
+        hard_pres = (z_pres > 0.5).to(image.dtype)
+        log_q_pres = Bernoulli(prob).log_prob(hard_pres) * alive_hard
+        log_q_cont = q_position.log_prob(position).sum(-1) + log_q_yaw + log_q_color
+        # the prior's density at the guide's samples, here where the colour logits are at hand
+        log_p_cont = (Normal(0.0, cfg.prior_position_std).log_prob(position).sum(-1) - math.log(2 * math.pi)
+                      + Normal(0.0, cfg.prior_color_std).log_prob(color_logit).sum(-1))
+        step = Step(z_pres, position, identity, yaw, torch.sigmoid(color_logit), pres_prob,
+                    log_q_cont * hard_pres, log_q_pres, q_identity.log_prob(identity) * hard_pres,
+                    log_p_cont * hard_pres, what.identity_logits, self._project(position), glimpse_code.detach(),
+                    yaws, yaw_entropy)
+        previous = torch.cat([z_pres[:, None], position, F.one_hot(identity, self.num_categories).to(image.dtype),
+                              torch.stack([yaw.cos(), yaw.sin()], -1), step.color], -1)
+        return step, GuideState(h, c, previous, z_pres, state.found + (step.glimpse_center,))
+
+    def _project(self, position: torch.Tensor) -> torch.Tensor:
+        """(B, 2) table position, metres -> (B, 2) pixels (u, v) of the point OBJECT_HEIGHT above it."""
+        uv, _ = self.camera.project(torch.cat([position, torch.full_like(position[:, :1], OBJECT_HEIGHT)], -1))
+        return uv
+
+    def _yaw(self, what: WhatOutput, identity: torch.Tensor, greedy: bool):
+        """yaw (B,) of the chosen category, a yaw per category (B, C), log q(yaw | identity) (B,)
+        and q(yaw | category)'s entropy (B, C)."""
+        fold = self.yaw_fold if self.yaw_heads > 1 else torch.ones(1)
+        yaw_means = (what.folded_yaw / fold).expand(-1, self.num_categories)  # (B, C)
+        q_yaws = Normal(yaw_means, (what.folded_yaw_std / fold).expand(-1, self.num_categories))
+        yaws = yaw_means if greedy else q_yaws.rsample()
+        yaw = yaws.gather(1, identity[:, None])[:, 0]
+        log_q_yaw = q_yaws.log_prob(yaws).gather(1, identity[:, None])[:, 0]
+        return yaw, yaws, log_q_yaw, q_yaws.entropy()
+
+    def _color(self, window: torch.Tensor, what: WhatOutput, greedy: bool):
+        """Colour logits (B, 3) and their log q (B,)."""
+        # Colour starts from the glimpse's central colour, undoing the mean shading, so an object
+        # placed on the right spot is roughly the right colour from the start.
+        g = self.config.glimpse_size // 2
+        centre = window[:, :, g - 2:g + 2, g - 2:g + 2].mean((2, 3))
+        color_mean = torch.logit((centre / MEAN_SHADING).clamp(0.02, 0.98)) + what.color_offset
+        q_color = Normal(color_mean, what.color_std)
+        color_logit = color_mean if greedy else q_color.rsample()
+        return color_logit, q_color.log_prob(color_logit).sum(-1)
+
+    def _z_pres(self, prob: torch.Tensor, pres_prob: torch.Tensor, alive: torch.Tensor, greedy: bool):
+        """(B,) z_pres: the mode, a Concrete (relaxed Bernoulli) sample, or a Bernoulli sample."""
+        if greedy:
+            return (pres_prob > 0.5).to(pres_prob.dtype)
+        if self.config.count_estimator == "concrete":
+            return RelaxedBernoulli(torch.tensor(self.config.concrete_temperature), probs=prob).rsample() * alive
+        return Bernoulli(pres_prob).sample()

@@ -1,0 +1,48 @@
+"""AIR adapted to a robot camera: trained without labels on the user's frames (with synthetic
+frames rendered for the same camera), as the paper fits AIR to its own images. The CLI's
+`fit` command runs adapt_to_frames.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..air.config import air_config_from_dict
+from ..air.train import TrainConfig, train_air
+from ..paths import SHIPPED_AIR
+from ..training import read_checkpoint
+from .frames import iter_frames
+from .view import Workspace, air_input, frames_table_color, rendered_table_rgb, robot_data
+
+
+def adapt_to_frames(frames_dir: str | Path, out: str | Path, camera_path: str | Path | None = None,
+                    init: str | Path | None = None, minutes: float = 20.0, iterations: int = 100_000, seed: int = 0,
+                    train_pool: int = 3000, val_size: int = 100, resume: bool = False, progress: bool = True,
+                    log=print) -> dict:
+    """Trains AIR for the frames' camera, without labels, from `init` (AIR weights; the
+    shipped tabletop model by default): the pool is `train_pool` synthetic frames of 1-3
+    objects rendered for that camera plus the user's frames (downscaled, white-balanced,
+    as view.air_input shows them). Validation uses synthetic frames, whose truth is known.
+    Writes out/checkpoint.pt, history.json, curves.png. Returns the last validation, with
+    `frames`: how many of the user's frames were used."""
+    frames = list(iter_frames(frames_dir, camera_path,
+                              on_problem=lambda p: log(f"skipping frame {p.name}: {p.reason}")))
+    if not frames:
+        raise ValueError(f"no usable frames in {frames_dir}")
+    camera = frames[0].camera
+    color = frames_table_color(frames)
+    data = robot_data(camera, color)
+    init = Path(init) if init else SHIPPED_AIR
+    air_config = air_config_from_dict(read_checkpoint(init, "AIR")["air_config"])
+    table_rgb = rendered_table_rgb(color)  # the table as the model renders it
+    workspace = Workspace.for_camera(camera)
+    mask = workspace.mask(data.camera)
+    smalls = [(air_input(f, data.camera, table_rgb, workspace, mask) * 255).round().to(torch.uint8) for f in frames]
+    cfg = TrainConfig(split="frames-train", val_split="frames-test", iterations=iterations,
+                      time_limit_minutes=minutes, seed=seed, train_pool=train_pool, val_size=val_size,
+                      val_every=100)
+    result = train_air(out, air_config, cfg, data, resume=resume, progress=progress, log=log, init=init,
+                       extra_images=torch.stack(smalls))
+    return {**result, "frames": len(frames)}

@@ -1,0 +1,118 @@
+"""A folder of robot frames -> object poses on disk: poses.json, BOP results (poses_bop.csv) and
+an overlay per frame. The per-frame work is poses.FramePoseEstimator's.
+
+Units: metres and radians; poses (4, 4) model-to-camera, metres (the CSV in BOP's millimetres).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from ..assets import ObjectCatalog
+from ..data.bop import BOP_RESULTS_HEADER, bop_result_line
+from ..files import atomic_write_bytes, atomic_write_json, atomic_write_png
+from .frames import Frame, frame_files, iter_frames
+from .poses import Detection, FramePoseEstimator, PoseSettings
+from .view import frames_table_color, load_for_camera
+
+BOX_EDGES = [(0, 1), (1, 3), (3, 2), (2, 0), (4, 5), (5, 7), (7, 6), (6, 4), (0, 4), (1, 5), (2, 6), (3, 7)]
+PALETTE = [(255, 80, 80), (80, 200, 255), (255, 220, 60), (120, 255, 120), (255, 120, 255), (255, 160, 40)]
+
+
+def overlay(frame: Frame, detections: list[Detection], catalog: ObjectCatalog, path) -> None:
+    """The frame with each detection's model bounding box projected, and its category and score."""
+    image = Image.fromarray((frame.rgb * 255).round().byte().numpy())
+    draw = ImageDraw.Draw(image)
+    K = frame.camera.K
+    for i, d in enumerate(detections):
+        verts = catalog[catalog.index_of(d.category)].verts
+        lo, hi = verts.min(0).values, verts.max(0).values
+        corners = torch.stack([torch.where(torch.tensor([bool(k & 1), bool(k & 2), bool(k & 4)]), hi, lo)
+                               for k in range(8)])
+        cam = corners @ d.pose_camera[:3, :3].T + d.pose_camera[:3, 3]
+        uv = (cam @ K.T)[:, :2] / cam[:, 2:3]
+        color = PALETTE[i % len(PALETTE)]
+        for a, b in BOX_EDGES:
+            draw.line([tuple(uv[a].tolist()), tuple(uv[b].tolist())], fill=color, width=2)
+        top = uv[:, 1].argmin()
+        draw.text((float(uv[top, 0]), float(uv[top, 1]) - 12), f"{d.category} {d.score:.2f}", fill=color)
+    atomic_write_png(path, np.asarray(image))
+
+
+def write_bop_results(results: dict, path: Path) -> None:
+    """run_poses' results -> a BOP results CSV (scene_id 0, im_id = the frame's index in name order)."""
+    rows = [BOP_RESULTS_HEADER]
+    for im_id, (name, entry) in enumerate(sorted(results["frames"].items())):
+        for o in entry["objects"]:
+            pose = o["pose_camera"]
+            rows.append(bop_result_line(0, im_id, o["obj_id"], o["score"], [row[:3] for row in pose[:3]],
+                                        [row[3] for row in pose[:3]], entry["seconds"]))
+    atomic_write_bytes(path, ("\n".join(rows) + "\n").encode())
+
+
+def run_poses(frames_dir, checkpoint, out, camera_path=None, settings: PoseSettings | None = None,
+              write_overlays: bool = True, progress: bool = True, log=print) -> dict:
+    """Every usable frame of a folder -> out/poses.json ({frame: {objects, seconds}}), out/poses_bop.csv
+    (BOP results: scene_id 0, im_id = frame index) and out/overlay/<frame>.png. Frames already in
+    poses.json are kept (a killed run resumes); unusable frames are listed under 'skipped'.
+    Per frame, `seconds` is end to end: reading, proposing, fitting and writing."""
+    out = Path(out)
+    results_path = out / "poses.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {"frames": {}, "skipped": {}}
+    files, _ = frame_files(frames_dir)
+    estimator = None
+    skipped = results["skipped"]
+    bar = tqdm(total=len(files), desc="poses", unit="frame", disable=not progress)
+    start = time.perf_counter()
+    frames = iter_frames(frames_dir, camera_path, on_problem=lambda p: skipped.__setitem__(p.name, p.reason))
+    for frame in frames:
+        if frame.name in results["frames"]:
+            bar.update(1)
+            start = time.perf_counter()
+            continue
+        if estimator is None:  # the model is built for the first frame's camera and table
+            model, _ = load_for_camera(checkpoint, frame.camera, frames_table_color([frame]))
+            estimator = FramePoseEstimator(model, settings)
+            start = time.perf_counter()  # loading the model is not a frame's time
+        detections, timing = estimator.estimate(frame)
+        if write_overlays:
+            overlay(frame, detections, estimator.catalog, out / "overlay" / f"{frame.name}.png")
+        results["frames"][frame.name] = {"objects": [d.to_json() for d in detections], **timing}
+        results["frames"][frame.name]["seconds"] = time.perf_counter() - start
+        atomic_write_json(results_path, results)
+        bar.update(1)
+        start = time.perf_counter()  # the next frame's time starts with reading it
+    bar.close()
+    for name, reason in skipped.items():
+        log(f"skipped frame {name}: {reason}")
+    write_bop_results(results, out / "poses_bop.csv")
+    atomic_write_json(results_path, results)
+    return results
+
+
+def detections_of(results: dict, names: list[str]) -> list[list[dict]]:
+    """run_poses' results -> per named frame [{"category", "pose": (4, 4) float64}] (no entry: none),
+    the form metrics.evaluate_poses takes."""
+    return [[{"category": o["category"], "pose": torch.tensor(o["pose_camera"], dtype=torch.float64)}
+             for o in results["frames"].get(n, {"objects": []})["objects"]] for n in names]
+
+
+def poses_summary(results: dict, out: str | Path, shown: int = 8) -> list[str]:
+    """What `inverse-graphics poses` prints: the first frames' detections (category and score),
+    the mean time per frame, and where the outputs went."""
+    done = results["frames"]
+    lines = [f"{name}: " + (", ".join(f"{o['category']} ({o['score']:.2f})" for o in entry["objects"]) or "nothing")
+             for name, entry in sorted(done.items())[:shown]]
+    seconds = [e["seconds"] for e in done.values()]
+    if seconds:
+        lines.append(f"{len(done)} frames, {sum(seconds) / len(seconds):.2f} s per frame; "
+                     f"skipped {len(results['skipped'])}")
+    out = Path(out)
+    return lines + [f"wrote {out / 'poses.json'}, {out / 'poses_bop.csv'} and {out / 'overlay'}/"]
