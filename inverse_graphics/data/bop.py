@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import trimesh
 from PIL import Image
 from tqdm import tqdm
 
@@ -58,7 +59,6 @@ def _mm(x: torch.Tensor) -> list:
 
 def write_models(root: Path, catalog: ObjectCatalog) -> None:
     """The catalog as a BOP models folder (PLY meshes and models_info.json, mm)."""
-    import trimesh
 
     for c in catalog.categories:
         mesh = trimesh.Trimesh(c.verts.double().numpy() * 1000.0, c.faces.numpy(), process=False)
