@@ -5,6 +5,8 @@
     python benchmarks/air_tabletop.py train --seed 0 --iterations 400 --tag cmp-reinforce-global \
         --identity-signal global                                        # a gradient-estimator comparison run
     python benchmarks/air_tabletop.py evaluate                          # every finished run -> JSON
+    python benchmarks/air_tabletop.py train-sleep --seed 0 --minutes 25  # a sleep-phase run (air/sleep.py)
+    python benchmarks/air_tabletop.py evaluate-sleep                    # sleep runs -> results/air_sleep.json
 
 `evaluate` writes benchmarks/results/air_tabletop.json: per-seed test metrics
 (benchmark spec), the headline figures of the seed with the best validation count
@@ -21,8 +23,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-from inverse_graphics.experiments.air_tabletop import HEADLINE, evaluate_run, evaluate_untrained, train_run  # noqa: E402
+from inverse_graphics.experiments.air_tabletop import (APPEARANCE_SPLIT, HEADLINE, evaluate_refinement,  # noqa: E402
+                                                       evaluate_run, evaluate_untrained,
+                                                       train_run, train_sleep_run)
 from inverse_graphics.files import atomic_write_json  # noqa: E402
+from inverse_graphics.paths import SHIPPED_AIR  # noqa: E402
 
 RUNS = ROOT / "results" / "air_runs"
 OUT = ROOT / "results" / "air_tabletop.json"
@@ -55,6 +60,43 @@ def cmd_train(args):
     result = train_run(RUNS, args.seed, args.minutes, args.iterations, args.dair, args.split, args.max_steps,
                        args.count_estimator, args.identity_signal, args.tag, overrides=parse_overrides(args.set))
     print(result)
+
+
+def cmd_train_sleep(args):
+    import torch
+
+    torch.set_num_threads(args.threads)  # the prior's renderer runs in a second process
+    print(train_sleep_run(RUNS, args.seed, args.minutes, args.iterations, tag=args.tag))
+
+
+def cmd_evaluate_sleep(args):
+    runs = sorted(p for p in RUNS.glob("sleep*_air_train_seed*") if (p / "checkpoint.pt").exists())
+    if not runs:
+        raise SystemExit(f"no sleep-phase runs in {RUNS}; run train-sleep first")
+    import torch
+
+    torch.set_num_threads(2)
+    per_seed = {}
+    for p in runs:
+        print(f"evaluating {p.name} on {args.num} test scenes and {APPEARANCE_SPLIT} ...", flush=True)
+        per_seed[p.name] = evaluate_run(p, "test", args.num)
+        shifted = evaluate_run(p, APPEARANCE_SPLIT, args.num)
+        per_seed[p.name]["appearance"] = {k: shifted[k] for k in (*HEADLINE, "count_confusion")}
+        print(f"AIR + refinement vs per-image optimisation on {args.refine_num} test scenes ...", flush=True)
+        per_seed[p.name]["air_refine"] = evaluate_refinement(p, args.refine_num)
+    shipped = evaluate_run(SHIPPED_AIR, APPEARANCE_SPLIT, args.num) \
+        if SHIPPED_AIR.is_file() else None
+    result = {"method": "AIR (no labels), sleep phase: guide trained on the renderer's own prior samples",
+              "test_scenes": args.num, "per_seed": per_seed,
+              "shipped_elbo_air_on_appearance": {k: shipped[k] for k in HEADLINE} if shipped else None,
+              "mean_over_seeds": {k: float(np.mean([r[k] for r in per_seed.values()])) for k in HEADLINE},
+              "command": "python benchmarks/air_tabletop.py evaluate-sleep"}
+    out = ROOT / "results" / "air_sleep.json"
+    atomic_write_json(out, result)
+    for name, m in per_seed.items():
+        print(name, {k: round(m[k], 4) for k in (*HEADLINE, "images_per_second_batched", "train_minutes",
+                                                  "iterations")})
+    print(f"wrote {out}")
 
 
 def cmd_evaluate(args):
@@ -118,6 +160,18 @@ def main():
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an AIRConfig field (repeatable), e.g. --set identity_hold_steps=750")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("train-sleep")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--minutes", type=float, default=25.0)
+    p.add_argument("--iterations", type=int, default=100_000)
+    p.add_argument("--threads", type=int, default=2, help="training threads (the renderer has its own process)")
+    p.add_argument("--tag", default="sleep", help="run-name prefix (sleep*: evaluated by evaluate-sleep)")
+    p.set_defaults(func=cmd_train_sleep)
+    p = sub.add_parser("evaluate-sleep")
+    p.add_argument("--num", type=int, default=1000, help="test scenes")
+    p.add_argument("--refine-num", type=int, default=50,
+                   help="test scenes for AIR + refinement against per-image optimisation (about 6 s per scene)")
+    p.set_defaults(func=cmd_evaluate_sleep)
     p = sub.add_parser("evaluate")
     p.add_argument("--num", type=int, default=1000, help="test scenes")
     p.add_argument("--converged", type=float, default=0.9, help="count accuracy that counts as converged")

@@ -16,8 +16,10 @@ import torch
 
 from .air.config import AIRConfig
 from .air.infer import infer_files
-from .air.train import train_air
+from .air.sleep import SLEEP_ARCHITECTURE
+from .air.train import train_air, train_air_sleep
 from .data.bop import generate_split, write_contact_sheet
+from .data.prior import PriorConfig
 from .data.tabletop import SPLITS, Tabletop, TabletopConfig
 from .demo import run_demo
 from .experiments.blackbox_gradients import blackbox_summary, measure_blackbox_gradients
@@ -80,17 +82,22 @@ def cmd_train_air(args) -> int:
     data = _tabletop(args)
     if args.max_steps < data.config.max_objects and args.split in ("train", "val", "test"):
         print(f"note: {args.max_steps} steps cannot count the {data.config.max_objects} objects some scenes have")
-    config = AIRConfig(max_steps=args.max_steps, dair=args.dair, renderer=args.renderer,
-                       count_estimator=args.count_estimator)
-    result = train_air(args.out, config, _train_config(args, baseline_lr=args.baseline_lr), data,
-                       resume=args.resume, progress=not args.quiet)
+    if args.sleep:  # the sleep phase trains the guide SLEEP_ARCHITECTURE describes, on prior samples
+        config = AIRConfig(max_steps=args.max_steps, **SLEEP_ARCHITECTURE)
+        result = train_air_sleep(args.out, config, _train_config(args), data, resume=args.resume,
+                                 progress=not args.quiet)
+    else:
+        config = AIRConfig(max_steps=args.max_steps, dair=args.dair, renderer=args.renderer,
+                           count_estimator=args.count_estimator)
+        result = train_air(args.out, config, _train_config(args, baseline_lr=args.baseline_lr), data,
+                           resume=args.resume, progress=not args.quiet)
     _report_training(result, Path(args.out))
     return 0
 
 
 def cmd_train_supervised(args) -> int:
     result = train_supervised(args.out, None, _train_config(args), _tabletop(args), resume=args.resume,
-                              progress=not args.quiet)
+                              progress=not args.quiet, fresh=PriorConfig() if args.fresh else None)
     _report_training(result, Path(args.out))
     return 0
 
@@ -123,7 +130,7 @@ def cmd_export_weights(args) -> int:
 
 
 def cmd_infer(args) -> int:
-    infer_files(args.images, args.model, args.out, args.samples, args.overlay_max)
+    infer_files(args.images, args.model, args.out, args.samples, args.overlay_max, args.refine)
     return 0
 
 
@@ -207,6 +214,8 @@ def _add_training_commands(sub, g) -> None:
     p = sub.add_parser("train-air", parents=[g["training"], g["resume"], g["renderer"], g["threads"], g["quiet"],
                                              g["data"]],
                        help="train AIR without labels by maximising the ELBO through the renderer")
+    p.add_argument("--sleep", action="store_true",
+                   help="train by the sleep phase (fresh prior samples, no renderer gradients) instead of the ELBO")
     p.add_argument("--count-estimator", choices=["reinforce", "concrete"], default="reinforce",
                    help="z_pres gradients: NVIL score function or Concrete relaxation")
     p.add_argument("--dair", action="store_true", help="DAIR: each step sees what is left unexplained")
@@ -221,6 +230,8 @@ def _add_training_commands(sub, g) -> None:
     p = sub.add_parser("train-supervised", parents=[g["training"], g["resume"], g["threads"], g["quiet"], g["data"]],
                        help="train the supervised regression baseline on labelled renders")
     p.add_argument("--split", default="train", choices=list(SPLITS), help="training images and their labels")
+    p.add_argument("--fresh", action="store_true",
+                   help="new labelled scenes every batch, with AIR's appearance randomization (no fixed pool)")
     p.add_argument("--iterations", type=int, default=1_000_000, help="(the time limit usually ends training)")
     p.add_argument("--minutes", type=float, default=60.0, help="stop after this much training time (AIR's budget)")
     p.add_argument("--val-every", type=int, default=1000)
@@ -264,6 +275,8 @@ def _add_inference_commands(sub, g) -> None:
     p.add_argument("--out", default="infer_output")
     p.add_argument("--samples", type=int, default=0, help="posterior samples per image, written to the JSON")
     p.add_argument("--overlay-max", type=int, default=16, help="images shown in overlay.png")
+    p.add_argument("--refine", action="store_true",
+                   help="refine AIR's answer by render-and-compare, trying q's two most likely categories")
     p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser("demo", parents=[g["data"]],

@@ -26,7 +26,7 @@ from .data.bop import write_bop_results
 from .data.images import load_images
 from .data.tabletop import Tabletop
 from .files import atomic_write_json
-from .refine import RefineSettings, image_loss, refine
+from .refine import RefineSettings, Refinement, image_loss, refine
 from .rendering.likelihood import PlanarRenderer, gaussian_blur, make_planar_renderer
 from .camera import Camera, pixel_to_table
 from .scene import MEAN_SHADING, OBJECT_HEIGHT, PlanarObjects, Table
@@ -119,15 +119,57 @@ def optimise(renderer: PlanarRenderer, images: torch.Tensor, camera: Camera, tab
     return PlanarObjects.cat(answers)
 
 
+def _refine_in_chunks(renderer: PlanarRenderer, images: torch.Tensor, objects: PlanarObjects, camera: Camera,
+                      table: Table, settings: RefineSettings, batch_size: int) -> Refinement:
+    parts = [refine(renderer, images[chunk], objects.select(chunk), camera, table, settings)
+             for chunk in torch.split(torch.arange(len(images)), batch_size)]
+    return Refinement(PlanarObjects.cat([p.objects for p in parts]), torch.cat([p.loss for p in parts]))
+
+
 def refine_proposals(renderer: PlanarRenderer, images: torch.Tensor, proposals: PlanarObjects, camera: Camera,
                      table: Table, settings: RefineSettings | None = None, batch_size: int = 64) -> PlanarObjects:
     """Another method's answer for images (B, H, W, 3), refined through the renderer; identity
     and count kept."""
     s = settings or replace(OptimiseSettings().refine, steps=40, blur_start_px=2.0)
-    parts = []
-    for chunk in torch.split(torch.arange(len(images)), batch_size):
-        parts.append(refine(renderer, images[chunk], proposals.select(chunk), camera, table, s).objects)
-    return PlanarObjects.cat(parts)
+    return _refine_in_chunks(renderer, images, proposals, camera, table, s, batch_size).objects
+
+
+def refine_with_second_guess(renderer: PlanarRenderer, images: torch.Tensor, proposals: PlanarObjects,
+                             identity_probs: torch.Tensor, camera: Camera, table: Table,
+                             settings: RefineSettings | None = None, doubt: float = 0.9,
+                             batch_size: int = 64) -> PlanarObjects:
+    """AIR + refinement: the answer refined through the renderer; each object whose most likely
+    identity has probability below `doubt` (identity_probs (B, N, C), the guide's q) is also
+    refined as q's second most likely category, and the fit with the lower image loss is kept.
+    Count is kept. (Trying the second category only where q doubts keeps the cost near one pass.)"""
+    s = settings or replace(OptimiseSettings().refine, steps=40, blur_start_px=2.0)
+    best = _refine_in_chunks(renderer, images, proposals, camera, table, s, batch_size)
+    objects, loss = best.objects, best.loss.clone()
+    second = identity_probs.topk(2, dim=-1)
+    doubtful = proposals.present & (second.values[..., 0] < doubt)
+    for n in range(proposals.slots):
+        rows = doubtful[:, n].nonzero()[:, 0]
+        if not len(rows):
+            continue
+        guess = objects.select(rows)
+        category = guess.category.clone()
+        category[:, n] = second.indices[rows, n, 1]
+        tried = _refine_in_chunks(renderer, images[rows], replace(guess, category=category), camera, table, s,
+                                  batch_size)
+        better = rows[tried.loss < loss[rows]]
+        if len(better):
+            keep = tried.loss < loss[rows]
+            objects = _put(objects, better, tried.objects.select(keep.nonzero()[:, 0]))
+            loss[better] = tried.loss[keep]
+    return objects
+
+
+def _put(objects: PlanarObjects, rows: torch.Tensor, values: PlanarObjects) -> PlanarObjects:
+    """objects with the scenes at rows replaced by values."""
+    out = [getattr(objects, f).clone() for f in ("category", "position", "yaw", "color")]
+    for tensor, name in zip(out, ("category", "position", "yaw", "color")):
+        tensor[rows] = getattr(values, name)
+    return PlanarObjects(*out)
 
 
 def optimise_files(paths: list[str | Path], out: str | Path, data: Tabletop, renderer_name: str = "pytorch3d",

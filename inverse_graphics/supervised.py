@@ -27,6 +27,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from .air.networks import Encoder
+from .data.prior import PriorConfig, prior_batches
 from .data.tabletop import Tabletop, TabletopConfig
 from .metrics import evaluate_planar
 from .scene import PlanarObjects, SceneBatch
@@ -146,25 +147,41 @@ def load_supervised(path: str | Path) -> tuple[SetRegressor, dict]:
 
 
 def train_supervised(out: str | Path, config: SupervisedConfig | None = None, train_config: TrainConfig | None = None,
-                     data: Tabletop | None = None, resume: bool = False, progress: bool = True, log=print) -> dict:
-    """Trains the baseline on labelled renders, writing out/checkpoint.pt, history.json and curves.png."""
+                     data: Tabletop | None = None, resume: bool = False, progress: bool = True, log=print,
+                     fresh: PriorConfig | None = None) -> dict:
+    """Trains the baseline on labelled renders, writing out/checkpoint.pt, history.json and curves.png.
+
+    fresh: draw new labelled scenes every batch from the prior (data/prior.py, with its appearance
+    nuisances, rendered by worker processes) instead of a fixed pool of cfg.train_pool renders, which
+    the baseline memorised (99.7% identity on its pool, 44.7% on test: notes/air-training.md)."""
     out = Path(out)
     data = data or Tabletop()
     ckpt, cfg = checkpoint_to_resume(out, resume, train_config or TrainConfig(), "supervised")
     if ckpt is not None:
         config = SupervisedConfig(**ckpt["supervised_config"])
+        fresh = PriorConfig.from_dict(ckpt["prior_config"]) if ckpt.get("prior_config") else None
     config = config or SupervisedConfig(max_objects=data.config.max_objects)
     torch.manual_seed(cfg.seed)
     model = SetRegressor(config, len(data.catalog))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    pool, pool_truth = render_pool(data, cfg.split, cfg.train_pool, progress)
     val_images, val_truth = render_pool(data, cfg.val_split, cfg.val_size, progress)
     val_images = val_images.float() / 255
+    if fresh is not None:
+        batches = prior_batches(data, cfg.batch_size, fresh, seed=cfg.seed * 1000 + (ckpt or {}).get("iteration", 0))
 
-    def step_loss(index, iteration):
-        return set_loss(model(pool[index].float() / 255), pool_truth.select(index), config)
+        def step_loss(index, iteration):
+            images, truth = next(batches)
+            return set_loss(model(images), data.scene_batch(truth), config)
+        pool_size = 1
+    else:
+        pool, pool_truth = render_pool(data, cfg.split, cfg.train_pool, progress)
+
+        def step_loss(index, iteration):
+            return set_loss(model(pool[index].float() / 255), pool_truth.select(index), config)
+        pool_size = len(pool)
 
     payload = {"supervised_config": asdict(config), "train_config": asdict(cfg),
-               "data_config": data.config.to_fields()}
+               "data_config": data.config.to_fields(), "prior_config": fresh.to_dict() if fresh else None}
     return train_loop(out, model, optimizer, cfg, step_loss, lambda: evaluate(model, val_images, val_truth, data.catalog),
-               len(pool), payload, ckpt, progress, log, desc="train-supervised", objective_label="set loss (smoothed)")
+                      pool_size, payload, ckpt, progress, log, desc="train-supervised",
+                      objective_label="set loss (smoothed)")

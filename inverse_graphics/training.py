@@ -69,12 +69,20 @@ def checkpoint_to_resume(out: Path, resume: bool, cfg: TrainConfig, kind: str) -
     return None, cfg
 
 
+def _as_half_if_it_fits(value: torch.Tensor) -> torch.Tensor:
+    """float16 where every entry is representable (|x| <= 65504), else unchanged: AIR's NVIL reward
+    statistics (ELBOs of 1e4-1e6 nats, variances beyond) became inf in float16."""
+    if not value.is_floating_point():
+        return value
+    return value.half() if bool(value.abs().max() <= torch.finfo(torch.float16).max) else value
+
+
 def export_weights(checkpoint: str | Path, path: str | Path) -> Path:
     """A small file for shipping: the model's weights in float16, its configurations and its
     validation history, without optimizer or RNG state. Loaders read it like a full checkpoint."""
     ckpt = read_checkpoint(checkpoint, "training")
     slim = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "torch_rng", "history")}
-    slim["model"] = {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["model"].items()}
+    slim["model"] = {k: _as_half_if_it_fits(v) for k, v in ckpt["model"].items()}
     slim["history"] = [h for h in ckpt["history"] if "val_count_acc" in h]
     atomic_torch_save(slim, Path(path))
     return Path(path)
@@ -128,10 +136,8 @@ def train_loop(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     """The training loop: out/checkpoint.pt (atomic, every cfg.checkpoint_every), history.json, curves.png.
 
     step_loss(index (batch,) into the pool, iteration) -> (scalar loss, info with 'objective' and
-    'mean_count'); validate() -> metrics (evaluate_planar's). payload: what the checkpoint
-    holds besides model, optimizer and progress (configurations). resumed: a checkpoint to
-    continue. A step whose loss or gradient is not finite is skipped and logged.
-    """
+    'mean_count'); validate() -> evaluate_planar's metrics. payload: what the checkpoint holds besides
+    model, optimizer and progress. A step whose loss or gradient is not finite is skipped and logged."""
     out = Path(out)
     ckpt_path = out / "checkpoint.pt"
     history, iteration, elapsed_before, skipped = [], 0, 0.0, 0
@@ -165,8 +171,7 @@ def train_loop(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
             skipped += 1
             log(f"iteration {iteration - 1}: {problem}; step skipped ({skipped} so far)")
             continue
-        history.append({"iteration": iteration, "objective": info["objective"], "loss": float(loss.detach()),
-                        "mean_count": info["mean_count"], "seconds": train_seconds()})
+        history.append({"iteration": iteration, **info, "loss": float(loss.detach()), "seconds": train_seconds()})
         if iteration % cfg.val_every == 0 or iteration == cfg.iterations:
             last_val = _validation(model, validate)
             history.append({"iteration": iteration, **last_val, "seconds": train_seconds()})

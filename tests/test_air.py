@@ -220,3 +220,19 @@ def test_air_trains_through_the_black_box_renderer_by_name(catalog, tabletop):
     assert model.renderer.scenes_rendered > 2  # forward plus finite-difference renders
     grad = model.guide.what_head[2].weight.grad
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_exported_weights_keep_the_nvil_statistics_finite(tmp_path, tabletop):
+    from inverse_graphics.training import export_weights
+
+    _tiny_train(tmp_path / "run", tabletop, iterations=2)
+    full = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"]
+    assert float(full["reward_var"]) > torch.finfo(torch.float16).max  # ELBO variances overflow float16
+    slim = torch.load(export_weights(tmp_path / "run" / "checkpoint.pt", tmp_path / "slim.pt"), weights_only=False)
+    assert all(torch.isfinite(v.float()).all() for v in slim["model"].values())
+    assert slim["model"]["guide.encoder.fc.0.weight"].dtype == torch.float16  # the weights still shrink
+    assert torch.equal(slim["model"]["reward_var"], full["reward_var"])
+    model, _ = load_checkpoint(tmp_path / "slim.pt", tabletop)
+    model.train()
+    loss, _ = model.loss(torch.rand(4, 64, 64, 3), iteration=10)
+    assert torch.isfinite(loss)

@@ -189,3 +189,21 @@ def test_optimise_command_writes_poses_and_bop_csv(tmp_path, catalog, tabletop):
     assert rows[0]["R"].flatten() == pytest.approx((tabletop.camera.R.double() @ Rz).flatten().tolist(), abs=1e-5)
     Image.new("RGB", (32, 32)).save(tmp_path / "small.png")
     assert main(["optimise", str(tmp_path / "small.png"), "--out", str(tmp_path / "out2")]) == 2
+
+
+def test_refinement_tries_the_second_guess_where_q_doubts(catalog, tabletop):
+    from inverse_graphics.optimise import refine_with_second_guess
+
+    cube, sphere = catalog.index_of("cube"), catalog.index_of("sphere")
+    image = _image(catalog, tabletop, [cube], [[0.02, 0.01]], [0.3], [[0.9, 0.3, 0.2]])[None]
+    guess = PlanarObjects(torch.tensor([[sphere, -1]]), torch.tensor([[[0.024, 0.012], [0.0, 0.0]]]),
+                          torch.tensor([[0.25, 0.0]]), torch.tensor([[[0.8, 0.4, 0.3], [0.0, 0.0, 0.0]]]))
+    probs = torch.zeros(1, 2, len(catalog))
+    probs[0, :, sphere], probs[0, :, cube] = 0.6, 0.4
+    renderer = make_planar_renderer("pytorch3d", catalog)
+    fixed = refine_with_second_guess(renderer, image, guess, probs, tabletop.camera, tabletop.config.table)
+    assert fixed.category.tolist() == [[cube, -1]]
+    assert float((fixed.position[0, 0] - torch.tensor([0.02, 0.01])).norm()) < 0.002
+    confident = refine_with_second_guess(renderer, image, guess, probs, tabletop.camera, tabletop.config.table,
+                                         doubt=0.5)
+    assert confident.category.tolist() == [[sphere, -1]]

@@ -65,3 +65,18 @@ def test_train_commands_run_and_refuse_to_overwrite(tmp_path):
     model, slim = load_supervised(tmp_path / "sup.pt")
     assert "optimizer" not in slim and next(iter(slim["model"].values())).dtype == torch.float16
     assert main(["export-weights", str(tmp_path / "missing.pt"), str(tmp_path / "x.pt")]) == 2
+
+
+def test_supervised_trains_on_fresh_prior_renders_and_resumes(tmp_path, tabletop):
+    from inverse_graphics.data.prior import PriorConfig
+
+    seen = []
+    cfg = TrainConfig(iterations=3, batch_size=4, val_size=4, val_every=3)
+    fresh = PriorConfig(workers=0)
+    result = train_supervised(tmp_path / "run", None, cfg, tabletop, progress=False, log=lambda m: None, fresh=fresh)
+    assert result["iteration"] == 3
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ckpt["prior_config"] == fresh.to_dict()
+    resumed = train_supervised(tmp_path / "run", None, TrainConfig(iterations=4, batch_size=4, val_size=4, val_every=4),
+                               tabletop, resume=True, progress=False, log=seen.append)
+    assert resumed["iteration"] == 4 and any("resuming" in m for m in seen)

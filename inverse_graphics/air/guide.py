@@ -25,7 +25,7 @@ from torch.distributions import Bernoulli, Categorical, Normal, RelaxedBernoulli
 from ..camera import Camera, pixel_to_table
 from ..scene import MEAN_SHADING, OBJECT_HEIGHT, PlanarObjects
 from .config import AIRConfig
-from .networks import Encoder, GlimpseEncoder, WhatHead, WhatOutput, WhereMap, image_to_window
+from .networks import GLIMPSE_ENCODERS, Encoder, WhatHead, WhatOutput, WhereMap, image_to_window
 
 
 class Step(NamedTuple):
@@ -46,6 +46,20 @@ class Step(NamedTuple):
     glimpse_code: torch.Tensor  # (B, 128) detached glimpse features, for the local baseline
     yaw_per_category: torch.Tensor  # (B, C) radians: a yaw sample for each category (the enumeration's)
     yaw_entropy: torch.Tensor  # (B, C) nats: entropy of q(yaw | category)
+
+
+class Attention(NamedTuple):
+    """One step's distributions, before anything is drawn, batched over B."""
+
+    h: torch.Tensor  # (B, hidden) LSTM state
+    c: torch.Tensor  # (B, hidden) LSTM cell
+    pres_prob: torch.Tensor  # (B,) q(z_pres = 1), before the 'alive' mask
+    position_mean: torch.Tensor  # (B, 2) metres: attention plus the what-head's offset
+    position_std: torch.Tensor  # (B, 2) metres
+    window: torch.Tensor  # (B, 3, g, g) the glimpse identity, yaw and colour are read from
+    glimpse_code: torch.Tensor  # (B, 128)
+    what: WhatOutput
+    coarse_mean: torch.Tensor  # (B, 2) metres: the first glimpse's estimate (the second glimpse's centre)
 
 
 class GuideState(NamedTuple):
@@ -85,10 +99,13 @@ class Guide(nn.Module):
         self.where_map = WhereMap(64)
         self.where_query = nn.Linear(h, 64)
         self.where_head = nn.Linear(h, 1 + 2)  # z_pres logit, position std (2)
-        self.glimpse_encoder = GlimpseEncoder(128, config.glimpse_size)
+        self.glimpse_encoder = GLIMPSE_ENCODERS[config.glimpse_encoder](128, config.glimpse_size)
         self.yaw_heads = C if config.yaw_per_category else 1
         self.register_buffer("yaw_fold", torch.tensor(yaw_orders, dtype=torch.float32), persistent=False)
         self.what_head = WhatHead(128 + h, C, self.yaw_heads)
+        if config.second_glimpse:  # identity, yaw and colour from a glimpse where the first put the object
+            self.glimpse_encoder2 = GLIMPSE_ENCODERS[config.glimpse_encoder](128, config.glimpse_size)
+            self.what_head2 = WhatHead(128 + h, C, self.yaw_heads)
         self.pres_gain = nn.Parameter(torch.tensor(0.5))
         self.pres_threshold = nn.Parameter(torch.tensor(10.0))
         # Start with a wide position spread.
@@ -151,26 +168,51 @@ class Guide(nn.Module):
         uv = logits.softmax(-1) @ cells
         return pixel_to_table(self.camera, uv, OBJECT_HEIGHT), logits.logsumexp(-1)
 
-    def step(self, code: torch.Tensor, image: torch.Tensor, where_maps, state: GuideState,
-             greedy: bool = False) -> tuple[Step, GuideState]:
-        """One object.  code (B, hidden); image (B, 3, H, W); where_maps from WhereMap.
-        (The latents are drawn in a fixed order: position, identity, yaw, colour, z_pres.)"""
+    def attend(self, code: torch.Tensor, image: torch.Tensor, where_maps, state: GuideState) -> Attention:
+        """The step's distributions before anything is drawn.  code (B, hidden); image (B, 3, H, W);
+        where_maps from WhereMap."""
         cfg = self.config
         h, c = self.lstm(torch.cat([code, state.previous], -1), (state.h, state.c))
         where = self.where_head(h)
         mean, peak = self.where_mean(h, where_maps, state.found)
         # 'Another object?' also reads how much evidence the attention has left to explain.
         prob = torch.sigmoid(where[:, 0] + self.pres_gain * (peak - self.pres_threshold)).clamp(1e-4, 1 - 1e-4)
-        alive_hard = (state.alive > 0.5).to(prob.dtype)
-        pres_prob = prob * alive_hard  # 0 once an earlier step said 'no more objects'
         std = F.softplus(where[:, 1:3]) * 0.05 + 1e-4
-
         # Attend: a glimpse where the attention points; from it, what the object is and how far
         # its centre lies from the attended spot.
-        window = image_to_window(image, self._project(mean), cfg.glimpse_px, cfg.glimpse_size)
+        window = image_to_window(image, self.project(mean), cfg.glimpse_px, cfg.glimpse_size)
         glimpse_code = self.glimpse_encoder(window)
         what = self.what_head(torch.cat([glimpse_code, h], -1))
-        mean = mean + what.position_offset
+        mean = coarse = mean + what.position_offset
+        if cfg.second_glimpse:
+            center = self.project(mean.detach())
+            window, glimpse_code, second = self.read_at(image, h, center)
+            if cfg.second_glimpse_offset:
+                mean, what = self.placed_at(center, second), second
+            else:
+                what = second._replace(position_offset=what.position_offset)
+        return Attention(h, c, prob, mean, std, window, glimpse_code, what, coarse)
+
+    def placed_at(self, center_px: torch.Tensor, what: WhatOutput) -> torch.Tensor:
+        """(B, 2) table position, metres: the point under a glimpse's centre (B, 2) pixels, moved
+        by the what-head's offset read from that glimpse."""
+        return pixel_to_table(self.camera, center_px, OBJECT_HEIGHT) + what.position_offset
+
+    def read_at(self, image: torch.Tensor, h: torch.Tensor, center_px: torch.Tensor):
+        """The second glimpse, at center_px (B, 2) pixels: its window, code and what-head output
+        (identity, yaw and colour are read from it)."""
+        window = image_to_window(image, center_px, self.config.glimpse_px, self.config.glimpse_size)
+        glimpse_code = self.glimpse_encoder2(window)
+        return window, glimpse_code, self.what_head2(torch.cat([glimpse_code, h], -1))
+
+    def step(self, code: torch.Tensor, image: torch.Tensor, where_maps, state: GuideState,
+             greedy: bool = False) -> tuple[Step, GuideState]:
+        """One object.  code (B, hidden); image (B, 3, H, W); where_maps from WhereMap.
+        (The latents are drawn in a fixed order: position, identity, yaw, colour, z_pres.)"""
+        cfg = self.config
+        h, c, prob, mean, std, window, glimpse_code, what, _ = self.attend(code, image, where_maps, state)
+        alive_hard = (state.alive > 0.5).to(prob.dtype)
+        pres_prob = prob * alive_hard  # 0 once an earlier step said 'no more objects'
         q_position = Normal(mean, std)
         position = mean if greedy else q_position.rsample()
         q_identity = Categorical(logits=what.identity_logits)
@@ -187,13 +229,19 @@ class Guide(nn.Module):
                       + Normal(0.0, cfg.prior_color_std).log_prob(color_logit).sum(-1))
         step = Step(z_pres, position, identity, yaw, torch.sigmoid(color_logit), pres_prob,
                     log_q_cont * hard_pres, log_q_pres, q_identity.log_prob(identity) * hard_pres,
-                    log_p_cont * hard_pres, what.identity_logits, self._project(position), glimpse_code.detach(),
+                    log_p_cont * hard_pres, what.identity_logits, self.project(position), glimpse_code.detach(),
                     yaws, yaw_entropy)
-        previous = torch.cat([z_pres[:, None], position, F.one_hot(identity, self.num_categories).to(image.dtype),
-                              torch.stack([yaw.cos(), yaw.sin()], -1), step.color], -1)
-        return step, GuideState(h, c, previous, z_pres, state.found + (step.glimpse_center,))
+        return step, self.next_state(h, c, z_pres, position, identity, yaw, step.color, state)
 
-    def _project(self, position: torch.Tensor) -> torch.Tensor:
+    def next_state(self, h: torch.Tensor, c: torch.Tensor, z_pres: torch.Tensor, position: torch.Tensor,
+                   identity: torch.Tensor, yaw: torch.Tensor, color: torch.Tensor, state: GuideState) -> GuideState:
+        """The state after a step whose latents were z_pres (B,), position (B, 2) m, identity (B,),
+        yaw (B,) rad and colour (B, 3) (drawn by the guide, or given: the sleep phase's trace)."""
+        previous = torch.cat([z_pres[:, None], position, F.one_hot(identity, self.num_categories).to(position.dtype),
+                              torch.stack([yaw.cos(), yaw.sin()], -1), color], -1)
+        return GuideState(h, c, previous, z_pres, state.found + (self.project(position),))
+
+    def project(self, position: torch.Tensor) -> torch.Tensor:
         """(B, 2) table position, metres -> (B, 2) pixels (u, v) of the point OBJECT_HEIGHT above it."""
         uv, _ = self.camera.project(torch.cat([position, torch.full_like(position[:, :1], OBJECT_HEIGHT)], -1))
         return uv
@@ -209,13 +257,17 @@ class Guide(nn.Module):
         log_q_yaw = q_yaws.log_prob(yaws).gather(1, identity[:, None])[:, 0]
         return yaw, yaws, log_q_yaw, q_yaws.entropy()
 
-    def _color(self, window: torch.Tensor, what: WhatOutput, greedy: bool):
-        """Colour logits (B, 3) and their log q (B,)."""
+    def color_mean(self, window: torch.Tensor, what: WhatOutput) -> torch.Tensor:
+        """(B, 3) q's mean colour logits."""
         # Colour starts from the glimpse's central colour, undoing the mean shading, so an object
         # placed on the right spot is roughly the right colour from the start.
         g = self.config.glimpse_size // 2
         centre = window[:, :, g - 2:g + 2, g - 2:g + 2].mean((2, 3))
-        color_mean = torch.logit((centre / MEAN_SHADING).clamp(0.02, 0.98)) + what.color_offset
+        return torch.logit((centre / MEAN_SHADING).clamp(0.02, 0.98)) + what.color_offset
+
+    def _color(self, window: torch.Tensor, what: WhatOutput, greedy: bool):
+        """Colour logits (B, 3) and their log q (B,)."""
+        color_mean = self.color_mean(window, what)
         q_color = Normal(color_mean, what.color_std)
         color_logit = color_mean if greedy else q_color.rsample()
         return color_logit, q_color.log_prob(color_logit).sum(-1)

@@ -11,6 +11,8 @@ import torch
 
 from ..data.images import load_images
 from ..files import atomic_write_json
+from ..optimise import refine_with_second_guess
+from ..rendering.likelihood import make_planar_renderer
 from ..rendering.renderer import SceneRenderer
 from ..scene import Scene, SceneBatch
 from ..visualize import save_figure
@@ -39,19 +41,26 @@ def _scenes(model: AIR, steps) -> list[Scene]:
     return model.objects(steps).to_batch(model.catalog, model.camera, model.table).to_scenes(model.catalog)
 
 
-@torch.no_grad()
-def infer(model: AIR, images: torch.Tensor, samples: int = 0, batch_size: int = 256) -> list[Inference]:
-    """images (B, H, W, 3) in [0, 1] -> one Inference per image."""
+def infer(model: AIR, images: torch.Tensor, samples: int = 0, batch_size: int = 256,
+          refine: bool = False) -> list[Inference]:
+    """images (B, H, W, 3) in [0, 1] -> one Inference per image. refine: the mode is refined by
+    render-and-compare, trying q's two most likely categories where q doubts
+    (optimise.refine_with_second_guess); the samples are not."""
     model.eval()
     if not torch.isfinite(images).all():
         raise ValueError("images contain NaN or Inf")
     results = []
+    renderer = make_planar_renderer("pytorch3d", model.catalog) if refine else None
     for chunk in torch.split(images, batch_size):
-        steps = model.infer(chunk, greedy=True)
-        modes = _scenes(model, steps)
-        drawn = [_scenes(model, model.infer(chunk)) for _ in range(samples)]
+        with torch.no_grad():
+            steps = model.infer(chunk, greedy=True)
+            drawn = [_scenes(model, model.infer(chunk)) for _ in range(samples)]
         presence = torch.stack([s.pres_prob for s in steps], 1)
         identity = torch.stack([s.identity_logits.softmax(-1) for s in steps], 1)
+        objects = model.objects(steps)
+        if refine:
+            objects = refine_with_second_guess(renderer, chunk, objects, identity, model.camera, model.table)
+        modes = objects.to_batch(model.catalog, model.camera, model.table).to_scenes(model.catalog)
         centers = torch.stack([s.glimpse_center for s in steps], 1)
         for b, scene in enumerate(modes):
             results.append(Inference(scene, [d[b] for d in drawn], presence[b].tolist(), identity[b].tolist(),
@@ -105,13 +114,13 @@ def overlay_figure(model: AIR, images: torch.Tensor, inferences: list[Inference]
 
 
 def infer_files(paths: list[str | Path], checkpoint: str | Path, out: str | Path, samples: int = 0,
-                overlay_max: int = 16, log=print) -> list[dict]:
+                overlay_max: int = 16, refine: bool = False, log=print) -> list[dict]:
     """Images (PNG/JPEG files or folders, at the model's image size) -> out/poses.json (per image:
     objects with category, x_m, y_m, yaw_rad, colour, world and camera poses; presence and
     identity probabilities; `samples` posterior samples) and out/overlay.png (the first overlay_max)."""
     model, _ = load_checkpoint(checkpoint)
     images, files = load_images(paths)
-    results = infer(model, images, samples=samples)
+    results = infer(model, images, samples=samples, refine=refine)
     out = Path(out)
     payload = [to_json(r, str(f)) for r, f in zip(results, files)]
     for entry, r in zip(payload, results):

@@ -42,6 +42,24 @@ class GlimpseEncoder(nn.Module):
         return self.net(x)
 
 
+class DeepGlimpseEncoder(nn.Module):
+    """(B, 3, g, g) glimpse -> (B, out), four 3x3 conv layers (deep enough to classify the shapes)."""
+
+    def __init__(self, out: int, size: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                                 nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                                 nn.Flatten(), nn.Linear(64 * (size // 4) ** 2, out), nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+GLIMPSE_ENCODERS = {"shallow": GlimpseEncoder, "deep": DeepGlimpseEncoder}
+
+
 def image_to_window(images: torch.Tensor, center_px: torch.Tensor, window_px: int, size: int) -> torch.Tensor:
     """Spatial transformer: (B, 3, H, W) images, (B, 2) window centres (u, v) in pixels
     -> (B, 3, size, size) windows of window_px x window_px image pixels (differentiable in the centre)."""

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import torch
 
+from ..data.prior import prior_batches
 from ..data.tabletop import Tabletop, TabletopConfig
 from ..metrics import evaluate_planar
 from ..scene import PlanarObjects, SceneBatch
 from ..training import TrainConfig, checkpoint_to_resume, export_weights, read_checkpoint, render_pool, train_loop
 from .config import AIRConfig, air_config_from_dict
 from .model import AIR
+from .sleep import SleepConfig, sleep_loss
 
 __all__ = ["TrainConfig", "train_air", "load_checkpoint", "export_weights", "evaluate"]
 
@@ -96,3 +98,40 @@ def train_air(out: str | Path, air_config: AIRConfig | None = None, train_config
     payload = {"air_config": air_config.to_dict(), "train_config": asdict(cfg), "data_config": data.config.to_fields()}
     return train_loop(out, model, optimizer, cfg, step_loss, lambda: evaluate(model, val_images, val_truth), len(pool),
                payload, ckpt, progress, log, desc="train-air", objective_label="ELBO per image (nats, smoothed)")
+
+
+def train_air_sleep(out: str | Path, air_config: AIRConfig | None = None, train_config: TrainConfig | None = None,
+                    data: Tabletop | None = None, sleep: SleepConfig | None = None, resume: bool = False,
+                    progress: bool = True, log=print) -> dict:
+    """Trains AIR's guide by the sleep phase (air/sleep.py): fresh prior samples every batch,
+    rendered beside training by sleep.prior.workers processes. Writes out/checkpoint.pt, history.json
+    and curves.png like train_air; validation reads the val split's labels to report accuracy."""
+    out = Path(out)
+    data = data or Tabletop()
+    ckpt, cfg = checkpoint_to_resume(out, resume, train_config or TrainConfig(), "AIR")
+    if ckpt is not None:
+        air_config = air_config_from_dict(ckpt["air_config"])
+        sleep = SleepConfig.from_dict(ckpt["sleep_config"])
+    air_config, sleep = air_config or AIRConfig(), sleep or SleepConfig()
+    torch.manual_seed(cfg.seed)
+    model = build_model(air_config, data)
+    optimizer = torch.optim.Adam(model.guide.parameters(), lr=cfg.lr)
+    yaw_orders = torch.tensor([c.yaw_symmetry_order() for c in data.catalog.categories])
+    background = model.background()
+    val_images, val_truth = render_pool(data, cfg.val_split, cfg.val_size, progress)
+    val_images = val_images.float() / 255
+    batches = prior_batches(data, cfg.batch_size, sleep.prior, seed=cfg.seed * 1000 + (ckpt or {}).get("iteration", 0))
+
+    def step_loss(index, iteration):
+        images, truth = next(batches)
+        loss, info = sleep_loss(model.guide, images, background, truth, yaw_orders, sleep)
+        weighted = {k: v for k, v in info.items() if k not in ("identity_acc", "presence_acc")}
+        return loss, {"objective": -float(loss.detach()), "mean_count": float(truth.counts.float().mean()),
+                      **{f"log_q_{k}": v for k, v in weighted.items()},
+                      "trace_identity_acc": info["identity_acc"], "trace_presence_acc": info["presence_acc"]}
+
+    payload = {"air_config": air_config.to_dict(), "train_config": asdict(cfg), "data_config": data.config.to_fields(),
+               "sleep_config": sleep.to_dict()}
+    return train_loop(out, model, optimizer, cfg, step_loss, lambda: evaluate(model, val_images, val_truth), 1,
+                      payload, ckpt, progress, log, desc="train-air (sleep)",
+                      objective_label="weighted log q of the trace per image (smoothed)")

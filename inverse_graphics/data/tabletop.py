@@ -123,16 +123,28 @@ class Tabletop:
         N = self.config.max_objects
         if max(spec.counts) > N:
             raise ValueError(f"split {split} needs {max(spec.counts)} object slots, config has {N}")
-        B = len(indices)
-        category = np.full((B, N), -1, dtype=np.int64)
-        position = np.zeros((B, N, 2))
-        yaw = np.zeros((B, N))
-        color = np.zeros((B, N, 3))
-        for b, index in enumerate(indices):
+        for index in indices:
             if not 0 <= index < spec.size:
                 raise IndexError(f"scene index {index} outside split {split} of {spec.size} scenes")
-            rng = np.random.default_rng([self.config.seed, spec.stream, index])
-            count = int(rng.choice(spec.counts))
+        return self._draw([np.random.default_rng([self.config.seed, spec.stream, index]) for index in indices],
+                          spec.counts, N)
+
+    def draw(self, rng: np.random.Generator, batch_size: int, counts: tuple[int, ...]) -> PlanarObjects:
+        """batch_size fresh scenes from the same distribution (count uniform over `counts`), drawn
+        from rng rather than from a split's stream: the sleep phase's prior samples."""
+        if max(counts) > self.config.max_objects:
+            raise ValueError(f"counts up to {max(counts)} need more than the config's {self.config.max_objects} slots")
+        return self._draw([rng] * batch_size, counts, self.config.max_objects)
+
+    def _draw(self, rngs: list[np.random.Generator], counts: tuple[int, ...], slots: int) -> PlanarObjects:
+        """One scene per generator, in `slots` slots."""
+        B = len(rngs)
+        category = np.full((B, slots), -1, dtype=np.int64)
+        position = np.zeros((B, slots, 2))
+        yaw = np.zeros((B, slots))
+        color = np.zeros((B, slots, 3))
+        for b, rng in enumerate(rngs):
+            count = int(rng.choice(counts))
             cats, xy = self._place(rng, count)
             for n in range(count):
                 category[b, n] = cats[n]

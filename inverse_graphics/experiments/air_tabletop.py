@@ -7,6 +7,8 @@ can be interrupted and run again.
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +16,14 @@ import torch
 
 from ..air.config import AIRConfig
 from ..air.model import AIR
-from ..air.train import evaluate, load_checkpoint, train_air
+from ..air.sleep import SLEEP_ARCHITECTURE, SleepConfig
+from ..air.train import evaluate, load_checkpoint, train_air, train_air_sleep
 from ..data.tabletop import Tabletop, TabletopConfig
+from ..metrics import evaluate_planar
+from ..optimise import optimise, refine_with_second_guess
+from ..rendering.likelihood import make_planar_renderer
+from ..robot.simulate import CaptureConditions, capture
+from ..scene import SceneBatch
 from ..timing import time_inference
 from ..training import TrainConfig, render_pool
 
@@ -37,11 +45,50 @@ def train_run(runs_dir: Path, seed: int, minutes: float, iterations: int, dair: 
     return train_air(out, config, train_cfg, data, resume=(out / "checkpoint.pt").exists(), progress=progress)
 
 
+def train_sleep_run(runs_dir: Path, seed: int, minutes: float, iterations: int, tag: str = "sleep",
+                    progress: bool = True, overrides: dict | None = None) -> dict:
+    """One sleep-phase AIR run on tabletop-v1's camera and table (resumed if it exists)."""
+    data = Tabletop()
+    out = Path(runs_dir) / run_name(seed, False, "train", tag)
+    config = AIRConfig(**{**SLEEP_ARCHITECTURE, **(overrides or {})})
+    train_cfg = TrainConfig(iterations=iterations, time_limit_minutes=minutes, seed=seed, val_every=500)
+    return train_air_sleep(out, config, train_cfg, data, SleepConfig(), resume=(out / "checkpoint.pt").exists(),
+                           progress=progress)
+
+
+APPEARANCE_SPLIT = "tabletop-v1-appearance"
+
+
+def appearance_split(data: Tabletop, num: int = 1000, seed: int = 0) -> tuple[torch.Tensor, SceneBatch]:
+    """tabletop-v1-appearance: the first `num` tabletop-v1 test scenes as a camera might see them,
+    made by another process than the sleep prior's (so the prior is not tuned on it): Open3D ray
+    casting with the light tilted up to 35 degrees (faces re-lit), cast shadows, smooth-noise table
+    texture (0.12), a table colour per scene, albedo jitter, vignetting, exposure and pixel noise.
+    Returns images (num, H, W, 3) in [0, 1] and the scenes' truth."""
+    conditions = CaptureConditions(light_tilt_deg=35.0, table_texture=0.12, pixel_noise=0.02, vignetting=0.2,
+                                   exposure=(0.8, 1.2), clutter=0)
+    truth = data.scene_batch(data.sample("test", range(num)))
+    images = []
+    for b in range(num):
+        rng = np.random.default_rng([seed, b])
+        table = replace(data.config.table, color=tuple(float(c) for c in rng.uniform([0.35, 0.25, 0.15],
+                                                                                    [0.85, 0.75, 0.65])))
+        scene = replace(truth.select(slice(b, b + 1)), table=table)
+        rgb, _ = capture(scene, data.catalog, conditions, rng)
+        images.append(torch.from_numpy(rgb).float() / 255)
+    return torch.stack(images), truth
+
+
 def evaluate_run(path: Path, split: str, num: int) -> dict:
-    model, ckpt = load_checkpoint(Path(path) / "checkpoint.pt")
+    """A run's checkpoint (its folder, or a weights file) on `num` scenes of a split (or of
+    APPEARANCE_SPLIT): metrics and inference speed."""
+    model, ckpt = load_checkpoint(Path(path) if Path(path).is_file() else Path(path) / "checkpoint.pt")
     data = Tabletop(TabletopConfig.from_fields(ckpt["data_config"]))
-    images, truth = render_pool(data, split, num, progress=False)
-    images = images.float() / 255
+    if split == APPEARANCE_SPLIT:
+        images, truth = appearance_split(data, num)
+    else:
+        images, truth = render_pool(data, split, num, progress=False)
+        images = images.float() / 255
     metrics = evaluate(model, images, truth)
     pairs = metrics.pop("count_pairs")
     metrics.pop("matches")
@@ -54,6 +101,37 @@ def evaluate_run(path: Path, split: str, num: int) -> dict:
             "train_minutes": ckpt["train_seconds"] / 60, "iterations": ckpt["iteration"],
             "skipped_steps": ckpt.get("skipped", 0), "val_count_acc": val[-1]["val_count_acc"] if val else None,
             "config": ckpt["air_config"], "split": split}
+
+
+def evaluate_refinement(path: Path, num: int, seed: int = 0) -> dict:
+    """AIR alone, AIR + refinement (q's two most likely categories where it doubts) and per-image
+    optimisation from random starts, on the same first `num` test scenes, in this run: metrics
+    and seconds per image of each, and how many times faster AIR + refinement is."""
+    model, ckpt = load_checkpoint(Path(path) / "checkpoint.pt")
+    data = Tabletop(TabletopConfig.from_fields(ckpt["data_config"]))
+    images, truth = render_pool(data, "test", num, progress=False)
+    images = images.float() / 255
+    renderer = make_planar_renderer("pytorch3d", data.catalog)
+    answers, seconds = {}, {}
+    start = time.perf_counter()
+    with torch.no_grad():
+        steps = model.infer(images, greedy=True)
+    answers["air"], seconds["air"] = model.objects(steps), time.perf_counter() - start
+    identity = torch.stack([s.identity_logits.softmax(-1) for s in steps], 1)
+    start = time.perf_counter()
+    answers["air_refine"] = refine_with_second_guess(renderer, images, answers["air"], identity, data.camera,
+                                                     data.config.table)
+    seconds["air_refine"] = seconds["air"] + time.perf_counter() - start
+    start = time.perf_counter()
+    answers["optimise"] = optimise(renderer, images, data.camera, data.config.table, len(data.catalog), seed=seed)
+    seconds["optimise"] = time.perf_counter() - start
+    result = {}
+    for name, answer in answers.items():
+        metrics = evaluate_planar(answer, truth.planar(), data.catalog, data.camera)
+        result[name] = {**{k: metrics[k] for k in HEADLINE}, "seconds_per_image": seconds[name] / num}
+    result["refine_speedup_over_optimise"] = seconds["optimise"] / seconds["air_refine"]
+    result["scenes"] = num
+    return result
 
 
 def evaluate_untrained(split: str, num: int, seed: int = 0) -> dict:

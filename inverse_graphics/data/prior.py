@@ -1,0 +1,68 @@
+"""The generative model's prior, sampled and rendered: fresh scenes every batch, never a pool.
+
+Scenes come from the tabletop distribution (count uniform over `counts`, identity, position
+where the tabletop camera and table put objects, yaw, colour) and each image gets its own
+appearance nuisances (rendering.appearance). A DataLoader with worker processes renders while
+the training process trains, so both cores work. Used by AIR's sleep phase (no labels are
+read: these are the model's own samples) and by the supervised baseline (as labelled data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from ..rendering.appearance import AppearanceRanges, apply_appearance
+from ..rendering.renderer import SceneRenderer
+from .tabletop import Tabletop
+
+
+@dataclass
+class PriorConfig:
+    counts: tuple[int, ...] = (0, 1, 2, 3)  # object counts, drawn uniformly
+    appearance: AppearanceRanges = field(default_factory=AppearanceRanges)
+    workers: int = 1  # renderer processes beside the training process (0: render in it)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "counts": list(self.counts)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PriorConfig":
+        return cls(counts=tuple(d["counts"]), workers=d["workers"],
+                   appearance=AppearanceRanges(**{k: tuple(v) for k, v in d["appearance"].items()}))
+
+
+class PriorSamples(IterableDataset):
+    """An endless stream of (images (B, H, W, 3) in [0, 1], truth PlanarObjects) drawn from the
+    prior and rendered; each worker process draws its own stream (seed, worker id)."""
+
+    def __init__(self, data: Tabletop, batch_size: int, config: PriorConfig, seed: int = 0):
+        super().__init__()
+        self.data, self.batch_size, self.config, self.seed = data, batch_size, config, seed
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        if info is not None:
+            torch.set_num_threads(1)  # the training process has the other core
+        rng = np.random.default_rng([self.seed, worker])
+        generator = torch.Generator().manual_seed(self.seed * 1000 + worker)
+        renderer = SceneRenderer(self.data.catalog, mode="hard", gradients="none")
+        while True:
+            truth = self.data.draw(rng, self.batch_size, self.config.counts)
+            with torch.no_grad():
+                out = renderer(self.data.scene_batch(truth))
+                images = apply_appearance(out, self.data.camera, self.data.config.table, self.config.appearance,
+                                          generator)
+            yield images, truth
+
+
+def prior_batches(data: Tabletop, batch_size: int, config: PriorConfig, seed: int = 0):
+    """An iterator of prior batches, rendered by config.workers worker processes (0: in this one)."""
+    loader = DataLoader(PriorSamples(data, batch_size, config, seed), batch_size=None, num_workers=config.workers,
+                        prefetch_factor=4 if config.workers else None, persistent_workers=config.workers > 0,
+                        collate_fn=lambda batch: batch)
+    return iter(loader)

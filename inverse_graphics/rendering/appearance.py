@@ -1,0 +1,131 @@
+"""What a camera adds to a render: the appearance nuisances of the generative model's prior.
+
+Drawn per image, applied to a hard render (RenderOutput: rgb, instance, depth) in image space:
+- the table's albedo (any hue, low saturation: wood, laminate, grey) and its texture:
+  planks of random width and direction with dark seams, wood-like grain and speckle;
+- light: a brightness per object and for the table, a planar illumination gradient across
+  the image, and a soft cast shadow (each object's silhouette shifted away from the light,
+  blurred, darkening the table under it);
+- the sensor: exposure, white balance, Gaussian blur and pixel noise.
+The faces keep the renderer's fixed light direction: the light varies in intensity and over
+the image, not in which faces it reaches (a stated simplification; the renderer has one light).
+Lengths in metres, blur and shifts in pixels of the render.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..camera import Camera, pixel_to_table
+from ..scene import Table
+from .likelihood import gaussian_blur
+from .meshes import TABLE_INSTANCE
+from .renderer import RenderOutput
+
+
+@dataclass
+class AppearanceRanges:
+    """Uniform ranges (low, high) of each nuisance; (0, 0) or (1, 1) switches one off."""
+
+    table_saturation: tuple[float, float] = (0.0, 0.5)
+    table_value: tuple[float, float] = (0.3, 0.9)
+    texture: tuple[float, float] = (0.0, 0.15)  # grain amplitude, relative to the albedo
+    plank_width_m: tuple[float, float] = (0.05, 0.2)
+    seam_darkening: tuple[float, float] = (0.0, 0.5)
+    speckle: tuple[float, float] = (0.0, 0.05)
+    object_gain: tuple[float, float] = (0.8, 1.2)  # light intensity on each object
+    table_gain: tuple[float, float] = (0.8, 1.2)
+    gradient: tuple[float, float] = (0.0, 0.25)  # brightness change from the image's centre to its edge
+    shadow: tuple[float, float] = (0.0, 0.45)  # darkening of the table under the shadow
+    shadow_shift_px: tuple[float, float] = (0.0, 4.0)
+    shadow_blur_px: tuple[float, float] = (0.5, 2.5)
+    exposure: tuple[float, float] = (0.75, 1.25)
+    white_balance: tuple[float, float] = (0.88, 1.12)  # per channel
+    blur_px: tuple[float, float] = (0.0, 0.8)
+    noise: tuple[float, float] = (0.0, 0.03)  # pixel noise std, [0, 1] units
+
+    @classmethod
+    def none(cls) -> "AppearanceRanges":
+        """The renderer's own image: nothing added."""
+        return cls(table_saturation=(-1.0, -1.0), texture=(0.0, 0.0), seam_darkening=(0.0, 0.0),
+                   speckle=(0.0, 0.0), object_gain=(1.0, 1.0), table_gain=(1.0, 1.0), gradient=(0.0, 0.0),
+                   shadow=(0.0, 0.0), exposure=(1.0, 1.0), white_balance=(1.0, 1.0), blur_px=(0.0, 0.0),
+                   noise=(0.0, 0.0))
+
+
+def _uniform(bounds: tuple[float, float], shape, generator: torch.Generator) -> torch.Tensor:
+    low, high = bounds
+    return low + (high - low) * torch.rand(shape, generator=generator)
+
+
+def _table_pattern(xy: torch.Tensor, r: AppearanceRanges, g: torch.Generator) -> torch.Tensor:
+    """(B, H, W, 2) table coordinates (m) -> (B, H, W) relative albedo change: planks, seams, grain."""
+    B = xy.shape[0]
+    angle = _uniform((0.0, math.pi), (B, 1, 1), g)
+    along = xy[..., 0] * angle.cos() + xy[..., 1] * angle.sin()
+    across = -xy[..., 0] * angle.sin() + xy[..., 1] * angle.cos()
+    width = _uniform(r.plank_width_m, (B, 1, 1), g)
+    plank = torch.floor(across / width)
+    plank_shade = torch.sin(plank * 12.9898 + _uniform((0, 100), (B, 1, 1), g)) * 0.5  # per-plank offset
+    seam = ((across / width) - plank < 0.004 / width).float() * _uniform(r.seam_darkening, (B, 1, 1), g)
+    phase = _uniform((0, 2 * math.pi), (B, 1, 1), g)
+    grain = torch.sin(across * 400 + 2 * torch.sin(along * 25 + phase) + plank * 3.1)
+    amplitude = _uniform(r.texture, (B, 1, 1), g)
+    return amplitude * (0.6 * grain + plank_shade) - seam
+
+
+def apply_appearance(out: RenderOutput, camera: Camera, table: Table, ranges: AppearanceRanges,
+                     generator: torch.Generator) -> torch.Tensor:
+    """A hard render (B, H, W) -> rgb (B, H, W, 3) in [0, 1] as a camera might see it, each image
+    with its own nuisances drawn from `ranges`."""
+    r, g = ranges, generator
+    rgb, instance = out.rgb.clone(), out.instance
+    B, H, W, _ = rgb.shape
+    on_table = (instance == TABLE_INSTANCE) & (out.depth > 0)
+    # the table's albedo: a new colour, then its texture, as a gain on the rendered table
+    if r.table_saturation[1] >= 0:
+        hsv = torch.stack([torch.rand(B, generator=g), _uniform(r.table_saturation, B, g),
+                           _uniform(r.table_value, B, g)], 1)
+        albedo = torch.tensor([colorsys.hsv_to_rgb(*v) for v in hsv.tolist()], dtype=rgb.dtype)
+        gain = albedo / torch.tensor(table.color, dtype=rgb.dtype).clamp(min=1e-3)
+        rgb = torch.where(on_table[..., None], rgb * gain[:, None, None], rgb)
+    v, u = torch.meshgrid(torch.arange(H, dtype=rgb.dtype), torch.arange(W, dtype=rgb.dtype), indexing="ij")
+    xy = pixel_to_table(camera, torch.stack([u.flatten(), v.flatten()], -1), 0.0).view(1, H, W, 2).expand(B, -1, -1, -1)
+    pattern = _table_pattern(xy, r, g) + _uniform(r.speckle, (B, 1, 1), g) * torch.randn(B, H, W, generator=g)
+    rgb = torch.where(on_table[..., None], rgb * (1 + pattern[..., None]), rgb)
+    # light: per-object and table intensity, a soft shadow, a gradient over the image
+    slots = int(instance.max()) + 1 if instance.numel() else 0
+    gains = torch.cat([_uniform(r.table_gain, (B, 1), g), _uniform(r.object_gain, (B, max(slots, 1)), g)], 1)
+    rgb = rgb * gains.gather(1, (instance + 1).clamp(min=0).flatten(1)).view(B, H, W, 1)
+    rgb = rgb * (1 - _shadow(instance >= 0, r, g) * on_table.to(rgb.dtype))[..., None]
+    direction = torch.randn(B, 2, generator=g)
+    direction = direction / direction.norm(dim=1, keepdim=True).clamp(min=1e-6)
+    ramp = (direction[:, 0, None, None] * (u - W / 2) / W + direction[:, 1, None, None] * (v - H / 2) / H) * 2
+    rgb = rgb * (1 + _uniform(r.gradient, (B, 1, 1), g) * ramp)[..., None]
+    # the sensor
+    rgb = rgb * _uniform(r.exposure, (B, 1, 1, 1), g) * _uniform(r.white_balance, (B, 1, 1, 3), g)
+    sigma = _uniform(r.blur_px, B, g)
+    rgb = torch.stack([gaussian_blur(rgb[b:b + 1], float(s))[0] if s > 0.05 else rgb[b] for b, s in enumerate(sigma)])
+    rgb = rgb + _uniform(r.noise, (B, 1, 1, 1), g) * torch.randn(rgb.shape, generator=g)
+    return rgb.clamp(0.0, 1.0)
+
+
+def _shadow(objects: torch.Tensor, r: AppearanceRanges, g: torch.Generator) -> torch.Tensor:
+    """(B, H, W) bool object pixels -> (B, H, W) shadow strength in [0, 1): the silhouettes moved
+    away from a random light direction, blurred."""
+    B, H, W = objects.shape
+    angle = _uniform((0, 2 * math.pi), B, g)
+    shift = _uniform(r.shadow_shift_px, B, g)
+    theta = torch.zeros(B, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    theta[:, 0, 2] = -2 * shift * angle.cos() / W  # sampling from -shift moves the silhouette by +shift
+    theta[:, 1, 2] = -2 * shift * angle.sin() / H
+    grid = torch.nn.functional.affine_grid(theta, (B, 1, H, W), align_corners=False)
+    moved = torch.nn.functional.grid_sample(objects[:, None].float(), grid, align_corners=False)[:, 0]
+    blur = float(_uniform(r.shadow_blur_px, (), g))
+    soft = gaussian_blur(moved[..., None], max(blur, 0.3))[..., 0]
+    return soft.clamp(0, 1) * _uniform(r.shadow, (B, 1, 1), g)

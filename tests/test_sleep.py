@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+import torch
+
+from inverse_graphics.air.config import AIRConfig
+from inverse_graphics.air.model import AIR
+from inverse_graphics.air.sleep import SLEEP_ARCHITECTURE, SleepConfig, sleep_loss
+from inverse_graphics.air.train import load_checkpoint, train_air_sleep
+from inverse_graphics.data.prior import PriorConfig, PriorSamples, prior_batches
+from inverse_graphics.rendering.appearance import AppearanceRanges, apply_appearance
+from inverse_graphics.rendering.meshes import TABLE_INSTANCE
+from inverse_graphics.rendering.renderer import SceneRenderer
+from inverse_graphics.scene import PlanarObjects
+from inverse_graphics.training import TrainConfig
+
+SMALL = dict(hidden=64, **SLEEP_ARCHITECTURE)
+
+
+def _render(tabletop, objects):
+    with torch.no_grad():
+        return SceneRenderer(tabletop.catalog, mode="hard", gradients="none")(tabletop.scene_batch(objects))
+
+
+def test_appearance_none_is_the_render_and_defaults_change_the_table_not_the_shapes(tabletop):
+    objects = tabletop.sample("test", range(6))
+    out = _render(tabletop, objects)
+    same = apply_appearance(out, tabletop.camera, tabletop.config.table, AppearanceRanges.none(),
+                            torch.Generator().manual_seed(0))
+    assert torch.allclose(same, out.rgb.clamp(0, 1), atol=1e-6)
+    changed = apply_appearance(out, tabletop.camera, tabletop.config.table, AppearanceRanges(),
+                               torch.Generator().manual_seed(0))
+    table = (out.instance == TABLE_INSTANCE) & (out.depth > 0)
+    # every image's table is recoloured and textured: its pixels vary where the render's are uniform
+    assert (changed - out.rgb).abs()[table].mean() > 0.02
+    assert all(changed[b][table[b]].std(0).max() > out.rgb[b][table[b]].std(0).max() for b in range(6))
+    # draws differ between images and between generators
+    other = apply_appearance(out, tabletop.camera, tabletop.config.table, AppearanceRanges(),
+                             torch.Generator().manual_seed(1))
+    assert not torch.allclose(changed, other)
+
+
+def test_shadows_darken_the_table_beside_objects_only(tabletop):
+    cube = tabletop.catalog.index_of("cube")
+    objects = PlanarObjects(torch.tensor([[cube]]), torch.zeros(1, 1, 2), torch.zeros(1, 1), torch.full((1, 1, 3), 0.5))
+    out = _render(tabletop, objects)
+    ranges = AppearanceRanges.none()
+    ranges.shadow, ranges.shadow_shift_px, ranges.shadow_blur_px = (0.4, 0.4), (3.0, 3.0), (1.0, 1.0)
+    shaded = apply_appearance(out, tabletop.camera, tabletop.config.table, ranges, torch.Generator().manual_seed(3))
+    table = (out.instance == TABLE_INSTANCE) & (out.depth > 0)
+    darker = (shaded.mean(-1) < out.rgb.mean(-1) - 0.02) & table
+    assert darker.any()
+    v, u = torch.nonzero(darker[0], as_tuple=True)
+    ov, ou = torch.nonzero(out.instance[0] >= 0, as_tuple=True)
+    # the shadow lies next to the object, within a few pixels of its silhouette
+    distance = ((u[:, None] - ou[None]) ** 2 + (v[:, None] - ov[None]) ** 2).float().sqrt().min(1).values
+    assert distance.max() <= 8
+    assert torch.equal(shaded[0][~table[0]], out.rgb[0][~table[0]].clamp(0, 1))
+
+
+def test_prior_samples_are_fresh_every_batch_and_within_the_prior(tabletop):
+    config = PriorConfig(counts=(1, 2), workers=0)
+    batches = prior_batches(tabletop, 8, config, seed=5)
+    (a_images, a), (b_images, b) = next(batches), next(batches)
+    assert a_images.shape == (8, 64, 64, 3) and float(a_images.min()) >= 0 and float(a_images.max()) <= 1
+    assert set(a.counts.tolist()) <= {1, 2} and set(b.counts.tolist()) <= {1, 2}
+    assert not torch.equal(a.position, b.position)
+    e = tabletop.config.placement_half_extent
+    assert (a.position[a.present].abs() <= e + 1e-6).all()
+    # a worker's stream depends on its seed
+    again = next(iter(PriorSamples(tabletop, 8, config, seed=5)))[1]
+    other = next(iter(PriorSamples(tabletop, 8, config, seed=6)))[1]
+    assert torch.equal(again.position, a.position) and not torch.equal(other.position, a.position)
+
+
+def test_the_trace_assigns_each_object_once_and_learning_raises_its_log_q(catalog, tabletop):
+    torch.manual_seed(0)
+    model = AIR(AIRConfig(**SMALL), catalog, tabletop.camera, tabletop.config.table)
+    config = SleepConfig(prior=PriorConfig(workers=0, appearance=AppearanceRanges.none()))
+    truth = tabletop.sample("train", range(16))
+    images = _render(tabletop, truth).rgb
+    orders = torch.tensor([c.yaw_symmetry_order() for c in catalog.categories])
+    optimizer = torch.optim.Adam(model.guide.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(40):
+        loss, info = sleep_loss(model.guide, images, model.background(), truth, orders, config)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 10, losses  # nats per image
+    assert info["presence_acc"] > 0.8  # 'another object?' follows the scenes' counts
+    with pytest.raises(ValueError, match="DAIR"):
+        dair = AIR(AIRConfig(dair=True, **SMALL), catalog, tabletop.camera, tabletop.config.table)
+        sleep_loss(dair.guide, images, dair.background(), truth, orders, config)
+
+
+def test_sleep_training_writes_a_checkpoint_that_infers_and_resumes(tmp_path, tabletop):
+    tiny = TrainConfig(iterations=3, batch_size=4, val_size=4, val_every=3)
+    result = train_air_sleep(tmp_path / "run", AIRConfig(**SMALL), tiny, tabletop, SleepConfig(prior=PriorConfig(workers=1)),
+                             progress=False, log=lambda m: None)
+    assert result["iteration"] == 3 and result["skipped"] == 0
+    model, ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt", tabletop)
+    assert model.config.second_glimpse and ckpt["sleep_config"]["identity_weight"] == 20.0
+    objects = model.objects(model.infer(torch.rand(2, 64, 64, 3), greedy=True))
+    assert objects.category.shape == (2, model.config.max_steps)
+    resumed = train_air_sleep(tmp_path / "run", None, TrainConfig(iterations=5, batch_size=4, val_size=4, val_every=5),
+                              tabletop, resume=True, progress=False, log=lambda m: None)
+    assert resumed["iteration"] == 5
