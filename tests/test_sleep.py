@@ -86,7 +86,7 @@ def test_the_trace_assigns_each_object_once_and_learning_raises_its_log_q(catalo
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 10, losses  # nats per image
     assert info["presence_acc"] > 0.8  # 'another object?' follows the scenes' counts
     with pytest.raises(ValueError, match="DAIR"):
