@@ -119,7 +119,6 @@ def trace_log_q(guide: Guide, images: torch.Tensor, background: torch.Tensor, tr
     at_truth = guide.config.second_glimpse and config.truth_glimpse_jitter_px is not None
     for _ in range(guide.config.max_steps):
         attention = guide.attend(code, x, where_maps, state)
-        terms = _candidate_terms(guide, attention, truth, yaw_orders, config)
         if at_truth:
             coarse = _position_terms(attention.coarse_mean, attention.position_std, truth, config)
             pick = coarse.detach().masked_fill(~available, -math.inf).argmax(1)
@@ -134,6 +133,7 @@ def trace_log_q(guide: Guide, images: torch.Tensor, background: torch.Tensor, tr
             terms = _candidate_terms(guide, attention, truth, yaw_orders, config)
             terms["position"] = terms["position"] + coarse if guide.config.second_glimpse_offset else coarse
         else:
+            terms = _candidate_terms(guide, attention, truth, yaw_orders, config)
             score = sum(weights[name] * terms[name] for name in weights).detach()
             pick = score.masked_fill(~available, -math.inf).argmax(1)
         alive = state.alive > 0.5
