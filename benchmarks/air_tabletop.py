@@ -23,7 +23,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-from inverse_graphics.experiments.air_tabletop import (APPEARANCE_SPLIT, HEADLINE, evaluate_refinement,  # noqa: E402
+from inverse_graphics.data.tabletop import Tabletop  # noqa: E402
+from inverse_graphics.experiments.air_tabletop import (APPEARANCE_SPLIT, HEADLINE, appearance_split,  # noqa: E402
+                                                       evaluate_refinement,
                                                        evaluate_run, evaluate_untrained,
                                                        train_run, train_sleep_run)
 from inverse_graphics.files import atomic_write_json  # noqa: E402
@@ -76,15 +78,17 @@ def cmd_evaluate_sleep(args):
     import torch
 
     torch.set_num_threads(2)
+    print(f"making {APPEARANCE_SPLIT} ({args.num} scenes) ...", flush=True)
+    shifted_scenes = appearance_split(Tabletop(), args.num)  # every sleep run and the shipped model use this data
     per_seed = {}
     for p in runs:
         print(f"evaluating {p.name} on {args.num} test scenes and {APPEARANCE_SPLIT} ...", flush=True)
         per_seed[p.name] = evaluate_run(p, "test", args.num)
-        shifted = evaluate_run(p, APPEARANCE_SPLIT, args.num)
+        shifted = evaluate_run(p, APPEARANCE_SPLIT, args.num, shifted_scenes)
         per_seed[p.name]["appearance"] = {k: shifted[k] for k in (*HEADLINE, "count_confusion")}
         print(f"AIR + refinement vs per-image optimisation on {args.refine_num} test scenes ...", flush=True)
         per_seed[p.name]["air_refine"] = evaluate_refinement(p, args.refine_num)
-    shipped = evaluate_run(SHIPPED_AIR, APPEARANCE_SPLIT, args.num) \
+    shipped = evaluate_run(SHIPPED_AIR, APPEARANCE_SPLIT, args.num, shifted_scenes) \
         if SHIPPED_AIR.is_file() else None
     result = {"method": "AIR (no labels), sleep phase: guide trained on the renderer's own prior samples",
               "test_scenes": args.num, "per_seed": per_seed,

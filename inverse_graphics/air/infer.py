@@ -14,7 +14,7 @@ from ..files import atomic_write_json
 from ..optimise import refine_with_second_guess
 from ..rendering.likelihood import make_planar_renderer
 from ..rendering.renderer import SceneRenderer
-from ..scene import Scene, SceneBatch
+from ..scene import PlanarObjects, Scene, SceneBatch
 from ..visualize import save_figure
 from .model import AIR
 from .train import load_checkpoint
@@ -37,8 +37,8 @@ class Inference:
     glimpse_centers: np.ndarray | None = None
 
 
-def _scenes(model: AIR, steps) -> list[Scene]:
-    return model.objects(steps).to_batch(model.catalog, model.camera, model.table).to_scenes(model.catalog)
+def _scenes(model: AIR, objects: PlanarObjects) -> list[Scene]:
+    return objects.to_batch(model.catalog, model.camera, model.table).to_scenes(model.catalog)
 
 
 def infer(model: AIR, images: torch.Tensor, samples: int = 0, batch_size: int = 256,
@@ -54,13 +54,13 @@ def infer(model: AIR, images: torch.Tensor, samples: int = 0, batch_size: int = 
     for chunk in torch.split(images, batch_size):
         with torch.no_grad():
             steps = model.infer(chunk, greedy=True)
-            drawn = [_scenes(model, model.infer(chunk)) for _ in range(samples)]
+            drawn = [_scenes(model, model.objects(model.infer(chunk))) for _ in range(samples)]
         presence = torch.stack([s.pres_prob for s in steps], 1)
         identity = torch.stack([s.identity_logits.softmax(-1) for s in steps], 1)
         objects = model.objects(steps)
         if refine:
             objects = refine_with_second_guess(renderer, chunk, objects, identity, model.camera, model.table)
-        modes = objects.to_batch(model.catalog, model.camera, model.table).to_scenes(model.catalog)
+        modes = _scenes(model, objects)
         centers = torch.stack([s.glimpse_center for s in steps], 1)
         for b, scene in enumerate(modes):
             results.append(Inference(scene, [d[b] for d in drawn], presence[b].tolist(), identity[b].tolist(),

@@ -65,9 +65,6 @@ class SleepConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SleepConfig":
-        if "prior" not in d:  # the first sleep runs kept the prior's fields at the top level
-            prior = {k: d[k] for k in ("counts", "appearance", "workers")}
-            d = {**{k: v for k, v in d.items() if k not in prior}, "prior": prior}
         return cls(**{**d, "prior": PriorConfig.from_dict(d["prior"])})
 
 

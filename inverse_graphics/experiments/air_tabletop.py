@@ -79,12 +79,15 @@ def appearance_split(data: Tabletop, num: int = 1000, seed: int = 0) -> tuple[to
     return torch.stack(images), truth
 
 
-def evaluate_run(path: Path, split: str, num: int) -> dict:
+def evaluate_run(path: Path, split: str, num: int, scenes: tuple | None = None) -> dict:
     """A run's checkpoint (its folder, or a weights file) on `num` scenes of a split (or of
-    APPEARANCE_SPLIT): metrics and inference speed."""
+    APPEARANCE_SPLIT): metrics and inference speed. scenes: (images, truth) already made for that
+    split (APPEARANCE_SPLIT takes ~50 ms per scene to make; make it once for several runs)."""
     model, ckpt = load_checkpoint(Path(path) if Path(path).is_file() else Path(path) / "checkpoint.pt")
     data = Tabletop(TabletopConfig.from_fields(ckpt["data_config"]))
-    if split == APPEARANCE_SPLIT:
+    if scenes is not None:
+        images, truth = scenes
+    elif split == APPEARANCE_SPLIT:
         images, truth = appearance_split(data, num)
     else:
         images, truth = render_pool(data, split, num, progress=False)
