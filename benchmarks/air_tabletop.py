@@ -1,17 +1,21 @@
-"""AIR on tabletop-v1: train (or resume, or load) several seeds and DAIR, evaluate on the test split.
+"""AIR on tabletop-v1: train (or resume) runs, evaluate them on the test split and on
+tabletop-v1-appearance.
 
-    python benchmarks/air_tabletop.py train --seed 0 --minutes 60      # one run (resumes if present)
+    python benchmarks/air_tabletop.py train-sleep --seed 0 --minutes 25  # AIR by the sleep phase (air/sleep.py)
+    python benchmarks/air_tabletop.py train-wake --minutes 10 \
+        --init benchmarks/results/air_runs/sleep15_air_train_seed0/checkpoint.pt  # then the wake phase (air/wake.py)
+    python benchmarks/air_tabletop.py train --seed 0 --minutes 45        # AIR by the ELBO (the earlier objective)
     python benchmarks/air_tabletop.py train --seed 0 --dair --split extrap-train --max-steps 4
     python benchmarks/air_tabletop.py train --seed 0 --iterations 400 --tag cmp-reinforce-global \
         --identity-signal global                                        # a gradient-estimator comparison run
     python benchmarks/air_tabletop.py evaluate                          # every finished run -> JSON
-    python benchmarks/air_tabletop.py train-sleep --seed 0 --minutes 25  # a sleep-phase run (air/sleep.py)
-    python benchmarks/air_tabletop.py evaluate-sleep                    # sleep runs -> results/air_sleep.json
 
-`evaluate` writes benchmarks/results/air_tabletop.json: per-seed test metrics
-(benchmark spec), the headline figures of the seed with the best validation count
-accuracy, the mean over seeds, inference speed, and DAIR's count accuracy on
-extrap-test (exactly 3 objects) when a DAIR run trained on extrap-train exists.
+`evaluate` writes benchmarks/results/air_tabletop.json: per-seed metrics of the
+sleep-phase runs (`rws_air_train_seed*`) on the test split and on
+tabletop-v1-appearance, the headline figures of the seed with the best validation
+count accuracy, how many seeds meet the targets, inference speed, AIR + refinement
+against per-image optimisation, the objectives compared (ELBO, sleep, sleep then
+wake), the gradient-estimator comparison, and DAIR on extrap-test.
 """
 
 import argparse
@@ -25,11 +29,12 @@ sys.path.insert(0, str(ROOT.parent))
 
 from inverse_graphics.data.tabletop import Tabletop  # noqa: E402
 from inverse_graphics.experiments.air_tabletop import (APPEARANCE_SPLIT, HEADLINE, appearance_split,  # noqa: E402
-                                                       evaluate_refinement,
+                                                       evaluate_refinement, evaluate_supervised_checkpoint,
                                                        evaluate_run, evaluate_untrained,
-                                                       train_run, train_sleep_run)
+                                                       train_run, train_sleep_run, train_wake_run)
 from inverse_graphics.files import atomic_write_json  # noqa: E402
-from inverse_graphics.paths import SHIPPED_AIR  # noqa: E402
+from inverse_graphics.training import render_pool  # noqa: E402
+from inverse_graphics.paths import SHIPPED_SUPERVISED  # noqa: E402
 
 RUNS = ROOT / "results" / "air_runs"
 OUT = ROOT / "results" / "air_tabletop.json"
@@ -71,64 +76,94 @@ def cmd_train_sleep(args):
     print(train_sleep_run(RUNS, args.seed, args.minutes, args.iterations, tag=args.tag))
 
 
-def cmd_evaluate_sleep(args):
-    runs = sorted(p for p in RUNS.glob("sleep*_air_train_seed*") if (p / "checkpoint.pt").exists())
-    if not runs:
-        raise SystemExit(f"no sleep-phase runs in {RUNS}; run train-sleep first")
+def cmd_train_wake(args):
+    import torch
+
+    torch.set_num_threads(args.threads)
+    print(train_wake_run(RUNS, args.seed, args.minutes, Path(args.init), args.pool, args.tag))
+
+
+# The issue's targets for AIR alone (tabletop-v1 test); a seed has converged when it meets all four.
+TARGETS = {"count_acc": (">=", 0.98), "identity_acc": (">=", 0.95), "pos_err_mm_median": ("<=", 5.0),
+           "rot_err_deg_median": ("<=", 3.0)}
+
+
+def meets_targets(metrics: dict) -> bool:
+    return all(metrics[k] >= v if op == ">=" else metrics[k] <= v for k, (op, v) in TARGETS.items())
+
+
+def _finished(prefix: str) -> list[Path]:
+    return sorted(p for p in RUNS.glob(prefix + "*") if (p / "checkpoint.pt").exists()) if RUNS.exists() else []
+
+
+def _on_both_splits(path: Path, num: int, shifted_scenes) -> dict:
+    metrics = evaluate_run(path, "test", num)
+    shifted = evaluate_run(path, APPEARANCE_SPLIT, num, shifted_scenes)
+    metrics["appearance"] = {k: shifted[k] for k in (*HEADLINE, "count_confusion")}
+    return metrics
+
+
+def _brief(metrics: dict) -> dict:
+    return {**{k: metrics[k] for k in (*HEADLINE, "train_minutes", "iterations")},
+            "appearance": {k: metrics["appearance"][k] for k in HEADLINE}}
+
+
+# Runs trained with other objectives or earlier guides, compared with the sleep-phase runs.
+# (The earlier sleep-phase guides' figures are in results/air_sleep.json.)
+COMPARED = (("air_train_seed", "elbo"),
+            ("slim_air_train_seed", "sleep 25 minutes; guide with the strided encoder for both glimpses"),
+            ("sleep15_air_train_seed", "sleep 15 minutes (slim seed 0's checkpoint then, where sleep then wake starts)"),
+            ("sleepwake_air_train_seed", "sleep 15 minutes, then wake 10 minutes with a sleep batch every iteration"))
+# The supervised baseline: the shipped one (a fixed pool of 6000 renders) and one trained on fresh
+# labelled scenes every batch with the sleep prior's appearance (same minutes and cores as AIR).
+SUPERVISED = (SHIPPED_SUPERVISED, ROOT / "results" / "supervised_runs" / "supervised_fresh_train_seed0" / "checkpoint.pt")
+
+
+def cmd_evaluate(args):
+    main_runs = _finished(f"{args.tag}_air_train_seed")
+    if not main_runs:
+        raise SystemExit(f"no {args.tag}_air_train_seed* runs in {RUNS}; run train-sleep first (see --help)")
     import torch
 
     torch.set_num_threads(2)
     print(f"making {APPEARANCE_SPLIT} ({args.num} scenes) ...", flush=True)
-    shifted_scenes = appearance_split(Tabletop(), args.num)  # every sleep run and the shipped model use this data
+    shifted_scenes = appearance_split(Tabletop(), args.num)  # made once, every run reads the same images
     per_seed = {}
-    for p in runs:
+    for p in main_runs:
         print(f"evaluating {p.name} on {args.num} test scenes and {APPEARANCE_SPLIT} ...", flush=True)
-        per_seed[p.name] = evaluate_run(p, "test", args.num)
-        shifted = evaluate_run(p, APPEARANCE_SPLIT, args.num, shifted_scenes)
-        per_seed[p.name]["appearance"] = {k: shifted[k] for k in (*HEADLINE, "count_confusion")}
-        print(f"AIR + refinement vs per-image optimisation on {args.refine_num} test scenes ...", flush=True)
-        per_seed[p.name]["air_refine"] = evaluate_refinement(p, args.refine_num)
-    shipped = evaluate_run(SHIPPED_AIR, APPEARANCE_SPLIT, args.num, shifted_scenes) \
-        if SHIPPED_AIR.is_file() else None
-    result = {"method": "AIR (no labels), sleep phase: guide trained on the renderer's own prior samples",
-              "test_scenes": args.num, "per_seed": per_seed,
-              "shipped_elbo_air_on_appearance": {k: shipped[k] for k in HEADLINE} if shipped else None,
-              "mean_over_seeds": {k: float(np.mean([r[k] for r in per_seed.values()])) for k in HEADLINE},
-              "command": "python benchmarks/air_tabletop.py evaluate-sleep"}
-    out = ROOT / "results" / "air_sleep.json"
-    atomic_write_json(out, result)
-    for name, m in per_seed.items():
-        print(name, {k: round(m[k], 4) for k in (*HEADLINE, "images_per_second_batched", "train_minutes",
-                                                  "iterations")})
-    print(f"wrote {out}")
-
-
-def cmd_evaluate(args):
-    runs = sorted(p for p in RUNS.iterdir() if (p / "checkpoint.pt").exists()) if RUNS.exists() else []
-    air = [p for p in runs if p.name.startswith("air_train_")]
-    if not air:
-        raise SystemExit(f"no AIR runs in {RUNS}; train some first (see --help)")
-    per_seed = {}
-    for p in air:
-        print(f"evaluating {p.name} on {args.num} test scenes ...", flush=True)
-        per_seed[p.name] = evaluate_run(p, "test", args.num)
+        per_seed[p.name] = _on_both_splits(p, args.num, shifted_scenes)
     best = max(per_seed, key=lambda k: per_seed[k]["val_count_acc"] or 0)
-    result = {"method": "AIR (no labels), ELBO through the PyTorch3D soft renderer",
+    print(f"AIR + refinement vs per-image optimisation on {args.refine_num} test scenes ({best}) ...", flush=True)
+    result = {"method": "AIR (no labels), trained by the sleep phase of reweighted wake-sleep through the renderer",
               "test_scenes": args.num, "selected_run": best, "selected_by": "validation count accuracy",
               **{k: per_seed[best][k] for k in HEADLINE},
-              "infer_ms_per_image": per_seed[best]["infer_ms_per_image"],
-              "infer_ms_single_image": per_seed[best]["infer_ms_single_image"],
-              "images_per_second_batched": per_seed[best]["images_per_second_batched"],
-              "train_minutes": per_seed[best]["train_minutes"],
+              **{k: per_seed[best][k] for k in ("infer_ms_per_image", "infer_ms_single_image",
+                                                  "images_per_second_batched", "train_minutes")},
+              "infer_images_per_s": per_seed[best]["images_per_second_batched"],
+              "appearance": per_seed[best]["appearance"],
+              "air_refine": evaluate_refinement(RUNS / best, args.refine_num),
               "mean_over_seeds": {k: float(np.mean([r[k] for r in per_seed.values()])) for k in HEADLINE},
-              "seeds_converged": sum(r["count_acc"] >= args.converged for r in per_seed.values()),
-              "converged_means": f"test count accuracy at least {args.converged}",
+              "seeds_converged": sum(meets_targets(r) for r in per_seed.values()),
+              "converged_means": "all four AIR-alone targets met: "
+                                 + ", ".join(f"{k} {op} {v}" for k, (op, v) in TARGETS.items()),
               "per_seed": per_seed}
-    for p in runs:
-        if p.name.startswith("dair_extrap-train_") or p.name.startswith("air_extrap-train_"):
+    comparison = {best: {"objective": "sleep", **_brief(per_seed[best])}}
+    for prefix, label in COMPARED:
+        for p in _finished(prefix):
+            print(f"evaluating {p.name} ({label}) ...", flush=True)
+            comparison[p.name] = {"objective": label, **_brief(_on_both_splits(p, args.num, shifted_scenes))}
+    result["objective_comparison"] = comparison
+    test_scenes = render_pool(Tabletop(), "test", args.num, progress=False)
+    test_scenes = (test_scenes[0].float() / 255, test_scenes[1])
+    for path in SUPERVISED:
+        if path.is_file():
+            print(f"evaluating the supervised baseline {path} ...", flush=True)
+            result.setdefault("supervised", {})[str(path.relative_to(ROOT.parent))] = evaluate_supervised_checkpoint(
+                path, {"test": test_scenes, APPEARANCE_SPLIT: shifted_scenes})
+    for p in _finished(""):
+        if p.name.startswith(("dair_extrap-train_", "air_extrap-train_")):
             print(f"evaluating {p.name} on extrap-test ...", flush=True)
             result.setdefault("extrapolation", {})[p.name] = evaluate_run(p, "extrap-test", args.num)
-    for p in runs:
         if p.name.startswith("cmp-"):
             print(f"evaluating {p.name} (estimator comparison) on {args.num} test scenes ...", flush=True)
             m = evaluate_run(p, "test", args.num)
@@ -142,8 +177,11 @@ def cmd_evaluate(args):
         result["dair_extrap_count_acc"] = max(v["count_acc"] for v in dair.values())
     result["command"] = "python benchmarks/air_tabletop.py evaluate"
     atomic_write_json(OUT, result)
-    print({k: result[k] for k in ("selected_run", *HEADLINE, "infer_ms_per_image", "train_minutes",
-                                  "seeds_converged")})
+    for name, m in per_seed.items():
+        print(name, {k: round(m[k], 4) for k in (*HEADLINE, "images_per_second_batched", "train_minutes",
+                                                  "iterations")}, "appearance",
+              {k: round(m["appearance"][k], 4) for k in ("count_acc", "identity_acc")})
+    print({k: result[k] for k in ("selected_run", "seeds_converged")}, "air_refine", result["air_refine"])
     print(f"wrote {OUT}")
 
 
@@ -168,17 +206,23 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--minutes", type=float, default=25.0)
     p.add_argument("--iterations", type=int, default=100_000)
-    p.add_argument("--threads", type=int, default=2, help="training threads (the renderer has its own process)")
-    p.add_argument("--tag", default="sleep", help="run-name prefix (sleep*: evaluated by evaluate-sleep)")
+    p.add_argument("--threads", type=int, default=2, help="training threads (the prior's renderer has its own "
+                   "process; on 2 cores 2 threads gave 1.6x the iterations of 1)")
+    p.add_argument("--tag", default="rws", help="run-name prefix (rws: the runs `evaluate` reports as AIR)")
     p.set_defaults(func=cmd_train_sleep)
-    p = sub.add_parser("evaluate-sleep")
-    p.add_argument("--num", type=int, default=1000, help="test scenes")
-    p.add_argument("--refine-num", type=int, default=50,
-                   help="test scenes for AIR + refinement against per-image optimisation (about 6 s per scene)")
-    p.set_defaults(func=cmd_evaluate_sleep)
+    p = sub.add_parser("train-wake")
+    p.add_argument("--init", required=True, help="a sleep-trained AIR checkpoint to start from")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--pool", type=int, default=2000, help="unlabelled images (half clean, half appearance-shifted)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tag", default="sleepwake", help="run-name prefix")
+    p.set_defaults(func=cmd_train_wake)
     p = sub.add_parser("evaluate")
     p.add_argument("--num", type=int, default=1000, help="test scenes")
-    p.add_argument("--converged", type=float, default=0.9, help="count accuracy that counts as converged")
+    p.add_argument("--tag", default="rws", help="the runs reported as AIR: <tag>_air_train_seed*")
+    p.add_argument("--refine-num", type=int, default=50,
+                   help="test scenes for AIR + refinement against per-image optimisation (about 6 s per scene)")
     p.set_defaults(func=cmd_evaluate)
     args = parser.parse_args()
     args.func(args)

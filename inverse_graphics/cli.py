@@ -17,8 +17,10 @@ import torch
 from .air.config import AIRConfig
 from .air.infer import infer_files
 from .air.sleep import SLEEP_ARCHITECTURE
-from .air.train import train_air, train_air_sleep
+from .air.train import train_air, train_air_sleep, train_air_wake
+from .cli_options import option_groups
 from .data.bop import generate_split, write_contact_sheet
+from .data.images import load_images
 from .data.prior import PriorConfig
 from .data.tabletop import SPLITS, Tabletop, TabletopConfig
 from .demo import run_demo
@@ -28,7 +30,6 @@ from .experiments.side_by_side import BenchmarkConfig, generalization_checkpoint
 from .experiments.side_by_side_report import summary_lines
 from .optimise import OptimiseSettings, optimise_files
 from .paths import GENERALIZATION_MODELS, RESULTS_DIR, SHIPPED_AIR, SHIPPED_DAIR, SHIPPED_SUPERVISED
-from .rendering.likelihood import RENDERER_NAMES
 from .robot.adapt import adapt_to_frames
 from .robot.pipeline import poses_summary, run_poses
 from .robot.poses import PoseSettings
@@ -82,7 +83,13 @@ def cmd_train_air(args) -> int:
     data = _tabletop(args)
     if args.max_steps < data.config.max_objects and args.split in ("train", "val", "test"):
         print(f"note: {args.max_steps} steps cannot count the {data.config.max_objects} objects some scenes have")
-    if args.sleep:  # the sleep phase trains the guide SLEEP_ARCHITECTURE describes, on prior samples
+    if args.wake:  # the wake phase on the user's unlabelled images, from a sleep-trained guide
+        if not (args.init or args.resume):
+            raise SystemExit("train-air --wake needs --init CHECKPOINT (a --sleep run's) to start from")
+        images, _ = load_images(args.wake)
+        result = train_air_wake(args.out, (images * 255).round().to(torch.uint8), train_config=_train_config(args),
+                                data=data, init=args.init, resume=args.resume, progress=not args.quiet)
+    elif args.sleep:  # the sleep phase trains the guide SLEEP_ARCHITECTURE describes, on prior samples
         config = AIRConfig(max_steps=args.max_steps, **SLEEP_ARCHITECTURE)
         result = train_air_sleep(args.out, config, _train_config(args), data, resume=args.resume,
                                  progress=not args.quiet)
@@ -165,27 +172,6 @@ def cmd_poses(args) -> int:
     return 0
 
 
-def _parents() -> dict[str, argparse.ArgumentParser]:
-    """Option groups that several commands share, as argparse parent parsers."""
-    groups = {name: argparse.ArgumentParser(add_help=False) for name in ("threads", "quiet", "data", "renderer",
-                                                                          "training", "resume")}
-    groups["threads"].add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    groups["quiet"].add_argument("--quiet", action="store_true", help="no progress bar")
-    groups["data"].add_argument("--image-size", type=int, default=64, help="square image side in pixels (default 64)")
-    groups["data"].add_argument("--seed", type=int, default=2016, help="dataset seed (default 2016, tabletop-v1)")
-    groups["renderer"].add_argument("--renderer", choices=RENDERER_NAMES, default="pytorch3d",
-                                    help="the likelihood renderer (default pytorch3d)")
-    groups["resume"].add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
-    t = groups["training"]
-    t.add_argument("--out", required=True, help="run folder: checkpoint.pt, history.json, curves.png")
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--train-pool", type=int, default=6000, help="distinct training images, rendered once")
-    t.add_argument("--val-size", type=int, default=300)
-    t.add_argument("--train-seed", type=int, default=0, help="initialization and batch-order seed")
-    return groups
-
-
 def _add_data_commands(sub, g) -> None:
     p = sub.add_parser("generate", parents=[g["quiet"], g["data"]],
                        help="render a tabletop-v1 split to the BOP layout, with a contact sheet")
@@ -213,9 +199,13 @@ def _add_data_commands(sub, g) -> None:
 def _add_training_commands(sub, g) -> None:
     p = sub.add_parser("train-air", parents=[g["training"], g["resume"], g["renderer"], g["threads"], g["quiet"],
                                              g["data"]],
-                       help="train AIR without labels by maximising the ELBO through the renderer")
+                       help="train AIR without labels: the sleep phase (--sleep), the wake phase on your "
+                            "images (--wake), or the ELBO through the renderer (default)")
     p.add_argument("--sleep", action="store_true",
                    help="train by the sleep phase (fresh prior samples, no renderer gradients) instead of the ELBO")
+    p.add_argument("--wake", nargs="+", metavar="IMAGES", help="train by the wake phase on these unlabelled "
+                   "images (files or folders, the camera's size), with a sleep batch every iteration; from --init")
+    p.add_argument("--init", help="with --wake: the AIR checkpoint to start from (a --sleep run's)")
     p.add_argument("--count-estimator", choices=["reinforce", "concrete"], default="reinforce",
                    help="z_pres gradients: NVIL score function or Concrete relaxation")
     p.add_argument("--dair", action="store_true", help="DAIR: each step sees what is left unexplained")
@@ -324,7 +314,7 @@ def _add_robot_commands(sub, g) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inverse-graphics", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    groups = _parents()
+    groups = option_groups()
     _add_data_commands(sub, groups)
     _add_training_commands(sub, groups)
     _add_inference_commands(sub, groups)

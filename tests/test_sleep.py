@@ -106,3 +106,39 @@ def test_sleep_training_writes_a_checkpoint_that_infers_and_resumes(tmp_path, ta
     resumed = train_air_sleep(tmp_path / "run", None, TrainConfig(iterations=5, batch_size=4, val_size=4, val_every=5),
                               tabletop, resume=True, progress=False, log=lambda m: None)
     assert resumed["iteration"] == 5
+
+
+def test_the_sleep_guide_starts_deciding_presence_as_before_and_reads_the_glimpse_once_trained(catalog, tabletop):
+    """glimpse_presence adds a term on the first glimpse that starts at zero (the untrained guide's
+    decisions are unchanged) and, once non-zero, moves presence with what the glimpse sees."""
+    torch.manual_seed(0)
+    with_glimpse = AIR(AIRConfig(**SMALL), catalog, tabletop.camera, tabletop.config.table)
+    torch.manual_seed(0)
+    without = AIR(AIRConfig(**{**SMALL, "glimpse_presence": False}), catalog, tabletop.camera, tabletop.config.table)
+    images = _render(tabletop, tabletop.sample("train", range(4))).rgb
+    with torch.no_grad():
+        a = [s.pres_prob for s in with_glimpse.infer(images, greedy=True)]
+        b = [s.pres_prob for s in without.infer(images, greedy=True)]
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+        with_glimpse.guide.glimpse_presence.weight.fill_(0.05)
+        c = [s.pres_prob for s in with_glimpse.infer(images, greedy=True)]
+    assert not torch.equal(a[0], c[0])
+
+
+def test_the_sleep_architecture_round_trips_through_its_config_and_reads_every_pixel(catalog, tabletop):
+    config = AIRConfig(**SMALL)
+    guide = AIR(config, catalog, tabletop.camera, tabletop.config.table).guide
+    assert type(guide.glimpse_encoder).__name__ == "StridedGlimpseEncoder"
+    assert type(guide.glimpse_encoder2).__name__ == "DeepGlimpseEncoder"
+    assert guide.where_map.features == guide.where_query.out_features
+    from inverse_graphics.air.config import air_config_from_dict
+    assert air_config_from_dict(config.to_dict()) == config
+    # The strided encoder's first layer (4x4 kernels at stride 2) sees every pixel: changing any one
+    # pixel of the glimpse changes the code.
+    window = torch.rand(1, 3, 24, 24)
+    with torch.no_grad():
+        base = guide.glimpse_encoder.net[:2](window)
+        for v, u in ((0, 0), (23, 23), (11, 12)):
+            changed = window.clone()
+            changed[0, :, v, u] += 1.0
+            assert not torch.allclose(guide.glimpse_encoder.net[:2](changed), base)

@@ -34,15 +34,23 @@ class AIRConfig:
     hidden: int = 256
     glimpse_px: int = 24  # window side in image pixels
     glimpse_size: int = 16  # window resampled to this many pixels (= glimpse_px: native resolution)
-    # 'shallow' (2 conv layers) or 'deep' (4): resampling the glimpse to fewer pixels and reading it
+    # 'shallow' (2 conv layers), 'deep' (4) or 'strided' (4, the first at stride 2, no pooling): resampling the glimpse to fewer pixels and reading it
     # with 2 layers cost about 20 points of identity in a measured crop classifier (notes/air-training.md).
     glimpse_encoder: str = "shallow"
+    # The second glimpse's encoder (None: glimpse_encoder). Identity and yaw are read from it: the
+    # strided encoder there cost 8 points of identity and 1.5 deg of yaw against the deep one.
+    glimpse_encoder2: str | None = None
     # Identity, yaw and colour read from a second glimpse taken where the first placed the object:
     # glimpses within 1.5 px of the object gave 96-98% identity, beyond it 85-88% (same notes).
     second_glimpse: bool = False
     # The second glimpse also places the object (an offset from its own centre): the first glimpse,
     # where the attention points, left the position 7.6 mm off at 1000 sleep iterations.
     second_glimpse_offset: bool = False
+    # z_pres also reads the first glimpse ('is there an object where the attention points?'): from the
+    # LSTM state and the attention's peak alone, presence stalled at 97.8% of a trace's decisions right.
+    glimpse_presence: bool = False
+    encoder_channels: tuple = (32, 64, 64, 128)  # the image encoder's conv layers
+    where_map: str = "full"  # 'full' or 'pooled' (networks.WHERE_MAPS)
     pixel_std: float = 0.1  # Gaussian likelihood std per pixel and channel
     blur_levels_px: tuple = (0.0, 4.0, 12.0)  # likelihood pyramid: the image and blurred copies
     level_weights: tuple = (1.0, 4.0, 30.0)  # per level (blurring shrinks differences; these even out gradients)
@@ -60,6 +68,7 @@ class AIRConfig:
         d = asdict(self)
         d["blur_levels_px"] = list(self.blur_levels_px)
         d["level_weights"] = list(self.level_weights)
+        d["encoder_channels"] = list(self.encoder_channels)
         return d
 
 
@@ -68,7 +77,8 @@ def air_config_from_dict(d: dict) -> AIRConfig:
     d = {"yaw_per_category": False, "identity_objective": "elbo", "glimpse_encoder": "shallow",
          "second_glimpse": False, "second_glimpse_offset": False, **d}
     d.pop("extra", None)  # a field that was never read (the shipped checkpoints hold an empty one)
-    return AIRConfig(**{**d, "blur_levels_px": tuple(d["blur_levels_px"]), "level_weights": tuple(d["level_weights"])})
+    return AIRConfig(**{**d, "blur_levels_px": tuple(d["blur_levels_px"]), "level_weights": tuple(d["level_weights"]),
+                        "encoder_channels": tuple(d.get("encoder_channels", AIRConfig.encoder_channels))})
 
 
 def anneal(iteration: int, steps: int, start: float, end: float, kind: str = "linear") -> float:

@@ -6,11 +6,15 @@ step, at its samples), no two objects inside one another, and a Gaussian likelih
 image given the soft render of the scene (occlusion comes from the renderer), evaluated on
 the image and on blurred copies of it (a pyramid), so an object a few pixels off still has a
 gradient. Latents come in as PlanarObjects (B, N slots) and a presence (B, N) in [0, 1].
+
+Optionally (fit_appearance, used by the wake phase, air/wake.py) the table's albedo and a global
+light gain are parameters fitted to the user's images; without it nothing here changes.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -24,8 +28,31 @@ from ..scene import PlanarObjects, Table
 from .config import AIRConfig, anneal
 
 
+class TableAppearance(nn.Module):
+    """Appearance nuisances fitted by the wake phase: the table's albedo (3 logits) and, optionally,
+    a global light gain (its log) that multiplies the whole render."""
+
+    def __init__(self, color: tuple[float, float, float], gain: bool = False):
+        super().__init__()
+        self.table_logits = nn.Parameter(torch.logit(torch.tensor(color, dtype=torch.float32).clamp(1e-3, 1 - 1e-3)))
+        self.register_parameter("log_gain", nn.Parameter(torch.zeros(())) if gain else None)
+
+    def color(self) -> torch.Tensor:
+        """(3,) the table's albedo in (0, 1)."""
+        return torch.sigmoid(self.table_logits)
+
+    def gain(self) -> torch.Tensor:
+        """() the light gain (1 when not fitted)."""
+        return self.log_gain.exp() if self.log_gain is not None else torch.ones(())
+
+    def key(self) -> tuple:
+        """The current values, as floats: what a cached render of the bare table depends on."""
+        return tuple(torch.cat([self.table_logits.detach(), self.gain().detach().reshape(1)]).tolist())
+
+
 class GenerativeModel(nn.Module):
-    """Priors and likelihood; no parameters (the renderers are modules, for train/eval)."""
+    """Priors and likelihood; no parameters (the renderers are modules, for train/eval) unless
+    fit_appearance added the table's albedo and light gain (self.appearance)."""
 
     def __init__(self, config: AIRConfig, catalog: ObjectCatalog, camera: Camera, table: Table):
         super().__init__()
@@ -34,22 +61,61 @@ class GenerativeModel(nn.Module):
         self.hard_renderer = SceneRenderer(catalog, mode="hard", gradients="none")  # DAIR's input, the background
         # footprint radius (m) of each category seen from above, for the no-interpenetration prior
         self.register_buffer("footprint", catalog.footprint_radii(), persistent=False)
-        self._background = None
+        self.register_module("appearance", None)  # TableAppearance once fit_appearance is called
+        self._background, self._background_key = None, None
+
+    def fit_appearance(self, gain: bool = False) -> TableAppearance:
+        """Makes the table's albedo (initialised from self.table's) and, with gain, a global light gain
+        parameters of the model (the wake phase fits them); returns them. Idempotent."""
+        if self.appearance is None:
+            self.appearance = TableAppearance(self.table.color, gain)
+        return self.appearance
+
+    def fitted_table(self) -> Table:
+        """self.table with the fitted albedo (self.table itself when there is none)."""
+        if self.appearance is None:
+            return self.table
+        return replace(self.table, color=tuple(self.appearance.color().detach().tolist()))
 
     def render(self, objects: PlanarObjects, opacity: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, H, W, 3) soft render, differentiable in the objects (and in opacity (B, N) in [0, 1])."""
-        return self.renderer(objects, self.camera, self.table, opacity=opacity)
+        """(B, H, W, 3) soft render, differentiable in the objects (and in opacity (B, N) in [0, 1])
+        and in the fitted appearance, if any."""
+        if self.appearance is None:
+            return self.renderer(objects, self.camera, self.table, opacity=opacity)
+        table = self.fitted_table()
+        rgb = self.renderer(objects, self.camera, table, opacity=opacity)
+        color = self.appearance.color()
+        if torch.is_grad_enabled() and color.requires_grad:
+            # The render is linear in the table's albedo (rgb = bare + visible x albedo, per channel):
+            # the renderers take it as constants, so its gradient comes from a render with a black table.
+            with torch.no_grad():
+                bare = self.renderer(objects, self.camera, replace(table, color=(0.0, 0.0, 0.0)), opacity=opacity)
+            visible = (rgb.detach() - bare) / color.detach()
+            rgb = rgb + visible * (color - color.detach())
+        return rgb * self.appearance.gain()
 
     def render_hard(self, objects: PlanarObjects) -> torch.Tensor:
         """(B, H, W, 3) the non-differentiable render."""
-        return self.hard_renderer(objects.to_batch(self.catalog, self.camera, self.table)).rgb
+        if self.appearance is None:
+            return self.hard_renderer(objects.to_batch(self.catalog, self.camera, self.table)).rgb
+        rgb = self.hard_renderer(objects.to_batch(self.catalog, self.camera, self.fitted_table())).rgb
+        return rgb * self.appearance.gain().detach()
 
     def background(self) -> torch.Tensor:
-        """(1, 3, H, W) the bare table as the camera sees it (cached)."""
-        if self._background is None:
+        """(1, 3, H, W) the bare table as the camera sees it (cached; rendered again when the
+        fitted appearance has changed)."""
+        key = None if self.appearance is None else self.appearance.key()
+        if self._background is None or key != self._background_key:
             with torch.no_grad():
                 self._background = self.render_hard(PlanarObjects.empty(1)).permute(0, 3, 1, 2)
+            self._background_key = key
         return self._background
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A checkpoint with a fitted appearance makes one to load it into (a model is built without).
+        if self.appearance is None and any(k.startswith(prefix + "appearance.") for k in state_dict):
+            self.fit_appearance(gain=prefix + "appearance.log_gain" in state_dict)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def log_likelihood(self, images: torch.Tensor, rendered: torch.Tensor, iteration: int | None = None) -> torch.Tensor:
         """(B, H, W) Gaussian log p(x | z) per pixel, summed over channels and pyramid levels.

@@ -25,7 +25,7 @@ from torch.distributions import Bernoulli, Categorical, Normal, RelaxedBernoulli
 from ..camera import Camera, pixel_to_table
 from ..scene import MEAN_SHADING, OBJECT_HEIGHT, PlanarObjects
 from .config import AIRConfig
-from .networks import GLIMPSE_ENCODERS, Encoder, WhatHead, WhatOutput, WhereMap, image_to_window
+from .networks import GLIMPSE_ENCODERS, WHERE_MAPS, Encoder, WhatHead, WhatOutput, image_to_window
 
 
 class Step(NamedTuple):
@@ -89,23 +89,28 @@ class Guide(nn.Module):
         self.config, self.camera = config, camera
         self.num_categories = C = len(yaw_orders)
         h = config.hidden
-        self.encoder = Encoder(h)
+        self.encoder = Encoder(h, config.encoder_channels)
         # previous latents: z_pres, position (2), identity one-hot (C), cos/sin yaw (2), colour (3)
         self.previous_dim = 1 + 2 + C + 2 + 3
         self.lstm = nn.LSTMCell(h + self.previous_dim, h)
         # Where: a spatial softmax over image cells, queried by the LSTM state, so the proposal is
         # tied to image evidence from the start (a fully connected head learned to put every object
         # in the least visible corner, whatever the image).
-        self.where_map = WhereMap(64)
-        self.where_query = nn.Linear(h, 64)
+        self.where_map = WHERE_MAPS[config.where_map]()
+        self.where_query = nn.Linear(h, self.where_map.features)
         self.where_head = nn.Linear(h, 1 + 2)  # z_pres logit, position std (2)
         self.glimpse_encoder = GLIMPSE_ENCODERS[config.glimpse_encoder](128, config.glimpse_size)
         self.yaw_heads = C if config.yaw_per_category else 1
         self.register_buffer("yaw_fold", torch.tensor(yaw_orders, dtype=torch.float32), persistent=False)
         self.what_head = WhatHead(128 + h, C, self.yaw_heads)
         if config.second_glimpse:  # identity, yaw and colour from a glimpse where the first put the object
-            self.glimpse_encoder2 = GLIMPSE_ENCODERS[config.glimpse_encoder](128, config.glimpse_size)
+            encoder2 = config.glimpse_encoder2 or config.glimpse_encoder
+            self.glimpse_encoder2 = GLIMPSE_ENCODERS[encoder2](128, config.glimpse_size)
             self.what_head2 = WhatHead(128 + h, C, self.yaw_heads)
+        if config.glimpse_presence:  # starts at 0: the untrained guide decides as before
+            self.glimpse_presence = nn.Linear(128, 1)
+            nn.init.zeros_(self.glimpse_presence.weight)
+            nn.init.zeros_(self.glimpse_presence.bias)
         self.pres_gain = nn.Parameter(torch.tensor(0.5))
         self.pres_threshold = nn.Parameter(torch.tensor(10.0))
         # Start with a wide position spread.
@@ -175,13 +180,16 @@ class Guide(nn.Module):
         h, c = self.lstm(torch.cat([code, state.previous], -1), (state.h, state.c))
         where = self.where_head(h)
         mean, peak = self.where_mean(h, where_maps, state.found)
-        # 'Another object?' also reads how much evidence the attention has left to explain.
-        prob = torch.sigmoid(where[:, 0] + self.pres_gain * (peak - self.pres_threshold)).clamp(1e-4, 1 - 1e-4)
         std = F.softplus(where[:, 1:3]) * 0.05 + 1e-4
         # Attend: a glimpse where the attention points; from it, what the object is and how far
         # its centre lies from the attended spot.
         window = image_to_window(image, self.project(mean), cfg.glimpse_px, cfg.glimpse_size)
         glimpse_code = self.glimpse_encoder(window)
+        # 'Another object?' also reads how much evidence the attention has left to explain.
+        pres_logit = where[:, 0] + self.pres_gain * (peak - self.pres_threshold)
+        if cfg.glimpse_presence:
+            pres_logit = pres_logit + self.glimpse_presence(glimpse_code)[:, 0]
+        prob = torch.sigmoid(pres_logit).clamp(1e-4, 1 - 1e-4)
         what = self.what_head(torch.cat([glimpse_code, h], -1))
         mean = coarse = mean + what.position_offset
         if cfg.second_glimpse:

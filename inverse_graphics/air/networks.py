@@ -18,6 +18,7 @@ class Encoder(nn.Module):
 
     def __init__(self, out: int, channels=(32, 64, 64, 128)):
         super().__init__()
+        self.fast = tuple(channels) != (32, 64, 64, 128)  # the shipped weights' layout runs as before
         layers, c_in = [], 3
         for c in channels:
             layers += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), nn.ReLU(inplace=True)]
@@ -26,7 +27,12 @@ class Encoder(nn.Module):
         self.fc = nn.Sequential(nn.Linear(c_in * 16, out), nn.ReLU(inplace=True))
 
     def forward(self, x):
-        return self.fc(self.conv(x))
+        return self.fc(self.conv(channels_last(x) if self.fast else x))
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """The memory layout oneDNN's convolutions run fastest on here (2-3x for 3-32 channels)."""
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 class GlimpseEncoder(nn.Module):
@@ -57,7 +63,23 @@ class DeepGlimpseEncoder(nn.Module):
         return self.net(x)
 
 
-GLIMPSE_ENCODERS = {"shallow": GlimpseEncoder, "deep": DeepGlimpseEncoder}
+class StridedGlimpseEncoder(nn.Module):
+    """(B, 3, g, g) glimpse -> (B, out), four conv layers whose first reads every pixel with a 4x4
+    kernel at stride 2 (no pooling layers): a quarter of the deep encoder's cost."""
+
+    def __init__(self, out: int, size: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 32, 4, stride=2, padding=1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(inplace=True),
+                                 nn.Flatten(), nn.Linear(64 * (size // 4) ** 2, out), nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        return self.net(channels_last(x))
+
+
+GLIMPSE_ENCODERS = {"shallow": GlimpseEncoder, "deep": DeepGlimpseEncoder, "strided": StridedGlimpseEncoder}
 
 
 def image_to_window(images: torch.Tensor, center_px: torch.Tensor, window_px: int, size: int) -> torch.Tensor:
@@ -85,6 +107,7 @@ class WhereMap(nn.Module):
 
     def __init__(self, features: int = 64):
         super().__init__()
+        self.features = features
         self.net = nn.Sequential(nn.Conv2d(6, 32, 3, padding=1), nn.ReLU(inplace=True),
                                  nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(inplace=True),
                                  nn.Conv2d(64, features, 3, stride=2, padding=1), nn.ReLU(inplace=True),
@@ -97,6 +120,23 @@ class WhereMap(nn.Module):
         f = self.net(x)
         evidence = F.adaptive_avg_pool2d(x[:, 3:].abs().sum(1, keepdim=True), f.shape[-2:])
         return f, (self.base(f) + self.evidence_gain * evidence).flatten(1)
+
+
+class PooledWhereMap(WhereMap):
+    """WhereMap on the input average-pooled 2x2, with `features` channels throughout: the same
+    16x16 cells of 4 px at about a fifth of the cost (the full map was 40% of inference)."""
+
+    def __init__(self, features: int = 32):
+        super().__init__(features)
+        self.net = nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(6, 32, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(32, features, 3, padding=1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(features, features, 3, padding=1), nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        return super().forward(channels_last(x))
+
+
+WHERE_MAPS = {"full": WhereMap, "pooled": PooledWhereMap}
 
 
 class WhatOutput(NamedTuple):

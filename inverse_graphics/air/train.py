@@ -21,6 +21,7 @@ from ..training import TrainConfig, checkpoint_to_resume, export_weights, read_c
 from .config import AIRConfig, air_config_from_dict
 from .model import AIR
 from .sleep import SleepConfig, sleep_loss
+from .wake import WakeConfig, wake_loss
 
 __all__ = ["TrainConfig", "train_air", "load_checkpoint", "export_weights", "evaluate"]
 
@@ -135,3 +136,71 @@ def train_air_sleep(out: str | Path, air_config: AIRConfig | None = None, train_
     return train_loop(out, model, optimizer, cfg, step_loss, lambda: evaluate(model, val_images, val_truth), 1,
                       payload, ckpt, progress, log, desc="train-air (sleep)",
                       objective_label="weighted log q of the trace per image (smoothed)")
+
+
+def train_air_wake(out: str | Path, images: torch.Tensor, air_config: AIRConfig | None = None,
+                   train_config: TrainConfig | None = None, data: Tabletop | None = None,
+                   wake: WakeConfig | None = None, sleep: SleepConfig | None = None,
+                   init: str | Path | None = None, resume: bool = False, progress: bool = True, log=print) -> dict:
+    """Trains AIR by the wake phase (air/wake.py) on images (M, H, W, 3) uint8, an unlabelled pool
+    (a user's own frames), with a sleep batch (air/sleep.py) every wake.sleep_every iterations (their
+    losses summed); with wake.fit_table, the table's albedo (and with wake.fit_gain a light gain) is
+    fitted too. init: an AIR checkpoint to start from (the normal use: a sleep-trained guide; its
+    architecture is used when air_config is None). Writes out/checkpoint.pt, history.json and
+    curves.png like train_air; validation reads data's val split labels to report accuracy."""
+    out = Path(out)
+    data = data or Tabletop()
+    H, W = data.camera.image_size
+    if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[1:]) != (H, W, 3):
+        raise ValueError(f"wake images must be uint8 (M, {H}, {W}, 3), got {images.dtype} {tuple(images.shape)}")
+    ckpt, cfg = checkpoint_to_resume(out, resume, train_config or TrainConfig(), "AIR")
+    start = None
+    if ckpt is not None:
+        air_config = air_config_from_dict(ckpt["air_config"])
+        wake, sleep = WakeConfig.from_dict(ckpt["wake_config"]), SleepConfig.from_dict(ckpt["sleep_config"])
+    elif init is not None:
+        start, start_ckpt = load_checkpoint(init, data)
+        air_config = air_config or start.config
+    air_config, wake, sleep = air_config or AIRConfig(), wake or WakeConfig(), sleep or SleepConfig()
+    torch.manual_seed(cfg.seed)
+    model = build_model(air_config, data)
+    appearance = model.generative.fit_appearance(wake.fit_gain) if wake.fit_table else None
+    if start is not None:
+        model.guide.load_state_dict(start.guide.state_dict())
+        fitted = start.generative.appearance
+        if appearance is not None and fitted is not None:  # a wake-trained start: its table too
+            with torch.no_grad():
+                appearance.table_logits.copy_(fitted.table_logits)
+                if appearance.log_gain is not None and fitted.log_gain is not None:
+                    appearance.log_gain.copy_(fitted.log_gain)
+        cfg = replace(cfg, schedule_start=start_ckpt.get("iteration", 0)
+                      + start_ckpt.get("train_config", {}).get("schedule_start", 0))
+        log(f"starting from {init} (schedules at iteration {cfg.schedule_start})")
+    groups = [{"params": list(model.guide.parameters()), "lr": cfg.lr}]
+    if appearance is not None:
+        groups.append({"params": list(appearance.parameters()), "lr": wake.appearance_lr})
+    optimizer = torch.optim.Adam(groups)
+    val_images, val_truth = render_pool(data, cfg.val_split, cfg.val_size, progress)
+    val_images = val_images.float() / 255
+    batches = None
+    if wake.sleep_every > 0:
+        yaw_orders = torch.tensor([c.yaw_symmetry_order() for c in data.catalog.categories])
+        batches = prior_batches(data, cfg.batch_size, sleep.prior,
+                                seed=cfg.seed * 1000 + (ckpt or {}).get("iteration", 0))
+
+    def step_loss(index, iteration):
+        loss, info = wake_loss(model, images[index].float() / 255, wake, cfg.schedule_start + iteration)
+        info = {"objective": info["iwae"], **info}
+        if batches is not None and iteration % wake.sleep_every == 0:
+            sleep_images, truth = next(batches)
+            asleep, sleep_info = sleep_loss(model.guide, sleep_images, model.background(), truth, yaw_orders, sleep)
+            loss = loss + asleep
+            info.update({"sleep_loss": float(asleep.detach()), "trace_identity_acc": sleep_info["identity_acc"],
+                         "trace_presence_acc": sleep_info["presence_acc"]})
+        return loss, info
+
+    payload = {"air_config": air_config.to_dict(), "train_config": asdict(cfg), "data_config": data.config.to_fields(),
+               "wake_config": wake.to_dict(), "sleep_config": sleep.to_dict()}
+    return train_loop(out, model, optimizer, cfg, step_loss, lambda: evaluate(model, val_images, val_truth),
+                      len(images), payload, ckpt, progress, log, desc="train-air (wake)",
+                      objective_label="importance-weighted bound log p(x) per image (nats, smoothed)")

@@ -17,13 +17,15 @@ import torch
 from ..air.config import AIRConfig
 from ..air.model import AIR
 from ..air.sleep import SLEEP_ARCHITECTURE, SleepConfig
-from ..air.train import evaluate, load_checkpoint, train_air, train_air_sleep
+from ..air.train import evaluate, load_checkpoint, train_air, train_air_sleep, train_air_wake
+from ..air.wake import WakeConfig
 from ..data.tabletop import Tabletop, TabletopConfig
 from ..metrics import evaluate_planar
 from ..optimise import optimise, refine_with_second_guess
 from ..rendering.likelihood import make_planar_renderer
 from ..robot.simulate import CaptureConditions, capture
 from ..scene import SceneBatch
+from ..supervised import evaluate as evaluate_supervised, load_supervised
 from ..timing import time_inference
 from ..training import TrainConfig, render_pool
 
@@ -59,24 +61,52 @@ def train_sleep_run(runs_dir: Path, seed: int, minutes: float, iterations: int, 
 APPEARANCE_SPLIT = "tabletop-v1-appearance"
 
 
-def appearance_split(data: Tabletop, num: int = 1000, seed: int = 0) -> tuple[torch.Tensor, SceneBatch]:
-    """tabletop-v1-appearance: the first `num` tabletop-v1 test scenes as a camera might see them,
-    made by another process than the sleep prior's (so the prior is not tuned on it): Open3D ray
-    casting with the light tilted up to 35 degrees (faces re-lit), cast shadows, smooth-noise table
-    texture (0.12), a table colour per scene, albedo jitter, vignetting, exposure and pixel noise.
+def appearance_images(data: Tabletop, split: str, indices, seed: int = 0) -> tuple[torch.Tensor, SceneBatch]:
+    """Scenes `indices` of a tabletop-v1 split as a camera might see them, made by another process
+    than the sleep prior's (so the prior is not tuned on it): Open3D ray casting with the light
+    tilted up to 35 degrees (faces re-lit), cast shadows, smooth-noise table texture (0.12), a table
+    colour per scene, albedo jitter, vignetting, exposure and pixel noise.
     Returns images (num, H, W, 3) in [0, 1] and the scenes' truth."""
     conditions = CaptureConditions(light_tilt_deg=35.0, table_texture=0.12, pixel_noise=0.02, vignetting=0.2,
                                    exposure=(0.8, 1.2), clutter=0)
-    truth = data.scene_batch(data.sample("test", range(num)))
+    indices = list(indices)
+    truth = data.scene_batch(data.sample(split, indices))
     images = []
-    for b in range(num):
-        rng = np.random.default_rng([seed, b])
+    for b, index in enumerate(indices):
+        rng = np.random.default_rng([seed, index])
         table = replace(data.config.table, color=tuple(float(c) for c in rng.uniform([0.35, 0.25, 0.15],
                                                                                     [0.85, 0.75, 0.65])))
         scene = replace(truth.select(slice(b, b + 1)), table=table)
         rgb, _ = capture(scene, data.catalog, conditions, rng)
         images.append(torch.from_numpy(rgb).float() / 255)
     return torch.stack(images), truth
+
+
+def appearance_split(data: Tabletop, num: int = 1000, seed: int = 0) -> tuple[torch.Tensor, SceneBatch]:
+    """tabletop-v1-appearance: the first `num` tabletop-v1 test scenes through appearance_images."""
+    return appearance_images(data, "test", range(num), seed)
+
+
+def wake_pool(data: Tabletop, num: int, seed: int = 1) -> torch.Tensor:
+    """(num, H, W, 3) uint8 unlabelled images for the wake phase, none of them a test scene: half
+    tabletop-v1 train renders, half other train scenes through appearance_images (seeded apart
+    from the appearance split)."""
+    clean, _ = render_pool(data, "train", num // 2, progress=False)
+    shifted, _ = appearance_images(data, "train", range(num // 2, num), seed)
+    return torch.cat([clean, (shifted * 255).round().to(torch.uint8)])
+
+
+def train_wake_run(runs_dir: Path, seed: int, minutes: float, init: Path, pool: int = 2000, tag: str = "sleepwake",
+                   batch_size: int = 8, progress: bool = True) -> dict:
+    """The wake phase (with a sleep batch every iteration) from a sleep-trained checkpoint, on
+    wake_pool's unlabelled images (resumed if the run exists)."""
+    data = Tabletop()
+    out = Path(runs_dir) / run_name(seed, False, "train", tag)
+    train_cfg = TrainConfig(iterations=100_000, time_limit_minutes=minutes, seed=seed, val_every=250,
+                            batch_size=batch_size)
+    images = wake_pool(data, pool, seed + 1)
+    return train_air_wake(out, images, train_config=train_cfg, data=data, wake=WakeConfig(), init=init,
+                          resume=(out / "checkpoint.pt").exists(), progress=progress)
 
 
 def evaluate_run(path: Path, split: str, num: int, scenes: tuple | None = None) -> dict:
@@ -104,6 +134,20 @@ def evaluate_run(path: Path, split: str, num: int, scenes: tuple | None = None) 
             "train_minutes": ckpt["train_seconds"] / 60, "iterations": ckpt["iteration"],
             "skipped_steps": ckpt.get("skipped", 0), "val_count_acc": val[-1]["val_count_acc"] if val else None,
             "config": ckpt["air_config"], "split": split}
+
+
+def evaluate_supervised_checkpoint(path: Path, scenes: dict[str, tuple[torch.Tensor, SceneBatch]]) -> dict:
+    """The supervised baseline's checkpoint on each named (images, truth): headline metrics, and
+    how it was trained (a fixed pool of renders, or fresh labelled scenes every batch)."""
+    model, ckpt = load_supervised(path)
+    data = Tabletop(TabletopConfig.from_fields(ckpt["data_config"]))
+    result = {"training_data": "fresh prior samples every batch" if ckpt.get("prior_config") else
+              f"a fixed pool of {ckpt['train_config']['train_pool']} renders",
+              "train_minutes": ckpt["train_seconds"] / 60, "iterations": ckpt["iteration"]}
+    for name, (images, truth) in scenes.items():
+        metrics = evaluate_supervised(model, images, truth, data.catalog)
+        result[name] = {k: metrics[k] for k in HEADLINE}
+    return result
 
 
 def evaluate_refinement(path: Path, num: int, seed: int = 0) -> dict:

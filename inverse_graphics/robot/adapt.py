@@ -1,16 +1,21 @@
-"""AIR adapted to a robot camera: trained without labels on the user's frames (with synthetic
-frames rendered for the same camera), as the paper fits AIR to its own images. The CLI's
-`fit` command runs adapt_to_frames.
+"""AIR adapted to a robot camera: trained without labels on the user's frames, as the paper fits
+AIR to its own images. The CLI's `fit` command runs adapt_to_frames.
+
+From a sleep-trained guide (air/sleep.py's architecture) this is reweighted wake-sleep: the
+wake phase on the user's frames (air/wake.py, the table's albedo fitted too) with a sleep batch
+of the prior drawn for this camera every iteration. From an ELBO-trained guide it is the ELBO on
+the frames mixed with synthetic frames rendered for the same camera.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from ..air.config import air_config_from_dict
-from ..air.train import TrainConfig, train_air
+from ..air.train import TrainConfig, train_air, train_air_wake
 from ..paths import SHIPPED_AIR
 from ..training import read_checkpoint
 from .frames import iter_frames
@@ -22,9 +27,9 @@ def adapt_to_frames(frames_dir: str | Path, out: str | Path, camera_path: str | 
                     train_pool: int = 3000, val_size: int = 100, resume: bool = False, progress: bool = True,
                     log=print) -> dict:
     """Trains AIR for the frames' camera, without labels, from `init` (AIR weights; the
-    shipped tabletop model by default): the pool is `train_pool` synthetic frames of 1-3
-    objects rendered for that camera plus the user's frames (downscaled, white-balanced,
-    as view.air_input shows them). Validation uses synthetic frames, whose truth is known.
+    shipped tabletop model by default) on the user's frames (downscaled, white-balanced, as
+    view.air_input shows them): by the wake phase with sleep batches for a sleep-trained guide,
+    else by the ELBO with `train_pool` synthetic frames of 1-3 objects for that camera added. Validation uses synthetic frames, whose truth is known.
     Writes out/checkpoint.pt, history.json, curves.png. Returns the last validation, with
     `frames`: how many of the user's frames were used."""
     frames = list(iter_frames(frames_dir, camera_path,
@@ -43,6 +48,10 @@ def adapt_to_frames(frames_dir: str | Path, out: str | Path, camera_path: str | 
     cfg = TrainConfig(split="frames-train", val_split="frames-test", iterations=iterations,
                       time_limit_minutes=minutes, seed=seed, train_pool=train_pool, val_size=val_size,
                       val_every=100)
-    result = train_air(out, air_config, cfg, data, resume=resume, progress=progress, log=log, init=init,
-                       extra_images=torch.stack(smalls))
+    if air_config.second_glimpse:  # a sleep-trained guide: wake on the frames, sleep for this camera
+        result = train_air_wake(out, torch.stack(smalls), train_config=replace(cfg, batch_size=8), data=data,
+                                init=init, resume=resume, progress=progress, log=log)
+    else:
+        result = train_air(out, air_config, cfg, data, resume=resume, progress=progress, log=log, init=init,
+                           extra_images=torch.stack(smalls))
     return {**result, "frames": len(frames)}
