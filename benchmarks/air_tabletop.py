@@ -19,6 +19,7 @@ wake), the gradient-estimator comparison, and DAIR on extrap-test.
 """
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from inverse_graphics.experiments.air_tabletop import (APPEARANCE_SPLIT, HEADLIN
                                                        train_run, train_sleep_run, train_wake_run)
 from inverse_graphics.files import atomic_write_json  # noqa: E402
 from inverse_graphics.training import render_pool  # noqa: E402
-from inverse_graphics.paths import SHIPPED_SUPERVISED  # noqa: E402
+from inverse_graphics.paths import SHIPPED_ROBOT_AIR, SHIPPED_SUPERVISED, shown  # noqa: E402
 
 RUNS = ROOT / "results" / "air_runs"
 OUT = ROOT / "results" / "air_tabletop.json"
@@ -42,8 +43,6 @@ OUT = ROOT / "results" / "air_tabletop.json"
 
 def parse_overrides(pairs: list[str]) -> dict:
     """['key=value', ...] -> {key: value parsed as JSON where it parses, else the string}."""
-    import json
-
     from inverse_graphics.air.config import AIRConfig
 
     fields = AIRConfig.__dataclass_fields__
@@ -73,7 +72,8 @@ def cmd_train_sleep(args):
     import torch
 
     torch.set_num_threads(args.threads)  # the prior's renderer runs in a second process
-    print(train_sleep_run(RUNS, args.seed, args.minutes, args.iterations, tag=args.tag))
+    print(train_sleep_run(RUNS, args.seed, args.minutes, args.iterations, tag=args.tag,
+                          overrides=parse_overrides(args.set)))
 
 
 def cmd_train_wake(args):
@@ -110,7 +110,7 @@ def _brief(metrics: dict) -> dict:
 
 # Runs trained with other objectives or earlier guides, compared with the sleep-phase runs.
 # (The earlier sleep-phase guides' figures are in results/air_sleep.json.)
-COMPARED = (("air_train_seed", "elbo"),
+COMPARED = (("strided1_air_train_seed", "sleep 25 minutes; the strided encoder for the first glimpse"),
             ("slim_air_train_seed", "sleep 25 minutes; guide with the strided encoder for both glimpses"),
             ("sleep15_air_train_seed", "sleep 15 minutes (slim seed 0's checkpoint then, where sleep then wake starts)"),
             ("sleepwake_air_train_seed", "sleep 15 minutes, then wake 10 minutes with a sleep batch every iteration"))
@@ -148,6 +148,9 @@ def cmd_evaluate(args):
                                  + ", ".join(f"{k} {op} {v}" for k, (op, v) in TARGETS.items()),
               "per_seed": per_seed}
     comparison = {best: {"objective": "sleep", **_brief(per_seed[best])}}
+    print("evaluating the shipped ELBO-trained AIR ...", flush=True)
+    comparison[shown(SHIPPED_ROBOT_AIR)] = {"objective": "elbo, 45 minutes (seed 1 of the ELBO runs, float16)",
+                                            **_brief(_on_both_splits(SHIPPED_ROBOT_AIR, args.num, shifted_scenes))}
     for prefix, label in COMPARED:
         for p in _finished(prefix):
             print(f"evaluating {p.name} ({label}) ...", flush=True)
@@ -175,6 +178,12 @@ def cmd_evaluate(args):
     dair = {k: v for k, v in result.get("extrapolation", {}).items() if k.startswith("dair")}
     if dair:
         result["dair_extrap_count_acc"] = max(v["count_acc"] for v in dair.values())
+    if OUT.exists():  # sections whose runs' checkpoints are not kept: the figures their last evaluation measured
+        previous = json.loads(OUT.read_text())
+        for key in ("estimator_comparison", "extrapolation", "dair_extrap_count_acc"):
+            if key not in result and key in previous:
+                result[key] = previous[key]
+                result.setdefault("carried_from_previous_evaluation", []).append(key)
     result["command"] = "python benchmarks/air_tabletop.py evaluate"
     atomic_write_json(OUT, result)
     for name, m in per_seed.items():
@@ -209,6 +218,8 @@ def main():
     p.add_argument("--threads", type=int, default=2, help="training threads (the prior's renderer has its own "
                    "process; on 2 cores 2 threads gave 1.6x the iterations of 1)")
     p.add_argument("--tag", default="rws", help="run-name prefix (rws: the runs `evaluate` reports as AIR)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the sleep guide's AIRConfig, e.g. --set glimpse_encoder=deep")
     p.set_defaults(func=cmd_train_sleep)
     p = sub.add_parser("train-wake")
     p.add_argument("--init", required=True, help="a sleep-trained AIR checkpoint to start from")

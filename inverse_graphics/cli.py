@@ -29,7 +29,8 @@ from .experiments.render_speed import measure_render_speed, render_speed_summary
 from .experiments.side_by_side import BenchmarkConfig, generalization_checkpoints, run_benchmark
 from .experiments.side_by_side_report import summary_lines
 from .optimise import OptimiseSettings, optimise_files
-from .paths import GENERALIZATION_MODELS, RESULTS_DIR, SHIPPED_AIR, SHIPPED_DAIR, SHIPPED_SUPERVISED
+from .paths import (GENERALIZATION_MODELS, RESULTS_DIR, SHIPPED_AIR, SHIPPED_DAIR, SHIPPED_ROBOT_AIR,
+                    SHIPPED_SUPERVISED)
 from .robot.adapt import adapt_to_frames
 from .robot.pipeline import poses_summary, run_poses
 from .robot.poses import PoseSettings
@@ -304,7 +305,7 @@ def _add_robot_commands(sub, g) -> None:
 
     p = sub.add_parser("poses", parents=[camera, g["threads"], g["quiet"]],
                        help="identity and 6-DoF pose of every object in a robot camera's frames")
-    p.add_argument("--model", default=str(SHIPPED_AIR), help="AIR checkpoint (from `fit`; default the shipped one)")
+    p.add_argument("--model", default=str(SHIPPED_ROBOT_AIR), help="AIR checkpoint (from `fit`; default the shipped one)")
     p.add_argument("--out", default="poses_output")
     p.add_argument("--objects", default=None, help="comma-separated catalog names that may appear (default: all)")
     p.add_argument("--no-overlay", action="store_true")

@@ -14,7 +14,7 @@ from .data.bop import generate_split, read_split, write_contact_sheet
 from .data.tabletop import Tabletop
 from .files import atomic_write_json
 from .metrics import evaluate_poses
-from .paths import EXAMPLE_FRAMES, SHIPPED_AIR, shown
+from .paths import EXAMPLE_FRAMES, SHIPPED_AIR, SHIPPED_ROBOT_AIR, shown
 from .rendering.renderer import SceneRenderer
 from .robot.pipeline import detections_of, run_poses
 from .robot.simulate import read_truth
@@ -60,7 +60,7 @@ def demo_air(data: Tabletop, out: Path) -> list[str]:
 
 def demo_robot(out: Path) -> list[str]:
     """Poses in the example robot frames with the shipped weights, scored against their ground truth."""
-    results = run_poses(EXAMPLE_FRAMES, SHIPPED_AIR, out, progress=False)
+    results = run_poses(EXAMPLE_FRAMES, SHIPPED_ROBOT_AIR, out, progress=False)
     truth = read_truth(EXAMPLE_FRAMES)
     names = sorted(truth)
     metrics = evaluate_poses(detections_of(results, names), [truth[n] for n in names], ObjectCatalog.load())

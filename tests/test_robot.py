@@ -19,7 +19,7 @@ from inverse_graphics.robot.poses import FramePoseEstimator
 from inverse_graphics.robot.simulate import CaptureConditions, example_camera, read_truth, write_frames
 from inverse_graphics.robot.view import Workspace, air_input, load_for_camera
 
-SHIPPED = "assets/weights/air_tabletop_v1.pt"
+SHIPPED = "assets/weights/air_elbo_tabletop_v1.pt"
 
 
 @pytest.fixture(scope="module")

@@ -128,8 +128,11 @@ def test_the_sleep_guide_starts_deciding_presence_as_before_and_reads_the_glimps
 def test_the_sleep_architecture_round_trips_through_its_config_and_reads_every_pixel(catalog, tabletop):
     config = AIRConfig(**SMALL)
     guide = AIR(config, catalog, tabletop.camera, tabletop.config.table).guide
-    assert type(guide.glimpse_encoder).__name__ == "StridedGlimpseEncoder"
     assert type(guide.glimpse_encoder2).__name__ == "DeepGlimpseEncoder"
+    strided = AIR(AIRConfig(**{**SMALL, "glimpse_encoder": "strided", "glimpse_encoder2": "deep"}), catalog,
+                  tabletop.camera, tabletop.config.table).guide
+    assert type(strided.glimpse_encoder).__name__ == "StridedGlimpseEncoder"
+    assert type(strided.glimpse_encoder2).__name__ == "DeepGlimpseEncoder"
     assert guide.where_map.features == guide.where_query.out_features
     from inverse_graphics.air.config import air_config_from_dict
     assert air_config_from_dict(config.to_dict()) == config
@@ -137,8 +140,8 @@ def test_the_sleep_architecture_round_trips_through_its_config_and_reads_every_p
     # pixel of the glimpse changes the code.
     window = torch.rand(1, 3, 24, 24)
     with torch.no_grad():
-        base = guide.glimpse_encoder.net[:2](window)
+        base = strided.glimpse_encoder.net[:2](window)
         for v, u in ((0, 0), (23, 23), (11, 12)):
             changed = window.clone()
             changed[0, :, v, u] += 1.0
-            assert not torch.allclose(guide.glimpse_encoder.net[:2](changed), base)
+            assert not torch.allclose(strided.glimpse_encoder.net[:2](changed), base)

@@ -37,8 +37,7 @@ class AIRConfig:
     # 'shallow' (2 conv layers), 'deep' (4) or 'strided' (4, the first at stride 2, no pooling): resampling the glimpse to fewer pixels and reading it
     # with 2 layers cost about 20 points of identity in a measured crop classifier (notes/air-training.md).
     glimpse_encoder: str = "shallow"
-    # The second glimpse's encoder (None: glimpse_encoder). Identity and yaw are read from it: the
-    # strided encoder there cost 8 points of identity and 1.5 deg of yaw against the deep one.
+    # The second glimpse's encoder (None: glimpse_encoder), where identity and yaw are read.
     glimpse_encoder2: str | None = None
     # Identity, yaw and colour read from a second glimpse taken where the first placed the object:
     # glimpses within 1.5 px of the object gave 96-98% identity, beyond it 85-88% (same notes).

@@ -147,6 +147,17 @@ class Guide(nn.Module):
             steps.append(step)
         return steps, image_code
 
+    def read_image(self, images: torch.Tensor, background: torch.Tensor):
+        """What every step of a teacher-forced trace (the sleep and wake phases) reads of images
+        (B, H, W, 3): the image (B, 3, H, W), its code (B, hidden), the where-maps and the initial
+        state. AIR only: DAIR reads what the objects found so far leave unexplained at each step."""
+        if self.config.dair:
+            raise ValueError("teacher-forced traces (sleep and wake phases) are implemented for AIR, not DAIR")
+        B = images.shape[0]
+        x = images.permute(0, 3, 1, 2)
+        where_maps = self.where_map(torch.cat([x, x - background.expand(B, -1, -1, -1)], 1))
+        return x, self.encoder(x), where_maps, self.initial_state(B)
+
     def initial_state(self, B: int) -> GuideState:
         previous = torch.zeros(B, self.previous_dim)
         previous[:, 0] = 1.0  # 'the previous step found an object'

@@ -77,13 +77,8 @@ def replay_log_q(guide: Guide, images: torch.Tensor, background: torch.Tensor,
     reparameterised sample's path. The terms and their masks are those of Guide.step
     (log_q_pres, log_q_continuous = position + yaw + colour, log_q_identity), so at the same
     weights the sum equals the steps' own log q. images (B, H, W, 3); background (1, 3, H, W)."""
-    if guide.config.dair:
-        raise ValueError("wake-phase training is implemented for AIR, not DAIR")
     B = images.shape[0]
-    x = images.permute(0, 3, 1, 2)
-    code = guide.encoder(x)
-    where_maps = guide.where_map(torch.cat([x, x - background.expand(B, -1, -1, -1)], 1))
-    state = guide.initial_state(B)
+    x, code, where_maps, state = guide.read_image(images, background)
     totals = {name: torch.zeros(B) for name in ("presence", "position", "identity", "yaw", "color")}
     C = guide.num_categories
     fold = guide.yaw_fold if guide.yaw_heads > 1 else torch.ones(1)
