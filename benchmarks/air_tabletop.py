@@ -96,8 +96,8 @@ def _finished(prefix: str) -> list[Path]:
     return sorted(p for p in RUNS.glob(prefix + "*") if (p / "checkpoint.pt").exists()) if RUNS.exists() else []
 
 
-def _on_both_splits(path: Path, num: int, shifted_scenes) -> dict:
-    metrics = evaluate_run(path, "test", num)
+def _on_both_splits(path: Path, num: int, test_scenes, shifted_scenes) -> dict:
+    metrics = evaluate_run(path, "test", num, test_scenes)
     shifted = evaluate_run(path, APPEARANCE_SPLIT, num, shifted_scenes)
     metrics["appearance"] = {k: shifted[k] for k in (*HEADLINE, "count_confusion")}
     return metrics
@@ -112,8 +112,10 @@ def _brief(metrics: dict) -> dict:
 # (The earlier sleep-phase guides' figures are in results/air_sleep.json.)
 COMPARED = (("strided1_air_train_seed", "sleep 25 minutes; the strided encoder for the first glimpse"),
             ("slim_air_train_seed", "sleep 25 minutes; guide with the strided encoder for both glimpses"),
-            ("sleep15_air_train_seed", "sleep 15 minutes (slim seed 0's checkpoint then, where sleep then wake starts)"),
-            ("sleepwake_air_train_seed", "sleep 15 minutes, then wake 10 minutes with a sleep batch every iteration"))
+            ("sleep15_air_train_seed",
+             "sleep 15 minutes (slim seed 0's checkpoint then, where sleep then wake starts)"),
+            ("sleepwake_air_train_seed",
+             "sleep 15 minutes, then wake 10 minutes with a sleep batch every iteration"))
 # The supervised baseline: the shipped one (a fixed pool of 6000 renders) and one trained on fresh
 # labelled scenes every batch with the sleep prior's appearance (same minutes and cores as AIR).
 SUPERVISED = (SHIPPED_SUPERVISED, ROOT / "results" / "supervised_runs" / "supervised_fresh_train_seed0" / "checkpoint.pt")
@@ -128,10 +130,12 @@ def cmd_evaluate(args):
     torch.set_num_threads(2)
     print(f"making {APPEARANCE_SPLIT} ({args.num} scenes) ...", flush=True)
     shifted_scenes = appearance_split(Tabletop(), args.num)  # made once, every run reads the same images
+    images, truth = render_pool(Tabletop(), "test", args.num, progress=False)
+    test_scenes = (images.float() / 255, truth)
     per_seed = {}
     for p in main_runs:
         print(f"evaluating {p.name} on {args.num} test scenes and {APPEARANCE_SPLIT} ...", flush=True)
-        per_seed[p.name] = _on_both_splits(p, args.num, shifted_scenes)
+        per_seed[p.name] = _on_both_splits(p, args.num, test_scenes, shifted_scenes)
     best = max(per_seed, key=lambda k: per_seed[k]["val_count_acc"] or 0)
     print(f"AIR + refinement vs per-image optimisation on {args.refine_num} test scenes ({best}) ...", flush=True)
     result = {"method": "AIR (no labels), trained by the sleep phase of reweighted wake-sleep through the renderer",
@@ -149,15 +153,15 @@ def cmd_evaluate(args):
               "per_seed": per_seed}
     comparison = {best: {"objective": "sleep", **_brief(per_seed[best])}}
     print("evaluating the shipped ELBO-trained AIR ...", flush=True)
+    elbo = _on_both_splits(SHIPPED_ROBOT_AIR, args.num, test_scenes, shifted_scenes)
     comparison[shown(SHIPPED_ROBOT_AIR)] = {"objective": "elbo, 45 minutes (seed 1 of the ELBO runs, float16)",
-                                            **_brief(_on_both_splits(SHIPPED_ROBOT_AIR, args.num, shifted_scenes))}
+                                            **_brief(elbo)}
     for prefix, label in COMPARED:
         for p in _finished(prefix):
             print(f"evaluating {p.name} ({label}) ...", flush=True)
-            comparison[p.name] = {"objective": label, **_brief(_on_both_splits(p, args.num, shifted_scenes))}
+            metrics = _on_both_splits(p, args.num, test_scenes, shifted_scenes)
+            comparison[p.name] = {"objective": label, **_brief(metrics)}
     result["objective_comparison"] = comparison
-    test_scenes = render_pool(Tabletop(), "test", args.num, progress=False)
-    test_scenes = (test_scenes[0].float() / 255, test_scenes[1])
     for path in SUPERVISED:
         if path.is_file():
             print(f"evaluating the supervised baseline {path} ...", flush=True)

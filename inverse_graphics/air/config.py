@@ -34,7 +34,8 @@ class AIRConfig:
     hidden: int = 256
     glimpse_px: int = 24  # window side in image pixels
     glimpse_size: int = 16  # window resampled to this many pixels (= glimpse_px: native resolution)
-    # 'shallow' (2 conv layers), 'deep' (4) or 'strided' (4, the first at stride 2, no pooling): resampling the glimpse to fewer pixels and reading it
+    # 'shallow' (2 conv layers), 'deep' (4) or 'strided' (4, the first at stride 2, no pooling):
+    # resampling the glimpse to fewer pixels and reading it
     # with 2 layers cost about 20 points of identity in a measured crop classifier (notes/air-training.md).
     glimpse_encoder: str = "shallow"
     # The second glimpse's encoder (None: glimpse_encoder), where identity and yaw are read.
