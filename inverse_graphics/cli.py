@@ -160,8 +160,8 @@ def cmd_fit(args) -> int:
     result = adapt_to_frames(args.frames, args.out, args.camera, args.init, args.minutes, args.iterations,
                              args.seed, resume=args.resume, progress=not args.quiet)
     print(f"fitted AIR on {result['frames']} frames for {result['train_minutes']:.1f} min ({result['iteration']} "
-          f"iterations); synthetic validation: count {result.get('val_count_acc', float('nan')):.3f}, ADD-S "
-          f"{result.get('val_adds_recall', float('nan')):.3f}. Checkpoint: {Path(args.out) / 'checkpoint.pt'}")
+          f"iterations); synthetic validation: count {result.get('val_count_acc', float('nan')):.3f}, identity "
+          f"{result.get('val_identity_acc', float('nan')):.3f}. Checkpoint: {Path(args.out) / 'checkpoint.pt'}")
     return 0
 
 

@@ -16,7 +16,8 @@ from .files import atomic_write_json
 from .metrics import evaluate_poses
 from .paths import EXAMPLE_FRAMES, SHIPPED_AIR, SHIPPED_ROBOT_AIR, shown
 from .rendering.renderer import SceneRenderer
-from .robot.pipeline import detections_of, run_poses
+from .robot.frames import default_camera_file, read_camera
+from .robot.pipeline import RESULTS_CSV, detections_of, run_poses
 from .robot.simulate import read_truth
 from .visualize import render_panel
 
@@ -63,8 +64,10 @@ def demo_robot(out: Path) -> list[str]:
     results = run_poses(EXAMPLE_FRAMES, SHIPPED_ROBOT_AIR, out, progress=False)
     truth = read_truth(EXAMPLE_FRAMES)
     names = sorted(truth)
-    metrics = evaluate_poses(detections_of(results, names), [truth[n] for n in names], ObjectCatalog.load())
+    metrics = evaluate_poses(detections_of(results, names), [truth[n] for n in names], ObjectCatalog.load(),
+                             read_camera(default_camera_file(EXAMPLE_FRAMES)))
     seconds = sum(results["frames"][n]["seconds"] for n in names) / len(names)
-    return [f"  robot frame poses:    {out / 'poses.json'}, {out / 'poses_bop.csv'}, {out / 'overlay'}/",
-            f"  on these {len(names)} frames: ADD-S recall {metrics['adds_recall']:.2f}, "
-            f"{seconds:.2f} s per frame end to end"]
+    return [f"  robot frame poses:    {out / 'poses.json'}, {out / RESULTS_CSV}, {out / 'overlay'}/",
+            f"  on these {len(names)} frames: count accuracy {metrics['count_acc']:.2f}, identity accuracy "
+            f"{metrics['identity_acc']:.2f}; BOP recalls ADD-S {metrics['adds_recall']:.2f}, MSSD "
+            f"{metrics['mssd_recall']:.2f}, MSPD {metrics['mspd_recall']:.2f}; {seconds:.2f} s per frame end to end"]

@@ -26,7 +26,7 @@ from .data.bop import write_bop_results
 from .data.images import load_images
 from .data.tabletop import Tabletop
 from .files import atomic_write_json
-from .refine import RefineSettings, Refinement, image_loss, refine
+from .refine import RefineSettings, Refinement, fit_scores, image_loss, refine
 from .rendering.likelihood import PlanarRenderer, gaussian_blur, make_planar_renderer
 from .camera import Camera, pixel_to_table
 from .scene import MEAN_SHADING, OBJECT_HEIGHT, PlanarObjects, Table
@@ -102,7 +102,8 @@ def optimise_scene(renderer: PlanarRenderer, image: torch.Tensor, camera: Camera
         accepted = refined.objects.select(h)
         with torch.no_grad():
             current = renderer(accepted, camera, table)
-    return OptimisedScene(accepted, best_loss)
+    score = fit_scores(renderer, image[None], accepted, camera, table, s.refine.blur_end_px)
+    return OptimisedScene(replace(accepted, score=score), best_loss)
 
 
 def optimise(renderer: PlanarRenderer, images: torch.Tensor, camera: Camera, table: Table, num_categories: int,
@@ -131,7 +132,8 @@ def refine_proposals(renderer: PlanarRenderer, images: torch.Tensor, proposals: 
     """Another method's answer for images (B, H, W, 3), refined through the renderer; identity
     and count kept."""
     s = settings or replace(OptimiseSettings().refine, steps=40, blur_start_px=2.0)
-    return _refine_in_chunks(renderer, images, proposals, camera, table, s, batch_size).objects
+    refined = _refine_in_chunks(renderer, images, proposals, camera, table, s, batch_size).objects
+    return replace(refined, score=fit_scores(renderer, images, refined, camera, table, s.blur_end_px, batch_size))
 
 
 def refine_with_second_guess(renderer: PlanarRenderer, images: torch.Tensor, proposals: PlanarObjects,
@@ -161,7 +163,7 @@ def refine_with_second_guess(renderer: PlanarRenderer, images: torch.Tensor, pro
             keep = tried.loss < loss[rows]
             objects = _put(objects, better, tried.objects.select(keep.nonzero()[:, 0]))
             loss[better] = tried.loss[keep]
-    return objects
+    return replace(objects, score=fit_scores(renderer, images, objects, camera, table, s.blur_end_px, batch_size))
 
 
 def _put(objects: PlanarObjects, rows: torch.Tensor, values: PlanarObjects) -> PlanarObjects:
@@ -169,7 +171,7 @@ def _put(objects: PlanarObjects, rows: torch.Tensor, values: PlanarObjects) -> P
     out = [getattr(objects, f).clone() for f in ("category", "position", "yaw", "color")]
     for tensor, name in zip(out, ("category", "position", "yaw", "color")):
         tensor[rows] = getattr(values, name)
-    return PlanarObjects(*out)
+    return PlanarObjects(*out)  # scores are recomputed for the final answer
 
 
 def optimise_files(paths: list[str | Path], out: str | Path, data: Tabletop, renderer_name: str = "pytorch3d",
@@ -194,14 +196,16 @@ def optimise_files(paths: list[str | Path], out: str | Path, data: Tabletop, ren
         answers.append(answer.objects.padded(max(1, settings.max_objects)))
         o = answer.objects
         objects = [{"category": data.catalog[int(c)].name, "x_m": float(p[0]), "y_m": float(p[1]),
-                    "yaw_rad": float(y), "color": [float(v) for v in col]}
-                   for c, p, y, col in zip(o.category[0], o.position[0], o.yaw[0], o.color[0])]
+                    "yaw_rad": float(y), "color": [float(v) for v in col], "score": round(float(score), 4)}
+                   for c, p, y, col, score in zip(o.category[0], o.position[0], o.yaw[0], o.color[0], o.score[0])]
         entries.append({"image": str(name), "count": len(objects), "objects": objects, "image_loss": answer.loss,
                         "seconds": seconds[-1]})
         log(f"{Path(name).name}: {len(objects)} objects: " + ", ".join(e["category"] for e in objects)
             + f" ({seconds[-1]:.1f} s)")
     atomic_write_json(out / "poses.json", entries)
     batch = PlanarObjects.cat(answers).to_batch(data.catalog, data.camera, data.config.table)
-    csv = write_bop_results(out / "optimise_images-test.csv", batch, list(range(len(answers))), data.catalog, seconds)
+    scores = PlanarObjects.cat(answers).score
+    csv = write_bop_results(out / "optimise_images-test.csv", batch, list(range(len(answers))), data.catalog, seconds,
+                            scores)
     log(f"wrote {out / 'poses.json'} and {csv} (BOP results; im_id = the image's position in the list)")
     return entries

@@ -11,7 +11,7 @@ still sees the object.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -85,3 +85,24 @@ def refine(renderer: PlanarRenderer, image: torch.Tensor, objects: PlanarObjects
         return image_loss(renderer(current, camera, table), image, blur)
 
     return minimise_image_loss(objective, objects, settings, progress)
+
+
+def fit_scores(renderer: PlanarRenderer, images: torch.Tensor, objects: PlanarObjects, camera: Camera,
+               table: Table | None = None, blur_px: float = 0.5, batch_size: int = 64) -> torch.Tensor:
+    """(B, N) how much each object's fit is worth, in [0, 1]: the share of the image loss without
+    it that putting it back removes, 1 - loss(all) / loss(all but it); 0 for empty slots.
+    images (B, H, W, 3); one extra render per object."""
+    B, N = objects.category.shape
+    scores = torch.zeros(B, N)
+    with torch.no_grad():
+        for rows in torch.split(torch.arange(B), batch_size):
+            part = objects.select(rows).detach()
+            full = image_loss(renderer(part, camera, table), images[rows], blur_px)
+            for n in range(N):
+                without = part.category.clone()
+                without[:, n] = -1
+                loss = image_loss(renderer(replace(part, category=without), camera, table), images[rows], blur_px)
+                share = (1 - full / loss.clamp(min=1e-12)).clamp(0, 1)
+                scores[rows, n] = torch.where(part.category[:, n] >= 0, share, 0.0)
+    return scores
+

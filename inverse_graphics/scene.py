@@ -153,19 +153,24 @@ class PlanarObjects(ObjectSlots):
 
     category: (B, N) int64 catalog index, -1 for an empty slot.  position: (B, N, 2) metres
     on the table.  yaw: (B, N) radians about +Z.  color: (B, N, 3) albedo in [0, 1].
-    Position, yaw and colour may require grad.
+    score: optional (B, N) confidence in [0, 1] of each found object (what BOP ranks estimates
+    by); None where a method gives none. Position, yaw and colour may require grad.
     """
 
     category: torch.Tensor
     position: torch.Tensor
     yaw: torch.Tensor
     color: torch.Tensor
+    score: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.category.dim() != 2:
             raise ValueError(f"PlanarObjects category must have shape (B, N), got {tuple(self.category.shape)}")
         B, N = self.category.shape
-        for name, t, tail in [("position", self.position, (2,)), ("yaw", self.yaw, ()), ("color", self.color, (3,))]:
+        fields = [("position", self.position, (2,)), ("yaw", self.yaw, ()), ("color", self.color, (3,))]
+        if self.score is not None:
+            fields.append(("score", self.score, ()))
+        for name, t, tail in fields:
             if tuple(t.shape) != (B, N, *tail):
                 raise ValueError(f"PlanarObjects {name} must have shape {(B, N, *tail)}, got {tuple(t.shape)}")
 
@@ -179,7 +184,8 @@ class PlanarObjects(ObjectSlots):
         """The scenes at index (an int, a slice or a (K,) tensor of indices); an int keeps the scene axis."""
         if isinstance(index, int):
             index = slice(index, index + 1)
-        return PlanarObjects(self.category[index], self.position[index], self.yaw[index], self.color[index])
+        return PlanarObjects(self.category[index], self.position[index], self.yaw[index], self.color[index],
+                             None if self.score is None else self.score[index])
 
     def padded(self, slots: int) -> "PlanarObjects":
         """The same objects in `slots` slots per scene (empty slots appended)."""
@@ -192,7 +198,8 @@ class PlanarObjects(ObjectSlots):
         return PlanarObjects(torch.cat([self.category, pad.category], 1),
                              torch.cat([self.position, pad.position.to(self.position)], 1),
                              torch.cat([self.yaw, pad.yaw.to(self.yaw)], 1),
-                             torch.cat([self.color, pad.color.to(self.color)], 1))
+                             torch.cat([self.color, pad.color.to(self.color)], 1),
+                             None if self.score is None else torch.cat([self.score, pad.yaw.to(self.score)], 1))
 
     @classmethod
     def cat(cls, parts: list["PlanarObjects"]) -> "PlanarObjects":
@@ -201,10 +208,14 @@ class PlanarObjects(ObjectSlots):
             raise ValueError("PlanarObjects.cat needs at least one part")
         slots = max(p.slots for p in parts)
         parts = [p.padded(slots) for p in parts]
-        return cls(*(torch.cat([getattr(p, name) for p in parts]) for name in ("category", "position", "yaw", "color")))
+        joined = [torch.cat([getattr(p, name) for p in parts]) for name in ("category", "position", "yaw", "color")]
+        scored = any(p.score is not None for p in parts)  # a part without scores counts as scored 1
+        score = torch.cat([p.score if p.score is not None else p.present.float() for p in parts]) if scored else None
+        return cls(*joined, score)
 
     def detach(self) -> "PlanarObjects":
-        return PlanarObjects(self.category, self.position.detach(), self.yaw.detach(), self.color.detach())
+        return PlanarObjects(self.category, self.position.detach(), self.yaw.detach(), self.color.detach(),
+                             None if self.score is None else self.score.detach())
 
     def to_batch(self, catalog: ObjectCatalog, camera: Camera, table: Table | None = None,
                  opacity: torch.Tensor | None = None) -> "SceneBatch":

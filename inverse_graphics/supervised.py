@@ -79,9 +79,11 @@ class SetRegressor(nn.Module):
         count = p["count_logits"].argmax(-1)  # (B,)
         rank = p["presence_logits"].argsort(-1, descending=True).argsort(-1)  # 0 = most present
         present = rank < count[:, None]
-        category = torch.where(present, p["identity_logits"].argmax(-1), -1)
+        identity = p["identity_logits"].softmax(-1).max(-1)
+        category = torch.where(present, identity.indices, -1)
         yaw = torch.atan2(p["yaw_vector"][..., 1], p["yaw_vector"][..., 0])
-        return PlanarObjects(category, p["position"], yaw, p["color"])
+        score = torch.sigmoid(p["presence_logits"]) * identity.values  # the heads' confidence
+        return PlanarObjects(category, p["position"], yaw, p["color"], score.detach())
 
 
 def match_slots(position: torch.Tensor, identity_logits: torch.Tensor, true_category: torch.Tensor,
@@ -126,12 +128,15 @@ def set_loss(p: Prediction, truth: SceneBatch, config: SupervisedConfig) -> tupl
 
 
 @torch.no_grad()
-def evaluate(model: SetRegressor, images: torch.Tensor, truth: SceneBatch, catalog, batch_size: int = 256) -> dict:
+def evaluate(model: SetRegressor, images: torch.Tensor, truth: SceneBatch, catalog, batch_size: int = 256,
+             pose_recalls: bool = False) -> dict:
+    """The baseline's answer for images (B, H, W, 3) scored against a SceneBatch's planar truth
+    (pose_recalls: BOP's ADD-S, MSSD and MSPD too, seen by the truth's camera)."""
     was_training = model.training
     model.eval()
     predicted = PlanarObjects.cat([model.predict(chunk) for chunk in torch.split(images, batch_size)])
     model.train(was_training)
-    return evaluate_planar(predicted, truth.planar(), catalog)
+    return evaluate_planar(predicted, truth.planar(), catalog, truth.camera if pose_recalls else None)
 
 
 def load_supervised(path: str | Path) -> tuple[SetRegressor, dict]:

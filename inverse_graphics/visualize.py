@@ -74,7 +74,9 @@ def save_curves(history: list[dict], path: Path, objective: str = "ELBO per imag
         it = [h["iteration"] for h in val]
         axes[1].plot(it, [h["val_count_acc"] for h in val], label="count")
         axes[1].plot(it, [h["val_identity_acc"] for h in val], label="identity (matched)")
-        axes[1].plot(it, [h["val_adds_recall"] for h in val], label="ADD-S recall")
+        adds = [h.get("val_adds_recall", float("nan")) for h in val]
+        if np.isfinite(adds).any():  # validation during training skips the pose recalls
+            axes[1].plot(it, adds, label="ADD-S recall")
         axes[1].legend()
     axes[1].set(xlabel="iteration", ylabel="accuracy", ylim=(0, 1.02), title="validation")
     fig.tight_layout()

@@ -188,7 +188,7 @@ def test_infer_command_writes_poses_and_overlay(tmp_path, tabletop, capsys):
     assert rc == 2 and "cannot read image" in capsys.readouterr().err
 
 
-def test_metrics_match_by_position_and_respect_symmetry(catalog):
+def test_metrics_match_by_position_and_respect_symmetry(catalog, tabletop):
     cube, l_block = catalog.index_of("cube"), catalog.index_of("l_block")
     true_category = torch.tensor([[cube, l_block, -1], [l_block, -1, -1]])
     true_position = torch.tensor([[[0.0, 0.0], [0.05, 0.05], [0, 0]], [[0.02, 0.0], [0, 0], [0, 0]]])
@@ -199,7 +199,8 @@ def test_metrics_match_by_position_and_respect_symmetry(catalog):
     pred_position = torch.tensor([[[0.05, 0.05], [0.003, 0.0]], [[0.02, 0.0], [-0.08, 0.0]]])
     pred_yaw = torch.tensor([[0.2, 0.1 + math.pi / 2], [1.0, 0.0]])
     truth = PlanarObjects(true_category, true_position, true_yaw, torch.zeros(2, 3, 3))
-    m = evaluate_planar(PlanarObjects(pred_category, pred_position, pred_yaw, torch.zeros(2, 2, 3)), truth, catalog)
+    m = evaluate_planar(PlanarObjects(pred_category, pred_position, pred_yaw, torch.zeros(2, 2, 3)), truth, catalog,
+                        tabletop.camera)
     assert m["count_acc"] == 0.5
     assert m["identity_acc"] == 1.0
     assert m["pos_err_mm_median"] == pytest.approx(0.0, abs=1e-3)

@@ -14,7 +14,18 @@ def test_shipped_catalog_spans_symmetry_types(catalog):
         assert len(c.faces) <= 300, c.name
         assert 0.03 < c.diameter < 0.12, c.name  # metres, not millimetres
     types = {c.name: c.symmetry_type for c in catalog.categories}
-    assert set(types.values()) >= {"none", "2-fold", "4-fold", "continuous", "full"}, types
+    assert set(types.values()) >= {"none", "2-fold", "4-fold", "continuous"}, types
+
+
+def test_continuous_symmetries_are_ones_bop_reads(catalog):
+    """BOP reads each continuous axis on its own (never their combinations), so the sphere is
+    written as the cylinder is: continuous about the vertical, plus the flip."""
+    for name in ("cylinder", "sphere"):
+        c = catalog[catalog.index_of(name)]
+        assert len(c.symmetries_continuous) == 1, name
+        axis, offset = c.symmetries_continuous[0]
+        assert np.allclose(axis, [0, 0, 1]) and np.allclose(offset, 0), name
+        assert len(c.symmetries_discrete) == 1 and np.allclose(c.symmetries_discrete[0][2, 2], -1), name
 
 
 def test_models_info_is_bop_millimetres(catalog):

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +14,9 @@ from inverse_graphics.cli import main
 from inverse_graphics.data.bop import read_bop_results
 from inverse_graphics.metrics import evaluate_poses
 from inverse_graphics.robot.adapt import adapt_to_frames
-from inverse_graphics.robot.frames import iter_frames, read_camera, table_from_depth
-from inverse_graphics.robot.pipeline import detections_of
+from inverse_graphics.paths import EXAMPLE_FRAMES
+from inverse_graphics.robot.frames import frame_ids, iter_frames, read_camera, table_from_depth
+from inverse_graphics.robot.pipeline import RESULTS_CSV, detections_of, run_poses
 from inverse_graphics.robot.poses import FramePoseEstimator
 from inverse_graphics.robot.simulate import CaptureConditions, example_camera, read_truth, write_frames
 from inverse_graphics.robot.view import Workspace, air_input, load_for_camera
@@ -99,7 +101,7 @@ def test_poses_under_changed_lighting_and_noise(frames, tmp_path):
     predicted = detections_of(results, names)
     metrics = evaluate_poses(predicted, [truth[n] for n in names], ObjectCatalog.load())
     assert metrics["adds_recall"] >= 0.75, metrics
-    rows = read_bop_results(out / "poses_bop.csv")
+    rows = read_bop_results(out / RESULTS_CSV)
     assert len(rows) == sum(len(p) for p in predicted)
     assert all((out / "overlay" / f"{n}.png").is_file() for n in names)
     before = (out / "poses.json").read_text()
@@ -147,3 +149,19 @@ def test_unknown_object_names_are_named(frames, tmp_path, capsys):
     assert main(["poses", str(frames), "--model", SHIPPED, "--out", str(tmp_path), "--objects", "cube,teapot",
                  "--quiet"]) == 2
     assert "teapot" in capsys.readouterr().err
+
+
+def test_image_ids_survive_a_skipped_frame(tmp_path):
+    """BOP im_ids come from the frame names, so an unreadable frame shifts no other frame onto the
+    wrong ground truth; the example frames are a BOP scene folder too (scene_camera.json is read
+    when there is no camera.json)."""
+    folder = tmp_path / "000007"  # a BOP scene folder: its number is the scene_id
+    shutil.copytree(EXAMPLE_FRAMES, folder)
+    (folder / "camera.json").unlink()
+    (folder / "rgb" / "000001.jpg").write_bytes(b"not an image")
+    results = run_poses(folder, SHIPPED, tmp_path / "out", write_overlays=False, progress=False, log=lambda m: None)
+    assert set(results["skipped"]) == {"000001.jpg"}
+    rows = read_bop_results(tmp_path / "out" / RESULTS_CSV)
+    assert {r["im_id"] for r in rows} == {0, 2, 3} and {r["scene_id"] for r in rows} == {7}
+    assert {n: e["im_id"] for n, e in results["frames"].items()} == {"000000": 0, "000002": 2, "000003": 3}
+    assert frame_ids([Path("b.png"), Path("a.png"), Path("c.png")]) == {"b": 0, "a": 1, "c": 2}

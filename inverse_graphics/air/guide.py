@@ -73,11 +73,15 @@ class GuideState(NamedTuple):
 
 
 def found_objects(steps: list[Step]) -> PlanarObjects:
-    """The objects the steps found, one slot per step (category -1 where z_pres is 0)."""
+    """The objects the steps found, one slot per step (category -1 where z_pres is 0), each scored
+    by q: the probability that it is present times that of its identity."""
     presence = torch.stack([s.z_pres for s in steps], 1)
     identity = torch.stack([s.identity for s in steps], 1)
+    identity_prob = torch.stack([s.identity_logits.softmax(-1) for s in steps], 1).gather(
+        2, identity[..., None])[..., 0]
+    score = (torch.stack([s.pres_prob for s in steps], 1) * identity_prob).detach()
     return PlanarObjects(torch.where(presence > 0.5, identity, -1), torch.stack([s.position for s in steps], 1),
-                         torch.stack([s.yaw for s in steps], 1), torch.stack([s.color for s in steps], 1))
+                         torch.stack([s.yaw for s in steps], 1), torch.stack([s.color for s in steps], 1), score)
 
 
 class Guide(nn.Module):

@@ -45,14 +45,16 @@ def load_checkpoint(path: str | Path, data: Tabletop | None = None) -> tuple[AIR
 
 
 @torch.no_grad()
-def evaluate(model: AIR, images: torch.Tensor, truth: SceneBatch, batch_size: int = 256) -> dict:
-    """Greedy inference on images (B, H, W, 3) scored against a SceneBatch's planar truth."""
+def evaluate(model: AIR, images: torch.Tensor, truth: SceneBatch, batch_size: int = 256,
+             pose_recalls: bool = False) -> dict:
+    """Greedy inference on images (B, H, W, 3) scored against a SceneBatch's planar truth
+    (pose_recalls: BOP's ADD-S, MSSD and MSPD too, seen by the truth's camera)."""
     was_training = model.training
     model.eval()
     predicted = PlanarObjects.cat([model.objects(model.infer(chunk, greedy=True))
                                    for chunk in torch.split(images, batch_size)])
     model.train(was_training)
-    return evaluate_planar(predicted, truth.planar(), model.catalog)
+    return evaluate_planar(predicted, truth.planar(), model.catalog, truth.camera if pose_recalls else None)
 
 
 def train_air(out: str | Path, air_config: AIRConfig | None = None, train_config: TrainConfig | None = None,

@@ -1,14 +1,21 @@
-"""tabletop-v1 on disk in the BOP layout, written and read back.
+"""tabletop-v1 on disk in the BOP layout, written and read back; the BOP toolkit reads it as it is
+(as dataset BOP_NAME, once that name is registered in its dataset_params).
 
-    OUT/
-      camera.json                  dataset camera (fx, fy, cx, cy, width, height, depth_scale)
-      models_info.json, models/    the catalog, millimetres
-      dataset_info.json            generator configuration and splits written
-      <split>/<scene:06d>/         up to 1000 images per BOP scene folder
-        rgb/<im:06d>.png           8-bit RGB
+    OUT/                           name the folder BOP_NAME ('tabletop') under the toolkit's datasets path
+      camera.json                  dataset camera (fx, fy, cx, cy, width, height, depth_scale), BOP's form
+      models/                      the catalog: obj_<id:06d>.ply and models_info.json, millimetres
+      models_eval/                 the dense evaluation meshes the metrics average over, and models_info.json
+      models_info.json             the same as models/models_info.json
+      dataset_info.json            generator configuration, splits written, BOP dataset name
+      test_targets_bop19.json      [{scene_id, im_id, obj_id, inst_count}]: instances >= 10% visible
+                                   (<split>_targets_bop19.json for the other splits)
+      <split>/<scene:06d>/         up to 1000 images per BOP scene folder ('-' in a split's name is '_'
+        rgb/<im:06d>.png           here, as BOP parses DATASET-SPLIT-TYPE); 8-bit RGB
         depth/<im:06d>.png         16-bit, depth_mm = value * depth_scale
         scene_camera.json          {im_id: {cam_K, depth_scale, cam_R_w2c, cam_t_w2c (mm)}}
         scene_gt.json              {im_id: [{obj_id, cam_R_m2c, cam_t_m2c (mm)}]}
+        scene_gt_info.json         {im_id: [{bbox_obj, bbox_visib, px_count_all, px_count_valid,
+                                   px_count_visib, visib_fract}]} (rendering.visibility)
         scene_tabletop.json        {im_id: {index, objects: [{obj_id, color}]}} (what BOP has no field for)
 
 Estimates go out as a BOP results CSV (write_bop_results): one row per object,
@@ -34,7 +41,10 @@ from tqdm import tqdm
 
 from ..assets import ObjectCatalog
 from ..files import atomic_write_bytes, atomic_write_json, atomic_write_png, read_json
+from ..metrics.bop_recall import VISIB_TARGET_MIN
+from ..metrics.pose_errors import evaluation_mesh
 from ..rendering.renderer import SceneRenderer
+from ..rendering.visibility import object_visibility
 from ..camera import Camera
 from ..scene import SceneBatch, Table
 from ..visualize import contact_sheet
@@ -42,10 +52,26 @@ from .tabletop import Tabletop
 
 IMAGES_PER_FOLDER = 1000
 DEPTH_SCALE = 0.1  # depth_mm = png_value * DEPTH_SCALE: 0.1 mm steps up to 6.5 m
+BOP_NAME = "tabletop"  # the dataset's name in BOP file names (METHOD_tabletop-test.csv)
+
+
+def split_folder(split: str) -> str:
+    """The split's folder name: BOP reads 'DATASET-SPLIT-TYPE' in a result's name as folder SPLIT_TYPE."""
+    return split.replace("-", "_")
+
+
+def targets_file(split: str) -> str:
+    """The split's BOP19 targets file at the dataset root (the toolkit's default for 'test')."""
+    return f"{split_folder(split)}_targets_bop19.json"
+
+
+def bop_results_name(method: str, split: str) -> str:
+    """A results CSV name the BOP toolkit parses: METHOD_DATASET-SPLIT.csv (no '_' in METHOD)."""
+    return f"{method.replace('_', '-').replace('+', '-')}_{BOP_NAME}-{split}.csv"
 
 
 def _folder(root: Path, split: str, index: int) -> tuple[Path, int]:
-    return root / split / f"{index // IMAGES_PER_FOLDER:06d}", index % IMAGES_PER_FOLDER
+    return root / split_folder(split) / f"{index // IMAGES_PER_FOLDER:06d}", index % IMAGES_PER_FOLDER
 
 
 def _image_path(root: Path, split: str, index: int, kind: str) -> Path:
@@ -58,13 +84,18 @@ def _mm(x: torch.Tensor) -> list:
 
 
 def write_models(root: Path, catalog: ObjectCatalog) -> None:
-    """The catalog as a BOP models folder (PLY meshes and models_info.json, mm)."""
+    """The catalog as BOP models folders: models/ (the meshes) and models_eval/ (the dense meshes the
+    metrics average over), PLY and models_info.json, mm."""
 
     for c in catalog.categories:
-        mesh = trimesh.Trimesh(c.verts.double().numpy() * 1000.0, c.faces.numpy(), process=False)
-        atomic_write_bytes(root / "models" / f"obj_{c.obj_id:06d}.ply", trimesh.exchange.ply.export_ply(mesh))
-    atomic_write_json(root / "models" / "models_info.json", catalog.models_info())
-    atomic_write_json(root / "models_info.json", catalog.models_info())
+        dense = evaluation_mesh(c)
+        for folder, (verts, faces) in (("models", (c.verts.double().numpy(), c.faces.numpy())),
+                                       ("models_eval", dense)):
+            mesh = trimesh.Trimesh(verts * 1000.0, faces, process=False)
+            atomic_write_bytes(root / folder / f"obj_{c.obj_id:06d}.ply", trimesh.exchange.ply.export_ply(mesh))
+    for path in (root / "models" / "models_info.json", root / "models_eval" / "models_info.json",
+                 root / "models_info.json"):
+        atomic_write_json(path, catalog.models_info())
 
 
 def generate_split(data: Tabletop, split: str, root: str | Path, num_scenes: int | None = None,
@@ -85,6 +116,7 @@ def generate_split(data: Tabletop, split: str, root: str | Path, num_scenes: int
     if info.get("config", data.config.to_dict()) != data.config.to_dict():
         raise ValueError(f"{root} holds tabletop data made with another configuration; use another --out")
     info["config"] = data.config.to_dict()
+    info["bop_name"] = BOP_NAME
     splits = info.setdefault("splits", {})
     splits[split] = {"num_scenes": max(num_scenes, splits.get(split, {}).get("num_scenes", 0))}
     atomic_write_json(info_path, info)
@@ -103,12 +135,14 @@ def generate_split(data: Tabletop, split: str, root: str | Path, num_scenes: int
         bar.update(len(indices))
     bar.close()
 
-    # Annotations are cheap and deterministic: rewrite them whole for every folder touched.
+    # Annotations are deterministic: rewrite them whole for every folder touched.
+    targets = []
     for first in range(0, num_scenes, IMAGES_PER_FOLDER):
         indices = list(range(first, min(first + IMAGES_PER_FOLDER, num_scenes)))
         folder = _folder(root, split, first)[0]
-        _write_annotations(data, split, indices, folder)
-    return root / split
+        targets += _write_annotations(data, split, indices, folder)
+    atomic_write_json(root / targets_file(split), targets)
+    return root / split_folder(split)
 
 
 def bop_ids(index: int) -> tuple[int, int]:
@@ -123,7 +157,7 @@ def bop_result_line(scene_id: int, im_id: int, obj_id: int, score: float, R_m2c,
     """One row of a BOP results CSV: R_m2c (3, 3), t_m2c_m (3,) metres (written in mm), seconds per image."""
     R = " ".join(f"{float(v):.6f}" for row in R_m2c for v in row)
     t = " ".join(f"{float(v) * 1000:.3f}" for v in t_m2c_m)
-    return f"{scene_id},{im_id},{obj_id},{score:.4f},{R},{t},{float(seconds):.6f}"
+    return f"{scene_id},{im_id},{obj_id},{score:.6f},{R},{t},{float(seconds):.6f}"
 
 
 def write_bop_results(path: str | Path, batch: SceneBatch, indices: list[int], catalog: ObjectCatalog,
@@ -172,13 +206,25 @@ def read_bop_results(path: str | Path) -> list[dict]:
     return rows
 
 
-def _write_annotations(data: Tabletop, split: str, indices: list[int], folder: Path) -> None:
+def _write_annotations(data: Tabletop, split: str, indices: list[int], folder: Path) -> list[dict]:
+    """The folder's scene_camera/gt/gt_info/tabletop.json; returns its BOP19 targets."""
     batch = data.scene_batch(data.sample(split, indices))
     cam = data.camera
     R_m2c_all, t_m2c_all = batch.model_to_camera()
-    scene_camera, scene_gt, scene_tabletop = {}, {}, {}
+    visibility = object_visibility(batch, data.catalog)
+    scene_camera, scene_gt, scene_gt_info, scene_tabletop, targets = {}, {}, {}, {}, []
     for b, index in enumerate(indices):
         im_id = str(index % IMAGES_PER_FOLDER)
+        slots = (batch.category[b] >= 0).nonzero()[:, 0].tolist()
+        scene_gt_info[im_id] = visibility.scene_gt_info(b, slots)
+        counts: dict[int, int] = {}
+        for n in slots:
+            if float(visibility.visib_fract[b, n]) >= VISIB_TARGET_MIN:
+                obj_id = data.catalog[int(batch.category[b, n])].obj_id
+                counts[obj_id] = counts.get(obj_id, 0) + 1
+        scene_id = int(folder.name)
+        targets += [{"scene_id": scene_id, "im_id": int(im_id), "obj_id": o, "inst_count": k}
+                    for o, k in sorted(counts.items())]
         scene_camera[im_id] = {"cam_K": [float(v) for v in cam.K.flatten()], "depth_scale": DEPTH_SCALE,
                                "cam_R_w2c": [float(v) for v in cam.R.flatten()], "cam_t_w2c": _mm(cam.t)}
         gts, extras = [], []
@@ -194,7 +240,9 @@ def _write_annotations(data: Tabletop, split: str, indices: list[int], folder: P
         scene_tabletop[im_id] = {"index": index, "objects": extras}
     atomic_write_json(folder / "scene_camera.json", scene_camera)
     atomic_write_json(folder / "scene_gt.json", scene_gt)
+    atomic_write_json(folder / "scene_gt_info.json", scene_gt_info)
     atomic_write_json(folder / "scene_tabletop.json", scene_tabletop)
+    return targets
 
 
 def _load_json(path: Path):
@@ -222,9 +270,9 @@ def read_split(root: str | Path, split: str, catalog: ObjectCatalog | None = Non
     """
     root = Path(root)
     catalog = catalog or ObjectCatalog.load()
-    folders = sorted(p for p in (root / split).glob("[0-9]" * 6) if p.is_dir())
+    folders = sorted(p for p in (root / split_folder(split)).glob("[0-9]" * 6) if p.is_dir())
     if not folders:
-        raise FileNotFoundError(f"no BOP scene folders in {root / split}")
+        raise FileNotFoundError(f"no BOP scene folders in {root / split_folder(split)}")
     rgbs, depths, categories, rotations, translations, colors = [], [], [], [], [], []
     camera = None
     for folder in folders:

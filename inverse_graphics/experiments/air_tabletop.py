@@ -122,7 +122,7 @@ def evaluate_run(path: Path, split: str, num: int, scenes: tuple | None = None) 
     else:
         images, truth = render_pool(data, split, num, progress=False)
         images = images.float() / 255
-    metrics = evaluate(model, images, truth)
+    metrics = evaluate(model, images, truth, pose_recalls=True)
     pairs = metrics.pop("count_pairs")
     metrics.pop("matches")
     confusion = np.zeros((model.config.max_steps + 1, model.config.max_steps + 1), dtype=int)
@@ -145,7 +145,7 @@ def evaluate_supervised_checkpoint(path: Path, scenes: dict[str, tuple[torch.Ten
               f"a fixed pool of {ckpt['train_config']['train_pool']} renders",
               "train_minutes": ckpt["train_seconds"] / 60, "iterations": ckpt["iteration"]}
     for name, (images, truth) in scenes.items():
-        metrics = evaluate_supervised(model, images, truth, data.catalog)
+        metrics = evaluate_supervised(model, images, truth, data.catalog, pose_recalls=True)
         result[name] = {k: metrics[k] for k in HEADLINE}
     return result
 
@@ -188,7 +188,7 @@ def evaluate_untrained(split: str, num: int, seed: int = 0) -> dict:
     data = Tabletop()
     model = AIR(AIRConfig(), data.catalog, data.camera, data.config.table)
     images, truth = render_pool(data, split, num, progress=False)
-    metrics = evaluate(model, images.float() / 255, truth)
+    metrics = evaluate(model, images.float() / 255, truth, pose_recalls=True)
     metrics.pop("count_pairs")
     metrics.pop("matches")
     return metrics

@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from ..air.train import load_checkpoint
-from ..data.bop import write_bop_results
+from ..data.bop import bop_results_name, write_bop_results
 from ..data.tabletop import Tabletop
 from ..files import atomic_write_bytes, atomic_write_json
 from ..metrics import evaluate_planar
@@ -187,10 +187,11 @@ def _score_methods(cfg: BenchmarkConfig, predictions: dict, timings: dict, truth
                          "checkpoint": str(getattr(cfg, name, None) or "")}
         small = pred.first(cfg.optimise_num)
         subset[name] = _summary(_score(small, common, data), small, data.config.max_objects)
-        csv = out / "bop" / f"{name.replace('+', '-')}_tabletop-{cfg.split}.csv"
+        csv = out / "bop" / bop_results_name(name, cfg.split)
         batch = replace(pred.objects, color=pred.objects.color.clamp(0, 1)).to_batch(data.catalog, data.camera,
                                                                                      data.config.table)
-        write_bop_results(csv, batch, list(range(len(pred.objects))), data.catalog, pred.seconds)
+        write_bop_results(csv, batch, list(range(len(pred.objects))), data.catalog, pred.seconds,
+                          pred.objects.score)
         methods[name]["bop_results"] = str(csv.relative_to(out))
     return methods, subset, matches
 

@@ -2,6 +2,7 @@
 
 A frames folder holds
     camera.json      K, resolution, optional extrinsic (our format below), or a BOP scene_camera.json
+                     (read from the folder when it has no camera.json: a BOP scene folder is a frames folder)
     rgb/*.png|jpg    (or the images directly in the folder)
     depth/<stem>.png optional 16-bit depth, millimetres x depth_scale, 0 = no reading
 
@@ -204,6 +205,23 @@ def frame_files(folder: str | Path) -> tuple[list[Path], Path | None]:
     return files, depth_dir
 
 
+def default_camera_file(folder: str | Path) -> Path:
+    """folder/camera.json, or the BOP scene form's scene_camera.json when there is no camera.json."""
+    folder = Path(folder)
+    bop = folder / "scene_camera.json"
+    return bop if not (folder / "camera.json").is_file() and bop.is_file() else folder / "camera.json"
+
+
+def frame_ids(files: list[Path]) -> dict[str, int]:
+    """{frame name: BOP im_id}: the number a frame is named by (000042.png -> 42) when every frame
+    is named by one, else its position among all the folder's frames in name order (so a frame
+    that cannot be used shifts no other frame's id)."""
+    stems = [f.stem for f in files]
+    if all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
+        return {s: int(s) for s in stems}
+    return {s: k for k, s in enumerate(stems)}
+
+
 def load_frame(rgb_path: Path, depth_dir: Path | None, setup: CameraSetup) -> Frame:
     """One frame; raises ValueError saying why it cannot be used."""
     try:
@@ -240,7 +258,7 @@ def iter_frames(folder: str | Path, camera_path: str | Path | None = None, on_pr
     """Yields the usable Frames of a folder, in name order. Unusable ones are passed to
     on_problem(FrameProblem) (default: printed) and skipped."""
     files, depth_dir = frame_files(folder)
-    camera_path = Path(camera_path) if camera_path else Path(folder) / "camera.json"
+    camera_path = Path(camera_path) if camera_path else default_camera_file(folder)
     size = None
     try:  # a BOP scene_camera.json has no resolution: the first frame gives it
         if "K" not in json.loads(camera_path.read_text()):

@@ -1,4 +1,4 @@
-"""A folder of robot frames -> object poses on disk: poses.json, BOP results (poses_bop.csv) and
+"""A folder of robot frames -> object poses on disk: poses.json, BOP results (RESULTS_CSV) and
 an overlay per frame. The per-frame work is poses.FramePoseEstimator's.
 
 Units: metres and radians; poses (4, 4) model-to-camera, metres (the CSV in BOP's millimetres).
@@ -18,7 +18,7 @@ from tqdm import tqdm
 from ..assets import ObjectCatalog
 from ..data.bop import BOP_RESULTS_HEADER, bop_result_line
 from ..files import atomic_write_bytes, atomic_write_json, atomic_write_png
-from .frames import Frame, frame_files, iter_frames
+from .frames import Frame, frame_files, frame_ids, iter_frames
 from .poses import Detection, FramePoseEstimator, PoseSettings
 from .view import frames_table_color, load_for_camera
 
@@ -46,27 +46,39 @@ def overlay(frame: Frame, detections: list[Detection], catalog: ObjectCatalog, p
     atomic_write_png(path, np.asarray(image))
 
 
+RESULTS_CSV = "air-poses_frames-test.csv"  # BOP parses METHOD_DATASET-SPLIT: rename to your dataset's
+
+
 def write_bop_results(results: dict, path: Path) -> None:
-    """run_poses' results -> a BOP results CSV (scene_id 0, im_id = the frame's index in name order)."""
+    """run_poses' results -> a BOP results CSV: scene_id and im_id as each frame's entry says
+    (frames.frame_ids: a frame's number, not its position among the frames processed)."""
     rows = [BOP_RESULTS_HEADER]
-    for im_id, (name, entry) in enumerate(sorted(results["frames"].items())):
+    for name, entry in sorted(results["frames"].items()):
         for o in entry["objects"]:
             pose = o["pose_camera"]
-            rows.append(bop_result_line(0, im_id, o["obj_id"], o["score"], [row[:3] for row in pose[:3]],
-                                        [row[3] for row in pose[:3]], entry["seconds"]))
+            rows.append(bop_result_line(entry["scene_id"], entry["im_id"], o["obj_id"], o["score"],
+                                        [row[:3] for row in pose[:3]], [row[3] for row in pose[:3]],
+                                        entry["seconds"]))
     atomic_write_bytes(path, ("\n".join(rows) + "\n").encode())
+
+
+def scene_id_of(frames_dir) -> int:
+    """A BOP scene folder's number (DATASET/SPLIT/000007 -> 7); 0 for any other folder."""
+    name = Path(frames_dir).resolve().name
+    return int(name) if name.isdigit() else 0
 
 
 def run_poses(frames_dir, checkpoint, out, camera_path=None, settings: PoseSettings | None = None,
               write_overlays: bool = True, progress: bool = True, log=print) -> dict:
-    """Every usable frame of a folder -> out/poses.json ({frame: {objects, seconds}}), out/poses_bop.csv
-    (BOP results: scene_id 0, im_id = frame index) and out/overlay/<frame>.png. Frames already in
+    """Every usable frame of a folder -> out/poses.json ({frame: {scene_id, im_id, objects, seconds}}),
+    out/RESULTS_CSV (BOP results; ids from frames.frame_ids and scene_id_of) and out/overlay/<frame>.png. Frames already in
     poses.json are kept (a killed run resumes); unusable frames are listed under 'skipped'.
     Per frame, `seconds` is end to end: reading, proposing, fitting and writing."""
     out = Path(out)
     results_path = out / "poses.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {"frames": {}, "skipped": {}}
     files, _ = frame_files(frames_dir)
+    ids, scene_id = frame_ids(files), scene_id_of(frames_dir)
     estimator = None
     skipped = results["skipped"]
     bar = tqdm(total=len(files), desc="poses", unit="frame", disable=not progress)
@@ -84,7 +96,8 @@ def run_poses(frames_dir, checkpoint, out, camera_path=None, settings: PoseSetti
         detections, timing = estimator.estimate(frame)
         if write_overlays:
             overlay(frame, detections, estimator.catalog, out / "overlay" / f"{frame.name}.png")
-        results["frames"][frame.name] = {"objects": [d.to_json() for d in detections], **timing}
+        results["frames"][frame.name] = {"scene_id": scene_id, "im_id": ids[frame.name],
+                                         "objects": [d.to_json() for d in detections], **timing}
         results["frames"][frame.name]["seconds"] = time.perf_counter() - start
         atomic_write_json(results_path, results)
         bar.update(1)
@@ -92,16 +105,19 @@ def run_poses(frames_dir, checkpoint, out, camera_path=None, settings: PoseSetti
     bar.close()
     for name, reason in skipped.items():
         log(f"skipped frame {name}: {reason}")
-    write_bop_results(results, out / "poses_bop.csv")
+    for name, entry in results["frames"].items():  # entries kept from a run before frames had ids
+        entry.setdefault("scene_id", scene_id)
+        entry.setdefault("im_id", ids.get(name, -1))
+    write_bop_results(results, out / RESULTS_CSV)
     atomic_write_json(results_path, results)
     return results
 
 
 def detections_of(results: dict, names: list[str]) -> list[list[dict]]:
-    """run_poses' results -> per named frame [{"category", "pose": (4, 4) float64}] (no entry: none),
-    the form metrics.evaluate_poses takes."""
-    return [[{"category": o["category"], "pose": torch.tensor(o["pose_camera"], dtype=torch.float64)}
-             for o in results["frames"].get(n, {"objects": []})["objects"]] for n in names]
+    """run_poses' results -> per named frame [{"category", "pose": (4, 4) float64, "score"}] (no
+    entry: none), the form metrics.evaluate_poses takes."""
+    return [[{"category": o["category"], "pose": torch.tensor(o["pose_camera"], dtype=torch.float64),
+              "score": o["score"]} for o in results["frames"].get(n, {"objects": []})["objects"]] for n in names]
 
 
 def poses_summary(results: dict, out: str | Path, shown: int = 8) -> list[str]:
@@ -115,4 +131,4 @@ def poses_summary(results: dict, out: str | Path, shown: int = 8) -> list[str]:
         lines.append(f"{len(done)} frames, {sum(seconds) / len(seconds):.2f} s per frame; "
                      f"skipped {len(results['skipped'])}")
     out = Path(out)
-    return lines + [f"wrote {out / 'poses.json'}, {out / 'poses_bop.csv'} and {out / 'overlay'}/"]
+    return lines + [f"wrote {out / 'poses.json'}, {out / RESULTS_CSV} (BOP results) and {out / 'overlay'}/"]

@@ -109,7 +109,8 @@ def one_scene(hypotheses: list[Hypothesis]) -> PlanarObjects:
     """The hypotheses' objects as one scene: PlanarObjects (1, N)."""
     parts = [h.objects for h in hypotheses]
     return PlanarObjects(*(torch.cat([getattr(p, name) for p in parts], 1)
-                           for name in ("category", "position", "yaw", "color")))
+                           for name in ("category", "position", "yaw", "color")),
+                         torch.tensor([[h.explained * h.category_prob for h in hypotheses]]))
 
 
 class FramePoseEstimator:

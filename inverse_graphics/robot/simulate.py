@@ -10,7 +10,8 @@ The gap between renderer and camera, drawn per frame (CaptureConditions):
   squared, quantized to millimetres, with missing readings;
 - clutter: boxes of no known category near the frame's border.
 The ground truth is the scene's SceneBatch; frames go to disk as a frames folder
-(frames.py) with a scene_gt.json in the BOP convention (model-to-camera, mm).
+(frames.py) that is also a BOP scene folder: scene_gt.json (model-to-camera, mm),
+scene_gt_info.json and scene_camera.json.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..files import atomic_write_bytes, atomic_write_json, atomic_write_png, rea
 from ..rendering.meshes import CatalogMeshes
 from ..rendering.open3d_renderer import camera_rays
 from ..rendering.renderer import BACKGROUND, LIGHT_DIRECTION
+from ..rendering.visibility import object_visibility
 from ..scene import SceneBatch
 from .frames import write_camera
 from .view import robot_data
@@ -219,18 +221,49 @@ def write_frames(out: str | Path, count: int, conditions: CaptureConditions | No
             Image.fromarray(rgb).save(buffer, format="JPEG", quality=92)
             atomic_write_bytes(out / "rgb" / f"{name}.{rgb_format}", buffer.getvalue())
     atomic_write_json(out / "scene_gt.json", truth)
+    write_bop_scene_files(out, camera, catalog)
     return out
+
+
+def write_bop_scene_files(folder: str | Path, camera: Camera, catalog: ObjectCatalog) -> None:
+    """What makes a frames folder with ground truth a BOP scene folder too: scene_camera.json
+    ({im_id: cam_K, depth_scale, cam_R_w2c, cam_t_w2c (mm)}, world = the table) and
+    scene_gt_info.json (rendering.visibility against each frame's measured depth), both keyed
+    like scene_gt.json (frame names, which BOP reads as im_ids)."""
+    folder = Path(folder)
+    gt = read_json(folder / "scene_gt.json", "ground truth")
+    cam = {"cam_K": camera.K.flatten().tolist(), "depth_scale": 1.0, "cam_R_w2c": camera.R.flatten().tolist(),
+           "cam_t_w2c": (camera.t.double() * 1000).tolist()}
+    R_w2c, t_w2c = camera.R.double(), camera.t.double()
+    info = {}
+    for name, objects in gt.items():
+        R = torch.tensor([o["cam_R_m2c"] for o in objects], dtype=torch.float64).reshape(1, -1, 3, 3)
+        t = torch.tensor([o["cam_t_m2c"] for o in objects], dtype=torch.float64).reshape(1, -1, 3) / 1000
+        category = torch.tensor([[catalog.index_of(int(o["obj_id"])) for o in objects]], dtype=torch.long)
+        batch = SceneBatch(category.reshape(1, -1), (R_w2c.T @ R).float(), ((t - t_w2c) @ R_w2c).float(),
+                           torch.zeros(1, len(objects), 3), camera)
+        with Image.open(folder / "depth" / f"{name}.png") as im:
+            depth = torch.from_numpy(np.array(im).astype(np.float32) / 1000.0)[None]
+        visibility = object_visibility(batch, catalog, scene_depth=depth)
+        info[name] = visibility.scene_gt_info(0, list(range(len(objects))))
+    atomic_write_json(folder / "scene_camera.json", {name: cam for name in gt})
+    atomic_write_json(folder / "scene_gt_info.json", info)
 
 
 def read_truth(folder: str | Path) -> dict[str, list[dict]]:
     """A frames folder's scene_gt.json (as write_frames writes it) -> {frame name: [{"category",
-    "pose": (4, 4) float64 model-to-camera, metres}]}, the form metrics.evaluate_poses takes."""
+    "pose": (4, 4) float64 model-to-camera, metres, "visib_fract" (from scene_gt_info.json;
+    1 without it)}]}, the form metrics.evaluate_poses takes."""
+    folder = Path(folder)
+    info = read_json(folder / "scene_gt_info.json", "ground truth") if (folder / "scene_gt_info.json").is_file() \
+        else {}
     truth = {}
-    for name, objects in read_json(Path(folder) / "scene_gt.json", "ground truth").items():
+    for name, objects in read_json(folder / "scene_gt.json", "ground truth").items():
         truth[name] = []
-        for o in objects:
+        for k, o in enumerate(objects):
             pose = torch.eye(4, dtype=torch.float64)
             pose[:3, :3] = torch.tensor(o["cam_R_m2c"], dtype=torch.float64).view(3, 3)
             pose[:3, 3] = torch.tensor(o["cam_t_m2c"], dtype=torch.float64) / 1000
-            truth[name].append({"category": o["category"], "pose": pose})
+            visib = info[name][k]["visib_fract"] if name in info else 1.0
+            truth[name].append({"category": o["category"], "pose": pose, "visib_fract": float(visib)})
     return truth
