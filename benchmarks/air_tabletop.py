@@ -121,6 +121,17 @@ COMPARED = (("strided1_air_train_seed", "sleep 25 minutes; the strided encoder f
 SUPERVISED = (SHIPPED_SUPERVISED, ROOT / "results" / "supervised_runs" / "supervised_fresh_train_seed0" / "checkpoint.pt")
 
 
+OLD_RECALLS = ("adds_recall", "mssd_recall", "mspd_recall")
+
+
+def _without_old_recalls(section):
+    """A carried section without its pose recalls: they were measured before the metrics required
+    the right identity (BOP's definition), and the checkpoints to measure them again are gone."""
+    if isinstance(section, dict):
+        return {k: _without_old_recalls(v) for k, v in section.items() if k not in OLD_RECALLS}
+    return section
+
+
 def cmd_evaluate(args):
     main_runs = _finished(f"{args.tag}_air_train_seed")
     if not main_runs:
@@ -186,7 +197,7 @@ def cmd_evaluate(args):
         previous = json.loads(OUT.read_text())
         for key in ("estimator_comparison", "extrapolation", "dair_extrap_count_acc"):
             if key not in result and key in previous:
-                result[key] = previous[key]
+                result[key] = _without_old_recalls(previous[key])
                 result.setdefault("carried_from_previous_evaluation", []).append(key)
     result["command"] = "python benchmarks/air_tabletop.py evaluate"
     atomic_write_json(OUT, result)

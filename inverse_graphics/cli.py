@@ -19,6 +19,7 @@ from .air.infer import infer_files
 from .air.sleep import SLEEP_ARCHITECTURE
 from .air.train import train_air, train_air_sleep, train_air_wake
 from .cli_options import option_groups
+from .distributed import current as current_process_group
 from .data.bop import generate_split, write_contact_sheet
 from .data.images import load_images
 from .data.prior import PriorConfig
@@ -46,10 +47,13 @@ def _tabletop(args) -> Tabletop:
 def _train_config(args, **extra) -> TrainConfig:
     return TrainConfig(split=args.split, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
                        train_pool=args.train_pool, val_size=args.val_size, val_every=args.val_every,
-                       time_limit_minutes=args.minutes, seed=args.train_seed, **extra)
+                       checkpoint_every=args.checkpoint_every, time_limit_minutes=args.minutes,
+                       seed=args.train_seed, **extra)
 
 
 def _report_training(result: dict, out: Path) -> None:
+    if not current_process_group().is_main:  # under torchrun, rank 0 speaks for the run
+        return
     print(f"trained {result['iteration']} iterations in {result['train_minutes']:.1f} min "
           f"({result['skipped']} skipped); validation count accuracy {result.get('val_count_acc', float('nan')):.3f}, "
           f"identity {result.get('val_identity_acc', float('nan')):.3f}")
@@ -152,13 +156,16 @@ def cmd_frames(args) -> int:
     conditions = CaptureConditions.ideal() if args.ideal else CaptureConditions()
     out = write_frames(args.out, args.num, conditions, seed=args.seed, with_extrinsic=not args.no_extrinsic,
                        rgb_format="jpg" if args.jpeg else "png", progress=not args.quiet)
-    print(f"wrote {args.num} frames to {out} (rgb/, depth/, camera.json, scene_gt.json)")
+    print(f"wrote {args.num} frames to {out} (rgb/, depth/, camera.json; a BOP scene folder too: scene_gt.json, "
+          "scene_gt_info.json, scene_camera.json)")
     return 0
 
 
 def cmd_fit(args) -> int:
     result = adapt_to_frames(args.frames, args.out, args.camera, args.init, args.minutes, args.iterations,
                              args.seed, resume=args.resume, progress=not args.quiet)
+    if not current_process_group().is_main:
+        return 0
     print(f"fitted AIR on {result['frames']} frames for {result['train_minutes']:.1f} min ({result['iteration']} "
           f"iterations); synthetic validation: count {result.get('val_count_acc', float('nan')):.3f}, identity "
           f"{result.get('val_identity_acc', float('nan')):.3f}. Checkpoint: {Path(args.out) / 'checkpoint.pt'}")

@@ -26,4 +26,5 @@ def option_groups() -> dict[str, argparse.ArgumentParser]:
     t.add_argument("--train-pool", type=int, default=6000, help="distinct training images, rendered once")
     t.add_argument("--val-size", type=int, default=300)
     t.add_argument("--train-seed", type=int, default=0, help="initialization and batch-order seed")
+    t.add_argument("--checkpoint-every", type=int, default=100, help="iterations between checkpoints (default 100)")
     return groups

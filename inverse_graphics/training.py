@@ -1,5 +1,6 @@
 """What every trainer here shares: a rendered image pool, atomic checkpoints, resume, a time
-limit, a NaN guard, periodic validation, a progress bar and the history as JSON and PNG.
+limit, a NaN guard, periodic validation, a progress bar and the history as JSON and PNG, on
+one process or several (data-parallel under torchrun: distributed.py).
 
 AIR (no labels) and the supervised baseline (labels) differ only in their loss and
 their model; both go through `train_loop`, so their budgets and bookkeeping are the same.
@@ -13,9 +14,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from .data.tabletop import Tabletop
+from .distributed import ProcessGroup, process_group
 from .files import atomic_torch_save, atomic_write_json
 from .scene import SceneBatch
 from .visualize import save_curves
@@ -98,23 +102,59 @@ def render_pool(data: Tabletop, split: str, count: int, progress: bool) -> tuple
     return torch.cat(images), SceneBatch.cat(batches)
 
 
-def _restore(checkpoint: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple:
-    """Model, optimizer and torch RNG state from a checkpoint; (history, iteration, seconds trained, skipped)."""
+def pool_batches(pool_size: int, batch_size: int, group: ProcessGroup, seed: int, iteration: int = 0):
+    """An endless stream of (batch_size,) indices into a pool: this process's share of the pool
+    (a DistributedSampler, reshuffled every epoch), from iteration `iteration`'s batch on. One
+    process with batch size k x B sees the same images per step as k processes with B each."""
+    sampler = DistributedSampler(range(pool_size), num_replicas=group.world_size, rank=group.rank, seed=seed)
+    epoch, offset = divmod(iteration * batch_size, len(sampler))
+    batch: list[int] = []
+    while True:
+        sampler.set_epoch(epoch)
+        for index in list(sampler)[offset:]:
+            batch.append(index)
+            if len(batch) == batch_size:
+                yield torch.tensor(batch)
+                batch = []
+        epoch, offset = epoch + 1, 0
+
+
+def _restore(checkpoint: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer, group: ProcessGroup) -> tuple:
+    """Model, optimizer and torch RNG state from a checkpoint; (history, iteration, seconds trained,
+    skipped). Each process takes its own RNG state back when the run had as many processes."""
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
-    torch.set_rng_state(checkpoint["torch_rng"])
+    states = checkpoint.get("torch_rng_per_rank") or [checkpoint["torch_rng"]]
+    if len(states) == group.world_size:
+        torch.set_rng_state(states[group.rank])
+    else:  # another process count: fresh streams, one per process
+        torch.manual_seed(checkpoint["iteration"] * 1009 + group.rank)
     return checkpoint["history"], checkpoint["iteration"], checkpoint["train_seconds"], checkpoint.get("skipped", 0)
 
 
+class _LossStep(torch.nn.Module):
+    """The model with step_loss as its forward, so that DistributedDataParallel sees the loss made."""
+
+    def __init__(self, model: torch.nn.Module, step_loss: Callable):
+        super().__init__()
+        self.model, self.step_loss = model, step_loss
+
+    def forward(self, index: torch.Tensor, iteration: int):
+        return self.step_loss(index, iteration)
+
+
 def _gradient_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
-                   grad_clip: float) -> str | None:
-    """One optimizer step on loss; what was wrong (and the step not taken) if the loss or the
-    gradient is not finite, else None."""
+                   grad_clip: float, group: ProcessGroup) -> str | None:
+    """One optimizer step on loss (under DDP the backward averages the gradients over the processes);
+    what was wrong, and the step not taken by any process, if a loss or the gradient is not finite."""
     optimizer.zero_grad()
-    if not torch.isfinite(loss):
-        return f"loss is {float(loss.detach())}"
-    loss.backward()
+    if loss.requires_grad:
+        loss.backward()  # also for a bad loss: DDP expects a backward after every forward
+    if group.any(not torch.isfinite(loss)):
+        optimizer.zero_grad()
+        return f"loss is {float(loss.detach())}" if not torch.isfinite(loss) else "another process's loss is not finite"
     if not torch.isfinite(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)):
+        optimizer.zero_grad()
         return "gradient has NaN or Inf"
     optimizer.step()
     return None
@@ -135,44 +175,56 @@ def train_loop(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
                progress: bool = True, log=print, desc: str = "train", objective_label: str = "objective") -> dict:
     """The training loop: out/checkpoint.pt (atomic, every cfg.checkpoint_every), history.json, curves.png.
 
-    step_loss(index (batch,) into the pool, iteration) -> (scalar loss, info with 'objective' and
-    'mean_count'); validate() -> evaluate_planar's metrics. payload: what the checkpoint holds besides
-    model, optimizer and progress. A step whose loss or gradient is not finite is skipped and logged."""
+    step_loss(index (batch,) into the pool, iteration) -> (scalar loss, averaged over the batch;
+    info with 'objective' and 'mean_count'); validate() -> evaluate_planar's metrics. payload: what
+    the checkpoint holds besides model, optimizer and progress. A step whose loss or gradient is not
+    finite is skipped and logged. Under torchrun every process runs this with its own batches
+    (cfg.batch_size each); gradients are averaged by DistributedDataParallel and rank 0 alone
+    validates and writes."""
     out = Path(out)
     ckpt_path = out / "checkpoint.pt"
+    group = process_group()
+    if not group.is_main:
+        progress, log = False, (lambda message: None)
     history, iteration, elapsed_before, skipped = [], 0, 0.0, 0
     if resumed is not None:
-        history, iteration, elapsed_before, skipped = _restore(resumed, model, optimizer)
+        history, iteration, elapsed_before, skipped = _restore(resumed, model, optimizer, group)
         log(f"resuming {ckpt_path} at iteration {iteration}")
+    elif group.active:
+        torch.manual_seed(cfg.seed * 1009 + group.rank)  # the weights are rank 0's; the sampling is each one's
     model.train()
+    stepper = DistributedDataParallel(_LossStep(model, step_loss), find_unused_parameters=True) if group.active \
+        else _LossStep(model, step_loss)
     start = time.perf_counter()
 
     def train_seconds():
         return elapsed_before + time.perf_counter() - start
 
     def checkpoint():
-        atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
-                           "history": history, "train_seconds": train_seconds(), "skipped": skipped,
-                           "torch_rng": torch.get_rng_state(), **payload}, ckpt_path)
-        atomic_write_json(out / "history.json", history)
+        rng = group.gather(torch.get_rng_state())
+        if group.is_main:
+            atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
+                               "history": history, "train_seconds": train_seconds(), "skipped": skipped,
+                               "torch_rng": rng[0], "torch_rng_per_rank": rng, "world_size": group.world_size,
+                               **payload}, ckpt_path)
+            atomic_write_json(out / "history.json", history)
 
     bar = tqdm(total=cfg.iterations, initial=iteration, desc=desc, disable=not progress)
     last_val = {}
-    generator = torch.Generator().manual_seed(cfg.seed * 1000 + iteration)
+    batches = pool_batches(pool_size, cfg.batch_size, group, cfg.seed, iteration)
     while iteration < cfg.iterations:
-        if train_seconds() > cfg.time_limit_minutes * 60:
+        if group.any(train_seconds() > cfg.time_limit_minutes * 60):
             log(f"time limit of {cfg.time_limit_minutes} min reached at iteration {iteration}")
             break
-        index = torch.randint(pool_size, (cfg.batch_size,), generator=generator)
-        loss, info = step_loss(index, iteration)
-        problem = _gradient_step(model, optimizer, loss, cfg.grad_clip)
+        loss, info = stepper(next(batches), iteration)
+        problem = _gradient_step(model, optimizer, loss, cfg.grad_clip, group)
         iteration += 1
         if problem is not None:  # the step was skipped; the weights are kept
             skipped += 1
             log(f"iteration {iteration - 1}: {problem}; step skipped ({skipped} so far)")
             continue
         history.append({"iteration": iteration, **info, "loss": float(loss.detach()), "seconds": train_seconds()})
-        if iteration % cfg.val_every == 0 or iteration == cfg.iterations:
+        if group.is_main and (iteration % cfg.val_every == 0 or iteration == cfg.iterations):
             last_val = _validation(model, validate)
             history.append({"iteration": iteration, **last_val, "seconds": train_seconds()})
         if iteration % cfg.checkpoint_every == 0:
@@ -182,9 +234,11 @@ def train_loop(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
                         val_count=f"{last_val.get('val_count_acc', float('nan')):.3f}")
     bar.close()
     validated = [h["iteration"] for h in history if "val_count_acc" in h]
-    if not validated or validated[-1] != iteration:  # the time limit ended training between validations
+    if group.is_main and (not validated or validated[-1] != iteration):  # stopped between validations
         last_val = _validation(model, validate)
         history.append({"iteration": iteration, **last_val, "seconds": train_seconds()})
     checkpoint()
-    save_curves(history, out / "curves.png", objective_label)
+    if group.is_main:
+        save_curves(history, out / "curves.png", objective_label)
+    group.barrier()  # every process returns once the checkpoint is written
     return {"iteration": iteration, "train_minutes": train_seconds() / 60, "skipped": skipped, **last_val}

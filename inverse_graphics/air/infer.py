@@ -27,10 +27,12 @@ from matplotlib.patches import Rectangle  # noqa: E402
 @dataclass
 class Inference:
     """One image's answer. scene: the guide's mode (presence > 0.5, most likely identity,
-    mean pose and colour). samples: scenes drawn from the guide q(z | x).
+    mean pose and colour). scores: per object of the scene, q's presence probability times its
+    identity's (what BOP ranks estimates by). samples: scenes drawn from the guide q(z | x).
     presence_prob, identity_prob: per guide step. glimpse_centers: (T, 2) pixels (u, v)."""
 
     scene: Scene
+    scores: list[float] = field(default_factory=list)
     samples: list[Scene] = field(default_factory=list)
     presence_prob: list[float] = field(default_factory=list)
     identity_prob: list[list[float]] = field(default_factory=list)
@@ -63,20 +65,21 @@ def infer(model: AIR, images: torch.Tensor, samples: int = 0, batch_size: int = 
         modes = _scenes(model, objects)
         centers = torch.stack([s.glimpse_center for s in steps], 1)
         for b, scene in enumerate(modes):
-            results.append(Inference(scene, [d[b] for d in drawn], presence[b].tolist(), identity[b].tolist(),
-                                     centers[b].numpy()))
+            scores = objects.score[b][objects.present[b]].tolist()  # the scene keeps present slots in order
+            results.append(Inference(scene, scores, [d[b] for d in drawn], presence[b].tolist(),
+                                     identity[b].tolist(), centers[b].numpy()))
     return results
 
 
 def to_json(inference: Inference, name: str) -> dict:
     camera = inference.scene.camera
     objects = []
-    for obj in inference.scene.objects:
+    for obj, score in zip(inference.scene.objects, inference.scores, strict=True):
         x, y, yaw = obj.planar
         cam_pose = torch.eye(4)
         cam_pose[:3, :3] = camera.R @ obj.pose[:3, :3]
         cam_pose[:3, 3] = camera.R @ obj.pose[:3, 3] + camera.t
-        objects.append({"category": obj.category, "x_m": x, "y_m": y, "yaw_rad": yaw,
+        objects.append({"category": obj.category, "score": round(float(score), 4), "x_m": x, "y_m": y, "yaw_rad": yaw,
                         "color": [round(float(c), 4) for c in obj.color],
                         "pose_world": obj.pose.tolist(), "pose_camera": cam_pose.tolist()})
     return {"image": name, "count": len(objects), "objects": objects,

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ..distributed import process_group
 from ..rendering.appearance import AppearanceRanges, apply_appearance
 from ..rendering.renderer import SceneRenderer
 from .tabletop import Tabletop
@@ -37,19 +38,20 @@ class PriorConfig:
 
 class PriorSamples(IterableDataset):
     """An endless stream of (images (B, H, W, 3) in [0, 1], truth PlanarObjects) drawn from the
-    prior and rendered; each worker process draws its own stream (seed, worker id)."""
+    prior and rendered; each worker process of each training process draws its own stream
+    (seed, worker id, rank)."""
 
-    def __init__(self, data: Tabletop, batch_size: int, config: PriorConfig, seed: int = 0):
+    def __init__(self, data: Tabletop, batch_size: int, config: PriorConfig, seed: int = 0, rank: int = 0):
         super().__init__()
-        self.data, self.batch_size, self.config, self.seed = data, batch_size, config, seed
+        self.data, self.batch_size, self.config, self.seed, self.rank = data, batch_size, config, seed, rank
 
     def __iter__(self):
         info = get_worker_info()
         worker = info.id if info is not None else 0
         if info is not None:
             torch.set_num_threads(1)  # the training process has the other core
-        rng = np.random.default_rng([self.seed, worker])
-        generator = torch.Generator().manual_seed(self.seed * 1000 + worker)
+        rng = np.random.default_rng([self.seed, worker] + ([self.rank] if self.rank else []))
+        generator = torch.Generator().manual_seed(self.seed * 1000 + worker + 7919 * self.rank)
         renderer = SceneRenderer(self.data.catalog, mode="hard", gradients="none")
         while True:
             truth = self.data.draw(rng, self.batch_size, self.config.counts)
@@ -61,8 +63,10 @@ class PriorSamples(IterableDataset):
 
 
 def prior_batches(data: Tabletop, batch_size: int, config: PriorConfig, seed: int = 0):
-    """An iterator of prior batches, rendered by config.workers worker processes (0: in this one)."""
-    loader = DataLoader(PriorSamples(data, batch_size, config, seed), batch_size=None, num_workers=config.workers,
+    """An iterator of prior batches, rendered by config.workers worker processes (0: in this one);
+    under torchrun, each training process draws its own (seeded by its rank)."""
+    dataset = PriorSamples(data, batch_size, config, seed, process_group().rank)
+    loader = DataLoader(dataset, batch_size=None, num_workers=config.workers,
                         prefetch_factor=4 if config.workers else None, persistent_workers=config.workers > 0,
                         collate_fn=lambda batch: batch)
     return iter(loader)

@@ -139,7 +139,10 @@ def _table(rows: dict) -> list[str]:
 def markdown(report: dict) -> str:
     lines = [f"# tabletop-v1 {report['split']}: every method side by side", "",
              "Made by `inverse-graphics benchmark` (see `config` in tabletop_report.json); one run, one machine.",
-             "Errors are medians over matched objects; recalls count misses. ms/image: amortized methods batched.", ""]
+             "Count, identity and errors: objects matched to the truth by position (errors are medians over "
+             "matched objects). ADD-S, MSSD AR, MSPD AR: BOP's recalls, computed as the BOP toolkit does (an "
+             "estimate counts only against its own object; targets at least 10% visible; estimates ranked by "
+             "score). ms/image: amortized methods batched.", ""]
     lines += _table(report["methods"])
     lines += ["", f"## All methods on the first {report['optimise_scenes']} scenes (optimise's subset)", ""]
     lines += _table(report["common_subset"])

@@ -17,7 +17,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 import trimesh
 from scipy.spatial import ConvexHull, cKDTree
 

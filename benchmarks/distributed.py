@@ -1,0 +1,113 @@
+"""Data-parallel training throughput: two processes under torchrun against one process with one
+thread, both on this machine's two cores, in one run.
+
+    python benchmarks/distributed.py                     # both phases, 60 timed iterations each
+    python benchmarks/distributed.py --phases sleep --iterations 40
+
+Each phase trains AIR from scratch for warmup + iterations steps, the same global batch either way
+(one process: batch 32; two processes: 16 each, gradients averaged by DistributedDataParallel), one
+torch thread per process:
+- `sleep`: the sleep phase (prior samples rendered in the training process: PriorConfig.workers 0,
+  so that one process really uses one core);
+- `elbo`: the ELBO objective on a pool of rendered images (train-air without --sleep).
+Iterations per second are rank 0's, over the iterations after the warm-up (its training clock in
+history.json). Writes benchmarks/results/distributed.json with `speedup_2proc` (the sleep phase's
+ratio; each phase's is listed) and the GPU measurement, or why there is none.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+
+OUT = ROOT / "results" / "distributed.json"
+GLOBAL_BATCH = 32
+
+
+def train(phase: str, out: Path, batch_size: int, iterations: int) -> None:
+    """One training run of `phase` (in this process; under torchrun, in each)."""
+    import torch
+
+    from inverse_graphics.air.config import AIRConfig
+    from inverse_graphics.air.sleep import SLEEP_ARCHITECTURE, SleepConfig
+    from inverse_graphics.air.train import train_air, train_air_sleep
+    from inverse_graphics.data.prior import PriorConfig
+    from inverse_graphics.training import TrainConfig
+
+    torch.set_num_threads(1)
+    cfg = TrainConfig(iterations=iterations, batch_size=batch_size, val_size=8, val_every=10**9,
+                      checkpoint_every=10**9, train_pool=512, time_limit_minutes=60)
+    if phase == "sleep":
+        train_air_sleep(out, AIRConfig(**SLEEP_ARCHITECTURE), cfg, sleep=SleepConfig(prior=PriorConfig(workers=0)),
+                        progress=False, log=lambda m: None)
+    else:
+        train_air(out, AIRConfig(), cfg, progress=False, log=lambda m: None)
+
+
+def iterations_per_second(out: Path, warmup: int) -> float:
+    """Rank 0's training iterations per second after the first `warmup` iterations."""
+    history = [h for h in json.loads((out / "history.json").read_text()) if "loss" in h]
+    first, last = history[warmup - 1], history[-1]
+    return (last["iteration"] - first["iteration"]) / (last["seconds"] - first["seconds"])
+
+
+def timed_run(phase: str, processes: int, iterations: int, warmup: int, folder: Path) -> dict:
+    out = folder / f"{phase}_{processes}proc"
+    launcher = [sys.executable] if processes == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    command = launcher + [str(Path(__file__).resolve()), "--worker", phase, "--out", str(out), "--batch-size",
+                          str(GLOBAL_BATCH // processes), "--iterations", str(warmup + iterations)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{phase} with {processes} process(es) failed:\n{done.stderr[-3000:]}")
+    rate = iterations_per_second(out, warmup)
+    print(f"{phase:6s} {processes} process(es), batch {GLOBAL_BATCH // processes} each: {rate:.2f} iterations/s",
+          flush=True)
+    return {"processes": processes, "batch_per_process": GLOBAL_BATCH // processes, "iterations_per_s": rate,
+            "images_per_s": rate * GLOBAL_BATCH, "timed_iterations": iterations, "warmup_iterations": warmup}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--phases", nargs="+", default=["sleep", "elbo"], choices=["sleep", "elbo"])
+    parser.add_argument("--iterations", type=int, default=60, help="timed iterations per run")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--worker", choices=["sleep", "elbo"], help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        train(args.worker, Path(args.out), args.batch_size, args.iterations)
+        return
+    import torch
+
+    from inverse_graphics.files import atomic_write_json
+
+    report = {"machine": f"{os.cpu_count()} CPU cores", "global_batch": GLOBAL_BATCH, "threads_per_process": 1,
+              "phases": {}}
+    with tempfile.TemporaryDirectory() as folder:
+        for phase in args.phases:
+            one = timed_run(phase, 1, args.iterations, args.warmup, Path(folder))
+            two = timed_run(phase, 2, args.iterations, args.warmup, Path(folder))
+            report["phases"][phase] = {"one_process": one, "two_processes": two,
+                                       "speedup_2proc": two["iterations_per_s"] / one["iterations_per_s"]}
+    headline = "sleep" if "sleep" in report["phases"] else args.phases[0]
+    report["speedup_2proc"] = report["phases"][headline]["speedup_2proc"]
+    report["headline_phase"] = headline
+    report["target_speedup_2proc_at_least_1.6"] = report["speedup_2proc"] >= 1.6
+    report["gpu"] = ("measured separately" if torch.cuda.is_available() else
+                     "none: this machine has no GPU, so GPU throughput was not measured")
+    report["command"] = "python " + " ".join([str(Path(__file__).relative_to(ROOT.parent))] + sys.argv[1:])
+    atomic_write_json(OUT, report)
+    print(json.dumps({k: report[k] for k in ("speedup_2proc", "headline_phase")}), f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
