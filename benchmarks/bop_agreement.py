@@ -262,10 +262,22 @@ def toolkit_commit(toolkit: Path, given: str | None) -> str:
     return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
 
 
+def dataset_rows_only(csv: Path, images: set[tuple[int, int]], folder: Path) -> Path:
+    """A copy of the CSV (same name, in folder) with only the rows of images the dataset has: a
+    benchmark's 1000-scene CSV checked on a dataset of its first scenes."""
+    lines = csv.read_text().splitlines()
+    kept = [lines[0]] + [line for line in lines[1:] if tuple(int(v) for v in line.split(",")[:2]) in images]
+    (folder / csv.name).write_text("\n".join(kept) + "\n")
+    return folder / csv.name
+
+
 def compare(csv: Path, args, truth: dict, models: dict, width: int) -> dict:
     """One CSV's recalls on both sides and their absolute differences in percentage points."""
-    ours = our_recalls(truth, read_estimates(csv, set(truth)), models, width)
     with tempfile.TemporaryDirectory(prefix="bop_agreement_") as work:
+        if args.dataset_images_only:
+            (Path(work) / "csv").mkdir()
+            csv = dataset_rows_only(csv, set(truth), Path(work) / "csv")
+        ours = our_recalls(truth, read_estimates(csv, set(truth)), models, width)
         theirs = toolkit_recalls(args.toolkit, args.toolkit_python, args.dataset, args.split, csv, Path(work))
     diff = {"adds_vs_adi": 100 * abs(ours["adds"] - theirs["adi"]),
             "mssd": 100 * abs(ours["mssd"] - theirs["mssd"]), "mspd": 100 * abs(ours["mspd"] - theirs["mspd"])}
@@ -285,6 +297,8 @@ def parse_args(argv=None):
     p.add_argument("--split", default="test")
     p.add_argument("--toolkit-commit", default=None, help="the toolkit's commit (default: git HEAD, else 'unknown')")
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--dataset-images-only", action="store_true",
+                   help="drop the CSVs' rows for images the dataset does not have (a dataset of the first scenes)")
     args = p.parse_args(argv)
     args.toolkit, args.dataset = args.toolkit.resolve(), args.dataset.resolve()
     require(args.toolkit / "scripts" / "eval_calc_errors.py", "BOP toolkit (scripts/eval_calc_errors.py)")

@@ -165,3 +165,18 @@ def test_image_ids_survive_a_skipped_frame(tmp_path):
     assert {r["im_id"] for r in rows} == {0, 2, 3} and {r["scene_id"] for r in rows} == {7}
     assert {n: e["im_id"] for n, e in results["frames"].items()} == {"000000": 0, "000002": 2, "000003": 3}
     assert frame_ids([Path("b.png"), Path("a.png"), Path("c.png")]) == {"b": 0, "a": 1, "c": 2}
+
+
+def test_frames_folder_is_a_bop_scene_with_its_dataset_files(frames, tmp_path):
+    info = json.loads((frames / "scene_gt_info.json").read_text())
+    gt = json.loads((frames / "scene_gt.json").read_text())
+    assert {k: len(v) for k, v in info.items()} == {k: len(v) for k, v in gt.items()}
+    assert all(0 <= i["visib_fract"] <= 1 for v in info.values() for i in v)
+    targets = json.loads((frames / "test_targets_bop19.json").read_text())
+    assert sum(t["inst_count"] for t in targets) == sum(i["visib_fract"] >= 0.1 for v in info.values() for i in v)
+    camera = json.loads((frames / "camera.json").read_text())
+    assert {"fx", "fy", "cx", "cy", "width", "height", "depth_scale", "K"} <= set(camera)
+    assert (frames / "models_eval" / "models_info.json").is_file() and (frames / "scene_camera.json").is_file()
+    bop_only = {k: camera[k] for k in ("fx", "fy", "cx", "cy", "width", "height", "depth_scale")}
+    (tmp_path / "camera.json").write_text(json.dumps(bop_only))  # BOP's dataset camera.json is read too
+    assert torch.allclose(read_camera(tmp_path / "camera.json").K, read_camera(frames / "camera.json").K)

@@ -83,8 +83,10 @@ def read_camera(path: str | Path, image_size: tuple[int, int] | None = None) -> 
             raise ValueError(f"{path} is a BOP scene_camera.json, which has no resolution; pass the frames' size")
         return CameraSetup(_matrix(entry["cam_K"], (3, 3), "cam_K", path).float(), tuple(image_size),
                            None if T is None else T.float(), float(entry.get("depth_scale", 1.0)))
+    if "K" not in d and all(k in d for k in ("fx", "fy", "cx", "cy")):  # BOP's dataset camera.json
+        d = {**d, "K": [[d["fx"], 0.0, d["cx"]], [0.0, d["fy"], d["cy"]], [0.0, 0.0, 1.0]]}
     if "K" not in d:
-        raise ValueError(f"{path} has no 'K' (and is not a BOP scene_camera.json)")
+        raise ValueError(f"{path} has no 'K' or fx, fy, cx, cy (and is not a BOP scene_camera.json)")
     K = _matrix(d["K"], (3, 3), "K", path).float()
     if "width" in d and "height" in d:
         size = (int(d["height"]), int(d["width"]))
@@ -107,9 +109,12 @@ def read_camera(path: str | Path, image_size: tuple[int, int] | None = None) -> 
 
 
 def write_camera(path: str | Path, camera: Camera, with_extrinsic: bool = True, depth_scale: float = 1.0) -> Path:
-    """Our camera.json for a Camera (world = table frame)."""
+    """Our camera.json for a Camera (world = table frame); it carries BOP's camera.json fields
+    (fx, fy, cx, cy, width, height, depth_scale) too, so BOP reads it as its own."""
     H, W = camera.image_size
-    d = {"K": camera.K.tolist(), "width": W, "height": H, "depth_scale": depth_scale}
+    K = camera.K.double()
+    d = {"K": camera.K.tolist(), "width": W, "height": H, "depth_scale": depth_scale,
+         "fx": float(K[0, 0]), "fy": float(K[1, 1]), "cx": float(K[0, 2]), "cy": float(K[1, 2])}
     if with_extrinsic:
         T = torch.eye(4)
         T[:3, :3], T[:3, 3] = camera.R, camera.t

@@ -27,7 +27,9 @@ from tqdm import tqdm
 
 from ..assets import ObjectCatalog
 from ..camera import Camera, pixel_to_table
+from ..data.bop import targets_file, write_models
 from ..files import atomic_write_bytes, atomic_write_json, atomic_write_png, read_json
+from ..metrics.bop_recall import VISIB_TARGET_MIN
 from ..rendering.meshes import CatalogMeshes
 from ..rendering.open3d_renderer import camera_rays
 from ..rendering.renderer import BACKGROUND, LIGHT_DIRECTION
@@ -229,7 +231,8 @@ def write_bop_scene_files(folder: str | Path, camera: Camera, catalog: ObjectCat
     """What makes a frames folder with ground truth a BOP scene folder too: scene_camera.json
     ({im_id: cam_K, depth_scale, cam_R_w2c, cam_t_w2c (mm)}, world = the table) and
     scene_gt_info.json (rendering.visibility against each frame's measured depth), both keyed
-    like scene_gt.json (frame names, which BOP reads as im_ids)."""
+    like scene_gt.json (frame names, which BOP reads as im_ids); and what a BOP dataset holds
+    beside its scene folders: models/, models_eval/ and test_targets_bop19.json (scene 0)."""
     folder = Path(folder)
     gt = read_json(folder / "scene_gt.json", "ground truth")
     cam = {"cam_K": camera.K.flatten().tolist(), "depth_scale": 1.0, "cam_R_w2c": camera.R.flatten().tolist(),
@@ -248,6 +251,15 @@ def write_bop_scene_files(folder: str | Path, camera: Camera, catalog: ObjectCat
         info[name] = visibility.scene_gt_info(0, list(range(len(objects))))
     atomic_write_json(folder / "scene_camera.json", {name: cam for name in gt})
     atomic_write_json(folder / "scene_gt_info.json", info)
+    write_models(folder, catalog)  # models/, models_eval/ and models_info.json, as generate writes them
+    targets = []
+    for name, objects in sorted(gt.items()):
+        counts: dict[int, int] = {}
+        for o, i in zip(objects, info[name]):
+            if i["visib_fract"] >= VISIB_TARGET_MIN:
+                counts[int(o["obj_id"])] = counts.get(int(o["obj_id"]), 0) + 1
+        targets += [{"scene_id": 0, "im_id": int(name), "obj_id": k, "inst_count": n} for k, n in sorted(counts.items())]
+    atomic_write_json(folder / targets_file("test"), targets)
 
 
 def read_truth(folder: str | Path) -> dict[str, list[dict]]:
