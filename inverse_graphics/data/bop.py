@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from ..assets import ObjectCatalog
 from ..files import atomic_write_bytes, atomic_write_json, atomic_write_png, read_json
-from ..metrics.bop_recall import VISIB_TARGET_MIN
+from ..metrics.bop_recall import target_counts
 from ..metrics.pose_errors import evaluation_mesh
 from ..rendering.renderer import SceneRenderer
 from ..rendering.visibility import object_visibility
@@ -217,14 +217,10 @@ def _write_annotations(data: Tabletop, split: str, indices: list[int], folder: P
         im_id = str(index % IMAGES_PER_FOLDER)
         slots = (batch.category[b] >= 0).nonzero()[:, 0].tolist()
         scene_gt_info[im_id] = visibility.scene_gt_info(b, slots)
-        counts: dict[int, int] = {}
-        for n in slots:
-            if float(visibility.visib_fract[b, n]) >= VISIB_TARGET_MIN:
-                obj_id = data.catalog[int(batch.category[b, n])].obj_id
-                counts[obj_id] = counts.get(obj_id, 0) + 1
-        scene_id = int(folder.name)
-        targets += [{"scene_id": scene_id, "im_id": int(im_id), "obj_id": o, "inst_count": k}
-                    for o, k in sorted(counts.items())]
+        counts = target_counts([data.catalog[int(batch.category[b, n])].obj_id for n in slots],
+                               [float(visibility.visib_fract[b, n]) for n in slots])
+        targets += [{"scene_id": int(folder.name), "im_id": int(im_id), "obj_id": o, "inst_count": k}
+                    for o, k in counts.items()]
         scene_camera[im_id] = {"cam_K": [float(v) for v in cam.K.flatten()], "depth_scale": DEPTH_SCALE,
                                "cam_R_w2c": [float(v) for v in cam.R.flatten()], "cam_t_w2c": _mm(cam.t)}
         gts, extras = [], []

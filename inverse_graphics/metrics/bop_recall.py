@@ -50,13 +50,19 @@ class ImagePoses:
                              f"{len(self.visib_fract)} visible fractions")
 
 
-def image_targets(truth: ImagePoses) -> dict[int, int]:
-    """{obj_id: inst_count}: instances at least VISIB_TARGET_MIN visible (test_targets_bop19.json)."""
+def target_counts(obj_ids, visib_fracts) -> dict[int, int]:
+    """{obj_id: inst_count}, sorted by obj_id: one image's instances at least VISIB_TARGET_MIN
+    visible (what test_targets_bop19.json lists)."""
     counts: dict[int, int] = {}
-    for obj_id, visib in zip(truth.obj_id, truth.visib_fract):
+    for obj_id, visib in zip(obj_ids, visib_fracts):
         if visib >= VISIB_TARGET_MIN:
-            counts[obj_id] = counts.get(obj_id, 0) + 1
-    return counts
+            counts[int(obj_id)] = counts.get(int(obj_id), 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def image_targets(truth: ImagePoses) -> dict[int, int]:
+    """{obj_id: inst_count} of a ground-truth image (target_counts)."""
+    return target_counts(truth.obj_id, truth.visib_fract)
 
 
 def valid_instances(truth: ImagePoses, targets: dict[int, int]) -> list[bool]:

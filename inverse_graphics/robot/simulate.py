@@ -29,7 +29,7 @@ from ..assets import ObjectCatalog
 from ..camera import Camera, pixel_to_table
 from ..data.bop import targets_file, write_models
 from ..files import atomic_write_bytes, atomic_write_json, atomic_write_png, read_json
-from ..metrics.bop_recall import VISIB_TARGET_MIN
+from ..metrics.bop_recall import target_counts
 from ..rendering.meshes import CatalogMeshes
 from ..rendering.open3d_renderer import camera_rays
 from ..rendering.renderer import BACKGROUND, LIGHT_DIRECTION
@@ -254,11 +254,8 @@ def write_bop_scene_files(folder: str | Path, camera: Camera, catalog: ObjectCat
     write_models(folder, catalog)  # models/, models_eval/ and models_info.json, as generate writes them
     targets = []
     for name, objects in sorted(gt.items()):
-        counts: dict[int, int] = {}
-        for o, i in zip(objects, info[name]):
-            if i["visib_fract"] >= VISIB_TARGET_MIN:
-                counts[int(o["obj_id"])] = counts.get(int(o["obj_id"]), 0) + 1
-        targets += [{"scene_id": 0, "im_id": int(name), "obj_id": k, "inst_count": n} for k, n in sorted(counts.items())]
+        counts = target_counts([o["obj_id"] for o in objects], [i["visib_fract"] for i in info[name]])
+        targets += [{"scene_id": 0, "im_id": int(name), "obj_id": k, "inst_count": n} for k, n in counts.items()]
     atomic_write_json(folder / targets_file("test"), targets)
 
 
