@@ -64,7 +64,8 @@ def cmd_train(args):
 
         torch.set_num_threads(args.threads)
     result = train_run(RUNS, args.seed, args.minutes, args.iterations, args.dair, args.split, args.max_steps,
-                       args.count_estimator, args.identity_signal, args.tag, overrides=parse_overrides(args.set))
+                       args.count_estimator, args.identity_signal, args.tag, overrides=parse_overrides(args.set),
+                       device=args.device)
     print(result)
 
 
@@ -73,14 +74,14 @@ def cmd_train_sleep(args):
 
     torch.set_num_threads(args.threads)  # the prior's renderer runs in a second process
     print(train_sleep_run(RUNS, args.seed, args.minutes, args.iterations, tag=args.tag,
-                          overrides=parse_overrides(args.set)))
+                          overrides=parse_overrides(args.set), device=args.device))
 
 
 def cmd_train_wake(args):
     import torch
 
     torch.set_num_threads(args.threads)
-    print(train_wake_run(RUNS, args.seed, args.minutes, Path(args.init), args.pool, args.tag))
+    print(train_wake_run(RUNS, args.seed, args.minutes, Path(args.init), args.pool, args.tag, device=args.device))
 
 
 # The targets for AIR alone (tabletop-v1 test); a seed has converged when it meets all four.
@@ -96,9 +97,9 @@ def _finished(prefix: str) -> list[Path]:
     return sorted(p for p in RUNS.glob(prefix + "*") if (p / "checkpoint.pt").exists()) if RUNS.exists() else []
 
 
-def _on_both_splits(path: Path, num: int, test_scenes, shifted_scenes) -> dict:
-    metrics = evaluate_run(path, "test", num, test_scenes)
-    shifted = evaluate_run(path, APPEARANCE_SPLIT, num, shifted_scenes)
+def _on_both_splits(path: Path, num: int, test_scenes, shifted_scenes, device) -> dict:
+    metrics = evaluate_run(path, "test", num, test_scenes, device)
+    shifted = evaluate_run(path, APPEARANCE_SPLIT, num, shifted_scenes, device)
     metrics["appearance"] = {k: shifted[k] for k in (*HEADLINE, "count_confusion")}
     return metrics
 
@@ -138,6 +139,10 @@ def cmd_evaluate(args):
         raise SystemExit(f"no {args.tag}_air_train_seed* runs in {RUNS}; run train-sleep first (see --help)")
     import torch
 
+    from inverse_graphics.devices import resolve_device
+
+    device = resolve_device(args.device)
+
     torch.set_num_threads(2)
     print(f"making {APPEARANCE_SPLIT} ({args.num} scenes) ...", flush=True)
     shifted_scenes = appearance_split(Tabletop(), args.num)  # made once, every run reads the same images
@@ -146,7 +151,7 @@ def cmd_evaluate(args):
     per_seed = {}
     for p in main_runs:
         print(f"evaluating {p.name} on {args.num} test scenes and {APPEARANCE_SPLIT} ...", flush=True)
-        per_seed[p.name] = _on_both_splits(p, args.num, test_scenes, shifted_scenes)
+        per_seed[p.name] = _on_both_splits(p, args.num, test_scenes, shifted_scenes, device)
     best = max(per_seed, key=lambda k: per_seed[k]["val_count_acc"] or 0)
     print(f"AIR + refinement vs per-image optimisation on {args.refine_num} test scenes ({best}) ...", flush=True)
     result = {"method": "AIR (no labels), trained by the sleep phase of reweighted wake-sleep through the renderer",
@@ -156,7 +161,7 @@ def cmd_evaluate(args):
                                                   "images_per_second_batched", "train_minutes")},
               "infer_images_per_s": per_seed[best]["images_per_second_batched"],
               "appearance": per_seed[best]["appearance"],
-              "air_refine": evaluate_refinement(RUNS / best, args.refine_num),
+              "air_refine": evaluate_refinement(RUNS / best, args.refine_num, device=device),
               "mean_over_seeds": {k: float(np.mean([r[k] for r in per_seed.values()])) for k in HEADLINE},
               "seeds_converged": sum(meets_targets(r) for r in per_seed.values()),
               "converged_means": "all four AIR-alone targets met: "
@@ -164,32 +169,32 @@ def cmd_evaluate(args):
               "per_seed": per_seed}
     comparison = {best: {"objective": "sleep", **_brief(per_seed[best])}}
     print("evaluating the shipped ELBO-trained AIR ...", flush=True)
-    elbo = _on_both_splits(SHIPPED_ROBOT_AIR, args.num, test_scenes, shifted_scenes)
+    elbo = _on_both_splits(SHIPPED_ROBOT_AIR, args.num, test_scenes, shifted_scenes, device)
     comparison[shown(SHIPPED_ROBOT_AIR)] = {"objective": "elbo, 45 minutes (seed 1 of the ELBO runs, float16)",
                                             **_brief(elbo)}
     for prefix, label in COMPARED:
         for p in _finished(prefix):
             print(f"evaluating {p.name} ({label}) ...", flush=True)
-            metrics = _on_both_splits(p, args.num, test_scenes, shifted_scenes)
+            metrics = _on_both_splits(p, args.num, test_scenes, shifted_scenes, device)
             comparison[p.name] = {"objective": label, **_brief(metrics)}
     result["objective_comparison"] = comparison
     for path in SUPERVISED:
         if path.is_file():
             print(f"evaluating the supervised baseline {path} ...", flush=True)
             result.setdefault("supervised", {})[str(path.relative_to(ROOT.parent))] = evaluate_supervised_checkpoint(
-                path, {"test": test_scenes, APPEARANCE_SPLIT: shifted_scenes})
+                path, {"test": test_scenes, APPEARANCE_SPLIT: shifted_scenes}, device)
     for p in _finished(""):
         if p.name.startswith(("dair_extrap-train_", "air_extrap-train_")):
             print(f"evaluating {p.name} on extrap-test ...", flush=True)
-            result.setdefault("extrapolation", {})[p.name] = evaluate_run(p, "extrap-test", args.num)
+            result.setdefault("extrapolation", {})[p.name] = evaluate_run(p, "extrap-test", args.num, device=device)
         if p.name.startswith("cmp-"):
             print(f"evaluating {p.name} (estimator comparison) on {args.num} test scenes ...", flush=True)
-            m = evaluate_run(p, "test", args.num)
+            m = evaluate_run(p, "test", args.num, device=device)
             result.setdefault("estimator_comparison", {})[p.name] = {
                 k: m[k] for k in (*HEADLINE, "iterations", "train_minutes", "skipped_steps")} | {
                 "count_estimator": m["config"]["count_estimator"], "identity_signal": m["config"]["identity_signal"]}
     print("evaluating the untrained guide ...", flush=True)
-    result["untrained_guide"] = evaluate_untrained("test", args.num)
+    result["untrained_guide"] = evaluate_untrained("test", args.num, device=device)
     dair = {k: v for k, v in result.get("extrapolation", {}).items() if k.startswith("dair")}
     if dair:
         result["dair_extrap_count_acc"] = max(v["count_acc"] for v in dair.values())
@@ -199,6 +204,7 @@ def cmd_evaluate(args):
             if key not in result and key in previous:
                 result[key] = _without_old_recalls(previous[key])
                 result.setdefault("carried_from_previous_evaluation", []).append(key)
+    result["device"] = str(device)
     result["command"] = "python benchmarks/air_tabletop.py evaluate"
     atomic_write_json(OUT, result)
     for name, m in per_seed.items():
@@ -212,7 +218,9 @@ def cmd_evaluate(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train")
+    on = argparse.ArgumentParser(add_help=False)
+    on.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: cuda when there is a GPU)")
+    p = sub.add_parser("train", parents=[on])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--minutes", type=float, default=60.0)
     p.add_argument("--iterations", type=int, default=20000)
@@ -226,7 +234,7 @@ def main():
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an AIRConfig field (repeatable), e.g. --set identity_hold_steps=750")
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("train-sleep")
+    p = sub.add_parser("train-sleep", parents=[on])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--minutes", type=float, default=25.0)
     p.add_argument("--iterations", type=int, default=100_000)
@@ -236,7 +244,7 @@ def main():
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the sleep guide's AIRConfig, e.g. --set glimpse_encoder=deep")
     p.set_defaults(func=cmd_train_sleep)
-    p = sub.add_parser("train-wake")
+    p = sub.add_parser("train-wake", parents=[on])
     p.add_argument("--init", required=True, help="a sleep-trained AIR checkpoint to start from")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--minutes", type=float, default=10.0)
@@ -244,7 +252,7 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tag", default="sleepwake", help="run-name prefix")
     p.set_defaults(func=cmd_train_wake)
-    p = sub.add_parser("evaluate")
+    p = sub.add_parser("evaluate", parents=[on])
     p.add_argument("--num", type=int, default=1000, help="test scenes")
     p.add_argument("--tag", default="rws", help="the runs reported as AIR: <tag>_air_train_seed*")
     p.add_argument("--refine-num", type=int, default=50,

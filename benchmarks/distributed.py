@@ -1,7 +1,8 @@
 """Data-parallel training throughput: two processes under torchrun against one process with one
-thread, both on this machine's two cores, in one run.
+thread, both on this machine's two cores, in one run; and, where PyTorch sees a GPU, one process
+training on it, in the same run.
 
-    python benchmarks/distributed.py                     # both phases, 60 timed iterations each
+    python benchmarks/distributed.py                     # every phase, 60 timed iterations each
     python benchmarks/distributed.py --phases sleep --iterations 40
 
 Each phase trains AIR from scratch for warmup + iterations steps, the same global batch either way
@@ -9,10 +10,15 @@ Each phase trains AIR from scratch for warmup + iterations steps, the same globa
 torch thread per process:
 - `sleep`: the sleep phase (prior samples rendered in the training process: PriorConfig.workers 0,
   so that one process really uses one core);
-- `elbo`: the ELBO objective on a pool of rendered images (train-air without --sleep).
+- `elbo`: the ELBO objective on a pool of rendered images (train-air without --sleep);
+- `wake`: the wake phase alone (importance-weighted, 4 samples per image, the table's colour fitted)
+  on a pool of rendered images, with the sleep guide's architecture (train-air --wake).
 Iterations per second are rank 0's, over the iterations after the warm-up (its training clock in
-history.json). Writes benchmarks/results/distributed.json with `speedup_2proc` (the sleep phase's
-ratio; each phase's is listed) and the GPU measurement, or why there is none.
+history.json). On a GPU (--device cuda, or auto where there is one) each phase also runs as one
+process on it, with the same global batch and torch's own thread count, and its rate is compared
+with the two-core CPU's (two processes). Writes benchmarks/results/distributed.json with
+`speedup_2proc` (the sleep phase's ratio; each phase's is listed) and the GPU section, or why there
+is none.
 """
 
 import argparse
@@ -30,24 +36,34 @@ OUT = ROOT / "results" / "distributed.json"
 GLOBAL_BATCH = 32
 
 
-def train(phase: str, out: Path, batch_size: int, iterations: int) -> None:
-    """One training run of `phase` (in this process; under torchrun, in each)."""
+PHASES = ("sleep", "elbo", "wake")
+
+
+def train(phase: str, out: Path, batch_size: int, iterations: int, device: str) -> None:
+    """One training run of `phase` (in this process; under torchrun, in each) on device."""
     import torch
 
     from inverse_graphics.air.config import AIRConfig
     from inverse_graphics.air.sleep import SLEEP_ARCHITECTURE, SleepConfig
-    from inverse_graphics.air.train import train_air, train_air_sleep
+    from inverse_graphics.air.train import train_air, train_air_sleep, train_air_wake
+    from inverse_graphics.air.wake import WakeConfig
     from inverse_graphics.data.prior import PriorConfig
-    from inverse_graphics.training import TrainConfig
+    from inverse_graphics.data.tabletop import Tabletop
+    from inverse_graphics.training import TrainConfig, render_pool
 
-    torch.set_num_threads(1)
+    if device == "cpu":
+        torch.set_num_threads(1)
     cfg = TrainConfig(iterations=iterations, batch_size=batch_size, val_size=8, val_every=10**9,
                       checkpoint_every=10**9, train_pool=512, time_limit_minutes=60)
+    quiet = dict(progress=False, log=lambda m: None, device=device)
     if phase == "sleep":
         train_air_sleep(out, AIRConfig(**SLEEP_ARCHITECTURE), cfg, sleep=SleepConfig(prior=PriorConfig(workers=0)),
-                        progress=False, log=lambda m: None)
+                        **quiet)
+    elif phase == "wake":
+        images, _ = render_pool(Tabletop(), "train", cfg.train_pool, progress=False)
+        train_air_wake(out, images, AIRConfig(**SLEEP_ARCHITECTURE), cfg, wake=WakeConfig(sleep_every=0), **quiet)
     else:
-        train_air(out, AIRConfig(), cfg, progress=False, log=lambda m: None)
+        train_air(out, AIRConfig(), cfg, **quiet)
 
 
 def iterations_per_second(out: Path, warmup: int) -> float:
@@ -57,38 +73,46 @@ def iterations_per_second(out: Path, warmup: int) -> float:
     return (last["iteration"] - first["iteration"]) / (last["seconds"] - first["seconds"])
 
 
-def timed_run(phase: str, processes: int, iterations: int, warmup: int, folder: Path) -> dict:
-    out = folder / f"{phase}_{processes}proc"
+def timed_run(phase: str, processes: int, iterations: int, warmup: int, folder: Path, device: str = "cpu") -> dict:
+    out = folder / f"{phase}_{processes}proc_{device.replace(':', '')}"
     launcher = [sys.executable] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     command = launcher + [str(Path(__file__).resolve()), "--worker", phase, "--out", str(out), "--batch-size",
-                          str(GLOBAL_BATCH // processes), "--iterations", str(warmup + iterations)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+                          str(GLOBAL_BATCH // processes), "--iterations", str(warmup + iterations),
+                          "--worker-device", device]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if device == "cpu" else dict(os.environ)
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"{phase} with {processes} process(es) failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"{phase} with {processes} process(es) on {device} failed:\n{done.stderr[-3000:]}")
     rate = iterations_per_second(out, warmup)
-    print(f"{phase:6s} {processes} process(es), batch {GLOBAL_BATCH // processes} each: {rate:.2f} iterations/s",
-          flush=True)
-    return {"processes": processes, "batch_per_process": GLOBAL_BATCH // processes, "iterations_per_s": rate,
+    print(f"{phase:6s} {processes} process(es) on {device}, batch {GLOBAL_BATCH // processes} each: "
+          f"{rate:.2f} iterations/s", flush=True)
+    return {"processes": processes, "device": device, "batch_per_process": GLOBAL_BATCH // processes,
+            "iterations_per_s": rate,
             "images_per_s": rate * GLOBAL_BATCH, "timed_iterations": iterations, "warmup_iterations": warmup}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--phases", nargs="+", default=["sleep", "elbo"], choices=["sleep", "elbo"])
+    parser.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES)
+    parser.add_argument("--device", default="auto",
+                        help="cuda (or auto where there is a GPU): also time each phase on the GPU; cpu: not")
     parser.add_argument("--iterations", type=int, default=60, help="timed iterations per run")
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--worker", choices=["sleep", "elbo"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=PHASES, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-device", default="cpu", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        train(args.worker, Path(args.out), args.batch_size, args.iterations)
+        train(args.worker, Path(args.out), args.batch_size, args.iterations, args.worker_device)
         return
     import torch
 
+    from inverse_graphics.devices import resolve_device
     from inverse_graphics.files import atomic_write_json
+
+    gpu = resolve_device(args.device)  # an error here when cuda is asked for and there is none
 
     report = {"machine": f"{os.cpu_count()} CPU cores", "global_batch": GLOBAL_BATCH, "threads_per_process": 1,
               "phases": {}}
@@ -98,12 +122,18 @@ def main() -> None:
             two = timed_run(phase, 2, args.iterations, args.warmup, Path(folder))
             report["phases"][phase] = {"one_process": one, "two_processes": two,
                                        "speedup_2proc": two["iterations_per_s"] / one["iterations_per_s"]}
+            if gpu.type == "cuda":
+                on_gpu = timed_run(phase, 1, args.iterations, args.warmup, Path(folder), str(gpu))
+                report.setdefault("gpu", {"device": torch.cuda.get_device_name(gpu)})[phase] = {
+                    "one_process": on_gpu,
+                    "over_two_core_cpu": on_gpu["iterations_per_s"] / two["iterations_per_s"]}
     headline = "sleep" if "sleep" in report["phases"] else args.phases[0]
     report["speedup_2proc"] = report["phases"][headline]["speedup_2proc"]
     report["headline_phase"] = headline
     report["target_speedup_2proc_at_least_1.6"] = report["speedup_2proc"] >= 1.6
-    report["gpu"] = ("measured separately" if torch.cuda.is_available() else
-                     "none: this machine has no GPU, so GPU throughput was not measured")
+    if gpu.type != "cuda":
+        report["gpu"] = ("not measured (--device cpu)" if torch.cuda.is_available() else
+                         "none: PyTorch sees no GPU on this machine, so GPU throughput was not measured")
     report["command"] = "python " + " ".join([str(Path(__file__).relative_to(ROOT.parent))] + sys.argv[1:])
     atomic_write_json(OUT, report)
     print(json.dumps({k: report[k] for k in ("speedup_2proc", "headline_phase")}), f"wrote {OUT}")

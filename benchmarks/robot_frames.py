@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
 from inverse_graphics.assets import ObjectCatalog  # noqa: E402
+from inverse_graphics.devices import resolve_device  # noqa: E402
 from inverse_graphics.files import atomic_write_json  # noqa: E402
 from inverse_graphics.paths import SHIPPED_ROBOT_AIR  # noqa: E402
 from inverse_graphics.metrics import evaluate_poses  # noqa: E402
@@ -49,12 +50,12 @@ TEST_SEED = 1  # the frames `fit` sees are drawn with another seed and split
 FIT_SEED, FIT_FRAMES = 0, 40
 
 
-def fit_example(minutes: float) -> Path:
+def fit_example(minutes: float, device: str = "auto") -> Path:
     """Runs `inverse-graphics fit` (from the shipped weights) on FIT_FRAMES unlabelled frames of
     the example camera, resuming a run this script started before."""
     frames = write_frames(DATA / "fit_frames", FIT_FRAMES, CaptureConditions(), seed=FIT_SEED, split="frames-train",
                           progress=False)
-    result = adapt_to_frames(frames, FITTED.parent, minutes=minutes, resume=FITTED.is_file())
+    result = adapt_to_frames(frames, FITTED.parent, minutes=minutes, resume=FITTED.is_file(), device=device)
     print(f"fit: {result['iteration']} iterations, synthetic validation count {result['val_count_acc']:.3f}, "
           f"identity {result['val_identity_acc']:.3f}")
     return FITTED
@@ -74,12 +75,12 @@ def make_variant(name: str, num: int) -> Path:
                         progress=False)
 
 
-def run(variant: str, model: Path, num: int, catalog: ObjectCatalog) -> dict:
+def run(variant: str, model: Path, num: int, catalog: ObjectCatalog, device: str = "auto") -> dict:
     folder = make_variant(variant, num)
     out = DATA / "poses" / f"{variant}_{model.parent.name if model == FITTED else 'shipped'}"
     shutil.rmtree(out, ignore_errors=True)  # timings are measured afresh
     start = time.perf_counter()
-    results = run_poses(folder, model, out, progress=False)
+    results = run_poses(folder, model, out, progress=False, device=device)
     wall = time.perf_counter() - start
     truth = read_truth(folder)
     names = sorted(truth)[:num]
@@ -144,20 +145,22 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=60)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default: cuda when there is a GPU)")
     parser.add_argument("--fit", type=float, default=0, metavar="MINUTES",
                         help="first fit AIR to other frames of the camera for this long (resumes)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.fit > 0:
-        fit_example(args.fit)
+        fit_example(args.fit, args.device)
     catalog = ObjectCatalog.load()
     models = {"fitted": FITTED, "shipped": SHIPPED} if FITTED.is_file() else {"shipped": SHIPPED}
     report = {"frames_per_variant": args.num, "resolution": [640, 480], "threads": args.threads,
+              "device": str(resolve_device(args.device)),
               "models": {k: str(v.relative_to(ROOT.parent)) for k, v in models.items()}, "variants": {}}
     for variant in args.variants:
         report["variants"][variant] = {}
         for name, path in models.items():
-            r = run(variant, path, args.num, catalog)
+            r = run(variant, path, args.num, catalog, args.device)
             report["variants"][variant][name] = r
             print(f"{variant:11s} {name:8s} ADD-S {r['adds_recall']:.3f}  MSSD {r['mssd_recall']:.3f}  "
                   f"MSPD {r['mspd_recall']:.3f}  count {r['count_acc']:.3f}  "

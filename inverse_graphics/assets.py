@@ -196,9 +196,9 @@ class ObjectCatalog:
         """(C,) metres: radius of each category's bounding circle seen from above (about its origin)."""
         return torch.stack([c.verts[:, :2].norm(dim=1).max() for c in self.categories])
 
-    def rest_heights(self) -> torch.Tensor:
+    def rest_heights(self, device=None) -> torch.Tensor:
         """(C,) metres."""
-        return torch.tensor([c.rest_height for c in self.categories])
+        return torch.tensor([c.rest_height for c in self.categories], device=device)
 
     def models_info(self) -> dict:
         """The catalog as BOP models_info.json content (millimetres)."""

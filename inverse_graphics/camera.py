@@ -45,7 +45,8 @@ class Camera:
             raise ValueError(f"image_size must be positive (H, W), got {self.image_size}")
         if self.K[0, 0] <= 0 or self.K[1, 1] <= 0:
             raise ValueError(f"camera K must have positive focal lengths, got fx={self.K[0, 0]}, fy={self.K[1, 1]}")
-        if not torch.allclose(self.R @ self.R.T, torch.eye(3), atol=1e-4) or torch.det(self.R) < 0:
+        orthogonal = torch.allclose(self.R @ self.R.T, torch.eye(3, device=self.R.device), atol=1e-4)
+        if not orthogonal or torch.det(self.R) < 0:
             raise ValueError("camera R must be a rotation matrix")
 
     @classmethod
@@ -114,7 +115,7 @@ class Camera:
             self.R[None].expand(batch_size, 3, 3),
             self.t[None].expand(batch_size, 3),
             K[None].expand(batch_size, 3, 3),
-            torch.tensor([[H, W]]).expand(batch_size, 2),
+            torch.tensor([[H, W]], device=self.K.device).expand(batch_size, 2),
         ).to(device or "cpu")
 
     def to_dict(self) -> dict:

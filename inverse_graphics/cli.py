@@ -93,23 +93,24 @@ def cmd_train_air(args) -> int:
             raise SystemExit("train-air --wake needs --init CHECKPOINT (a --sleep run's) to start from")
         images, _ = load_images(args.wake)
         result = train_air_wake(args.out, (images * 255).round().to(torch.uint8), train_config=_train_config(args),
-                                data=data, init=args.init, resume=args.resume, progress=not args.quiet)
+                                data=data, init=args.init, resume=args.resume, progress=not args.quiet,
+                                device=args.device)
     elif args.sleep:  # the sleep phase trains the guide SLEEP_ARCHITECTURE describes, on prior samples
         config = AIRConfig(max_steps=args.max_steps, **SLEEP_ARCHITECTURE)
         result = train_air_sleep(args.out, config, _train_config(args), data, resume=args.resume,
-                                 progress=not args.quiet)
+                                 progress=not args.quiet, device=args.device)
     else:
         config = AIRConfig(max_steps=args.max_steps, dair=args.dair, renderer=args.renderer,
                            count_estimator=args.count_estimator)
         result = train_air(args.out, config, _train_config(args, baseline_lr=args.baseline_lr), data,
-                           resume=args.resume, progress=not args.quiet)
+                           resume=args.resume, progress=not args.quiet, device=args.device)
     _report_training(result, Path(args.out))
     return 0
 
 
 def cmd_train_supervised(args) -> int:
     result = train_supervised(args.out, None, _train_config(args), _tabletop(args), resume=args.resume,
-                              progress=not args.quiet, fresh=PriorConfig() if args.fresh else None)
+                              progress=not args.quiet, fresh=PriorConfig() if args.fresh else None, device=args.device)
     _report_training(result, Path(args.out))
     return 0
 
@@ -123,7 +124,7 @@ def cmd_benchmark(args) -> int:
         checkpoints[name] = _existing(given)
     generalization = {} if args.no_generalization else generalization_checkpoints(args.generalization_models)
     config = BenchmarkConfig(split=args.split, num=args.num, optimise_num=args.optimise_num, renderer=args.renderer,
-                             seed=args.optimise_seed, generalization=generalization, **checkpoints)
+                             seed=args.optimise_seed, generalization=generalization, device=args.device, **checkpoints)
     report = run_benchmark(config, args.out, progress=not args.quiet)
     print("\n".join(summary_lines(report, Path(args.out))))
     return 0
@@ -131,7 +132,8 @@ def cmd_benchmark(args) -> int:
 
 def cmd_optimise(args) -> int:
     settings = OptimiseSettings(max_objects=args.max_objects, starts=args.starts)
-    optimise_files(args.images, args.out, _tabletop(args), args.renderer, settings, args.optimise_seed)
+    optimise_files(args.images, args.out, _tabletop(args), args.renderer, settings, args.optimise_seed,
+                   device=args.device)
     return 0
 
 
@@ -142,7 +144,7 @@ def cmd_export_weights(args) -> int:
 
 
 def cmd_infer(args) -> int:
-    infer_files(args.images, args.model, args.out, args.samples, args.overlay_max, args.refine)
+    infer_files(args.images, args.model, args.out, args.samples, args.overlay_max, args.refine, device=args.device)
     return 0
 
 
@@ -163,7 +165,7 @@ def cmd_frames(args) -> int:
 
 def cmd_fit(args) -> int:
     result = adapt_to_frames(args.frames, args.out, args.camera, args.init, args.minutes, args.iterations,
-                             args.seed, resume=args.resume, progress=not args.quiet)
+                             args.seed, resume=args.resume, progress=not args.quiet, device=args.device)
     if not current_process_group().is_main:
         return 0
     print(f"fitted AIR on {result['frames']} frames for {result['train_minutes']:.1f} min ({result['iteration']} "
@@ -175,7 +177,7 @@ def cmd_fit(args) -> int:
 def cmd_poses(args) -> int:
     settings = PoseSettings(categories=tuple(args.objects.split(","))) if args.objects else None
     results = run_poses(args.frames, args.model, args.out, args.camera, settings, write_overlays=not args.no_overlay,
-                        progress=not args.quiet)
+                        progress=not args.quiet, device=args.device)
     print("\n".join(poses_summary(results, args.out)))
     return 0
 
@@ -205,8 +207,8 @@ def _add_data_commands(sub, g) -> None:
 
 
 def _add_training_commands(sub, g) -> None:
-    p = sub.add_parser("train-air", parents=[g["training"], g["resume"], g["renderer"], g["threads"], g["quiet"],
-                                             g["data"]],
+    p = sub.add_parser("train-air", parents=[g["training"], g["resume"], g["renderer"], g["threads"], g["device"],
+                                          g["quiet"], g["data"]],
                        help="train AIR without labels: the sleep phase (--sleep), the wake phase on your "
                             "images (--wake), or the ELBO through the renderer (default)")
     p.add_argument("--sleep", action="store_true",
@@ -225,7 +227,8 @@ def _add_training_commands(sub, g) -> None:
     p.add_argument("--val-every", type=int, default=250)
     p.set_defaults(func=cmd_train_air)
 
-    p = sub.add_parser("train-supervised", parents=[g["training"], g["resume"], g["threads"], g["quiet"], g["data"]],
+    p = sub.add_parser("train-supervised", parents=[g["training"], g["resume"], g["threads"], g["device"],
+                                                 g["quiet"], g["data"]],
                        help="train the supervised regression baseline on labelled renders")
     p.add_argument("--split", default="train", choices=list(SPLITS), help="training images and their labels")
     p.add_argument("--fresh", action="store_true",
@@ -242,7 +245,7 @@ def _add_training_commands(sub, g) -> None:
 
 
 def _add_inference_commands(sub, g) -> None:
-    p = sub.add_parser("benchmark", parents=[g["renderer"], g["threads"], g["quiet"], g["data"]],
+    p = sub.add_parser("benchmark", parents=[g["renderer"], g["threads"], g["device"], g["quiet"], g["data"]],
                        help="AIR, DAIR, supervised, optimise and AIR+refine side by side -> report")
     p.add_argument("--out", default=str(RESULTS_DIR), help="report folder (default benchmarks/results)")
     p.add_argument("--split", default="test", choices=list(SPLITS))
@@ -257,7 +260,7 @@ def _add_inference_commands(sub, g) -> None:
     p.add_argument("--no-generalization", action="store_true")
     p.set_defaults(func=cmd_benchmark)
 
-    p = sub.add_parser("optimise", parents=[g["renderer"], g["threads"], g["data"]],
+    p = sub.add_parser("optimise", parents=[g["renderer"], g["threads"], g["device"], g["data"]],
                        help="fit count, identity and pose per image through the renderer (no model)")
     p.add_argument("images", nargs="+", help="PNG/JPEG files or folders, at the tabletop camera's image size")
     p.add_argument("--out", default="optimise_output")
@@ -266,7 +269,7 @@ def _add_inference_commands(sub, g) -> None:
     p.add_argument("--optimise-seed", type=int, default=0)
     p.set_defaults(func=cmd_optimise)
 
-    p = sub.add_parser("infer", parents=[g["threads"]],
+    p = sub.add_parser("infer", parents=[g["threads"], g["device"]],
                        help="count, identity and pose of the objects in images, with a trained AIR model")
     p.add_argument("images", nargs="+", help="PNG/JPEG files or folders, at the model's image size")
     p.add_argument("--model", required=True, help="AIR checkpoint (checkpoint.pt)")
@@ -301,7 +304,7 @@ def _add_robot_commands(sub, g) -> None:
     camera.add_argument("--camera", default=None,
                         help="camera.json or BOP scene_camera.json (default FRAMES/camera.json)")
 
-    p = sub.add_parser("fit", parents=[camera, g["resume"], g["threads"], g["quiet"]],
+    p = sub.add_parser("fit", parents=[camera, g["resume"], g["threads"], g["device"], g["quiet"]],
                        help="train AIR without labels on a robot camera's frames (plus synthetic ones)")
     p.add_argument("--out", default="fit_output")
     p.add_argument("--init", default=None, help="AIR weights to start from (default: the shipped tabletop model)")
@@ -310,7 +313,7 @@ def _add_robot_commands(sub, g) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_fit)
 
-    p = sub.add_parser("poses", parents=[camera, g["threads"], g["quiet"]],
+    p = sub.add_parser("poses", parents=[camera, g["threads"], g["device"], g["quiet"]],
                        help="identity and 6-DoF pose of every object in a robot camera's frames")
     p.add_argument("--model", default=str(SHIPPED_ROBOT_AIR), help="AIR checkpoint (from `fit`; default the shipped one)")
     p.add_argument("--out", default="poses_output")

@@ -1,5 +1,5 @@
-"""The command line's shared option groups (threads, progress, the tabletop data, the likelihood
-renderer, training budgets, resume), declared once as argparse parent parsers."""
+"""The command line's shared option groups (threads, device, progress, the tabletop data, the
+likelihood renderer, training budgets, resume), declared once as argparse parent parsers."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from .rendering.likelihood import RENDERER_NAMES
 
 def option_groups() -> dict[str, argparse.ArgumentParser]:
     """Option groups that several commands share, as argparse parent parsers."""
-    groups = {name: argparse.ArgumentParser(add_help=False) for name in ("threads", "quiet", "data", "renderer",
-                                                                          "training", "resume")}
+    groups = {name: argparse.ArgumentParser(add_help=False) for name in ("threads", "device", "quiet", "data",
+                                                                          "renderer", "training", "resume")}
     groups["threads"].add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    groups["device"].add_argument("--device", default="auto", metavar="{auto,cpu,cuda,cuda:N}",
+                                  help="where to compute (default auto: cuda when PyTorch sees a GPU, else cpu)")
     groups["quiet"].add_argument("--quiet", action="store_true", help="no progress bar")
     groups["data"].add_argument("--image-size", type=int, default=64, help="square image side in pixels (default 64)")
     groups["data"].add_argument("--seed", type=int, default=2016, help="dataset seed (default 2016, tabletop-v1)")

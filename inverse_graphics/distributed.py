@@ -23,6 +23,7 @@ class ProcessGroup:
 
     rank: int = 0
     world_size: int = 1
+    device: str = "cpu"  # where the collectives' tensors live (NCCL needs them on the GPU)
 
     @property
     def active(self) -> bool:
@@ -37,7 +38,7 @@ class ProcessGroup:
         """Whether any process says flag (every process must call it at the same point)."""
         if not self.active:
             return bool(flag)
-        value = torch.tensor([int(bool(flag))])
+        value = torch.tensor([int(bool(flag))], device=self.device)
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
@@ -62,11 +63,12 @@ def process_group(device: str = "cpu") -> ProcessGroup:
         return ProcessGroup()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if str(device).startswith("cuda") else "gloo")
-    return ProcessGroup(dist.get_rank(), dist.get_world_size())
+    return current()
 
 
 def current() -> ProcessGroup:
     """This process's place, if the group is already joined (else a single process)."""
     if dist.is_available() and dist.is_initialized():
-        return ProcessGroup(dist.get_rank(), dist.get_world_size())
+        device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+        return ProcessGroup(dist.get_rank(), dist.get_world_size(), device)
     return ProcessGroup()

@@ -25,6 +25,7 @@ import torch
 from .data.bop import write_bop_results
 from .data.images import load_images
 from .data.tabletop import Tabletop
+from .devices import resolve_device
 from .files import atomic_write_json
 from .refine import RefineSettings, Refinement, fit_scores, image_loss, refine
 from .rendering.likelihood import PlanarRenderer, gaussian_blur, make_planar_renderer
@@ -65,7 +66,9 @@ def _starts(image: torch.Tensor, rendered: torch.Tensor, camera: Camera, count: 
     """(count, 2) table positions m under pixels drawn with probability proportional to the
     squared residual between image and rendered (both (H, W, 3)), blurred by 1 px."""
     residual = gaussian_blur((image - rendered)[None], 1.0)[0].pow(2).sum(-1)  # (H, W)
-    pixel = torch.multinomial(residual.flatten() + 1e-12, count, replacement=True, generator=generator)
+    # drawn on the CPU, where the generator is, whatever the image's device
+    pixel = torch.multinomial(residual.flatten().cpu() + 1e-12, count, replacement=True,
+                              generator=generator).to(image.device)
     W = image.shape[1]
     uv = torch.stack([pixel % W, pixel // W], -1).to(image.dtype)
     return pixel_to_table(camera, uv, OBJECT_HEIGHT)
@@ -80,19 +83,22 @@ def optimise_scene(renderer: PlanarRenderer, image: torch.Tensor, camera: Camera
     if not torch.isfinite(image).all():
         raise ValueError("image has NaN or Inf values")
     C = num_categories
-    accepted = PlanarObjects(torch.empty(1, 0, dtype=torch.long), torch.empty(1, 0, 2), torch.empty(1, 0),
-                             torch.empty(1, 0, 3))
+    device = image.device
+    accepted = PlanarObjects(torch.empty(1, 0, dtype=torch.long, device=device), image.new_empty(1, 0, 2),
+                             image.new_empty(1, 0), image.new_empty(1, 0, 3))
     with torch.no_grad():
-        current = renderer(PlanarObjects.empty(1), camera, table)
+        current = renderer(PlanarObjects.empty(1, device=device), camera, table)
         best_loss = float(image_loss(current, image[None], s.refine.blur_end_px)[0])
     H = C * s.starts  # hypotheses for the next object: every category from each start
     for _ in range(s.max_objects):
         n = accepted.slots
         start = _starts(image, current[0], camera, s.starts, generator).repeat(C, 1)
         hypotheses = PlanarObjects(
-            torch.cat([accepted.category.expand(H, n), torch.arange(C).repeat_interleave(s.starts)[:, None]], 1),
+            torch.cat([accepted.category.expand(H, n),
+                       torch.arange(C, device=device).repeat_interleave(s.starts)[:, None]], 1),
             torch.cat([accepted.position.expand(H, n, 2), start[:, None]], 1),
-            torch.cat([accepted.yaw.expand(H, n), torch.rand(H, 1, generator=generator) * 2 * math.pi], 1),
+            torch.cat([accepted.yaw.expand(H, n),
+                       torch.rand(H, 1, generator=generator, device="cpu").to(device) * 2 * math.pi], 1),
             torch.cat([accepted.color.expand(H, n, 3), _color_at(image, camera, start)[:, None]], 1))
         refined = refine(renderer, image.expand(H, -1, -1, -1), hypotheses, camera, table, s.refine)
         h = int(refined.loss.argmin())
@@ -123,7 +129,7 @@ def optimise(renderer: PlanarRenderer, images: torch.Tensor, camera: Camera, tab
 def _refine_in_chunks(renderer: PlanarRenderer, images: torch.Tensor, objects: PlanarObjects, camera: Camera,
                       table: Table, settings: RefineSettings, batch_size: int) -> Refinement:
     parts = [refine(renderer, images[chunk], objects.select(chunk), camera, table, settings)
-             for chunk in torch.split(torch.arange(len(images)), batch_size)]
+             for chunk in torch.split(torch.arange(len(images), device=images.device), batch_size)]
     return Refinement(PlanarObjects.cat([p.objects for p in parts]), torch.cat([p.loss for p in parts]))
 
 
@@ -175,11 +181,14 @@ def _put(objects: PlanarObjects, rows: torch.Tensor, values: PlanarObjects) -> P
 
 
 def optimise_files(paths: list[str | Path], out: str | Path, data: Tabletop, renderer_name: str = "pytorch3d",
-                   settings: OptimiseSettings | None = None, seed: int = 0, log=print) -> list[dict]:
+                   settings: OptimiseSettings | None = None, seed: int = 0, log=print,
+                   device: str | torch.device | None = None) -> list[dict]:
     """Images (PNG/JPEG files or folders, at the tabletop camera's size) -> out/poses.json (one
     entry per image: objects with category, x_m, y_m, yaw_rad, colour; image loss; seconds) and
-    out/optimise_images-test.csv (BOP results; im_id = the image's position in the list)."""
+    out/optimise_images-test.csv (BOP results; im_id = the image's position in the list). device:
+    where the fits run (devices.resolve_device)."""
     settings = settings or OptimiseSettings()
+    device = resolve_device(device)
     images, files = load_images(paths)
     if tuple(images.shape[1:3]) != tuple(data.camera.image_size):
         raise ValueError(f"images are {tuple(images.shape[1:3])} pixels; the tabletop camera expects "
@@ -190,8 +199,9 @@ def optimise_files(paths: list[str | Path], out: str | Path, data: Tabletop, ren
     entries, answers, seconds = [], [], []
     for image, name in zip(images, files):
         start = time.perf_counter()
-        answer = optimise_scene(renderer, image, data.camera, data.config.table, len(data.catalog), settings,
-                                generator)
+        answer = optimise_scene(renderer, image.to(device), data.camera, data.config.table, len(data.catalog),
+                                settings, generator)
+        answer = replace(answer, objects=answer.objects.to("cpu"))
         seconds.append(time.perf_counter() - start)
         answers.append(answer.objects.padded(max(1, settings.max_objects)))
         o = answer.objects

@@ -93,9 +93,9 @@ def fit_scores(renderer: PlanarRenderer, images: torch.Tensor, objects: PlanarOb
     it that putting it back removes, 1 - loss(all) / loss(all but it); 0 for empty slots.
     images (B, H, W, 3); one extra render per object."""
     B, N = objects.category.shape
-    scores = torch.zeros(B, N)
+    scores = images.new_zeros(B, N)
     with torch.no_grad():
-        for rows in torch.split(torch.arange(B), batch_size):
+        for rows in torch.split(torch.arange(B, device=images.device), batch_size):
             part = objects.select(rows).detach()
             full = image_loss(renderer(part, camera, table), images[rows], blur_px)
             for n in range(N):

@@ -37,14 +37,15 @@ class Table:
     color: tuple[float, float, float] = (0.62, 0.52, 0.40)
     center: tuple[float, float] = (0.0, 0.0)
 
-    def mesh(self, cells: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    def mesh(self, cells: int = 1, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         """The table top as a cells x cells grid: verts ((cells+1)^2, 3) metres and
         faces (2 cells^2, 3), counter-clockwise seen from above (normal +Z)."""
-        x = self.center[0] + torch.linspace(-self.size[0] / 2, self.size[0] / 2, cells + 1)
-        y = self.center[1] + torch.linspace(-self.size[1] / 2, self.size[1] / 2, cells + 1)
+        x = self.center[0] + torch.linspace(-self.size[0] / 2, self.size[0] / 2, cells + 1, device=device)
+        y = self.center[1] + torch.linspace(-self.size[1] / 2, self.size[1] / 2, cells + 1, device=device)
         gx, gy = torch.meshgrid(x, y, indexing="xy")
-        verts = torch.stack([gx.flatten(), gy.flatten(), torch.zeros(gx.numel())], -1)
-        corner = (torch.arange(cells)[:, None] * (cells + 1) + torch.arange(cells)[None]).flatten()
+        verts = torch.stack([gx.flatten(), gy.flatten(), torch.zeros_like(gx.flatten())], -1)
+        cell = torch.arange(cells, device=device)
+        corner = (cell[:, None] * (cells + 1) + cell[None]).flatten()
         a, b, c, d = corner, corner + 1, corner + cells + 1, corner + cells + 2
         faces = torch.cat([torch.stack([a, b, d], -1), torch.stack([a, d, c], -1)])
         return verts, faces
@@ -175,10 +176,11 @@ class PlanarObjects(ObjectSlots):
                 raise ValueError(f"PlanarObjects {name} must have shape {(B, N, *tail)}, got {tuple(t.shape)}")
 
     @classmethod
-    def empty(cls, batch_size: int, slots: int = 1) -> "PlanarObjects":
+    def empty(cls, batch_size: int, slots: int = 1, device=None) -> "PlanarObjects":
         """The bare table, batch_size times."""
-        return cls(torch.full((batch_size, slots), -1, dtype=torch.long), torch.zeros(batch_size, slots, 2),
-                   torch.zeros(batch_size, slots), torch.zeros(batch_size, slots, 3))
+        return cls(torch.full((batch_size, slots), -1, dtype=torch.long, device=device),
+                   torch.zeros(batch_size, slots, 2, device=device), torch.zeros(batch_size, slots, device=device),
+                   torch.zeros(batch_size, slots, 3, device=device))
 
     def select(self, index) -> "PlanarObjects":
         """The scenes at index (an int, a slice or a (K,) tensor of indices); an int keeps the scene axis."""
@@ -194,7 +196,7 @@ class PlanarObjects(ObjectSlots):
             raise ValueError(f"cannot pad {self.slots} object slots down to {slots}")
         if extra == 0:
             return self
-        pad = PlanarObjects.empty(len(self), extra)
+        pad = PlanarObjects.empty(len(self), extra, self.category.device)
         return PlanarObjects(torch.cat([self.category, pad.category], 1),
                              torch.cat([self.position, pad.position.to(self.position)], 1),
                              torch.cat([self.yaw, pad.yaw.to(self.yaw)], 1),
@@ -212,6 +214,11 @@ class PlanarObjects(ObjectSlots):
         scored = any(p.score is not None for p in parts)  # a part without scores counts as scored 1
         score = torch.cat([p.score if p.score is not None else p.present.float() for p in parts]) if scored else None
         return cls(*joined, score)
+
+    def to(self, device) -> "PlanarObjects":
+        """The same objects on device."""
+        return PlanarObjects(self.category.to(device), self.position.to(device), self.yaw.to(device),
+                             self.color.to(device), None if self.score is None else self.score.to(device))
 
     def detach(self) -> "PlanarObjects":
         return PlanarObjects(self.category, self.position.detach(), self.yaw.detach(), self.color.detach(),
@@ -265,7 +272,7 @@ class SceneBatch(ObjectSlots):
         """
         if category.numel() and int(category.max()) >= len(catalog):
             raise ValueError(f"category index {int(category.max())} out of range for {len(catalog)} categories")
-        height = catalog.rest_heights().to(position)[category.clamp(min=0)] * (category >= 0)
+        height = catalog.rest_heights(position.device).to(position)[category.clamp(min=0)] * (category >= 0)
         translation = torch.cat([position, height[..., None]], -1)
         return cls(category, yaw_to_matrix(yaw), translation, color, camera, table or Table(), opacity)
 
@@ -301,6 +308,12 @@ class SceneBatch(ObjectSlots):
                 objects.append(ObjectInstance(catalog[c].name, pose, self.color[b, n].detach().clone()))
             scenes.append(Scene(objects, self.camera, self.table))
         return scenes
+
+    def to(self, device) -> "SceneBatch":
+        """The same scenes with their tensors on device (camera and table are shared)."""
+        return SceneBatch(self.category.to(device), self.rotation.to(device), self.translation.to(device),
+                          self.color.to(device), self.camera, self.table,
+                          None if self.opacity is None else self.opacity.to(device))
 
     def select(self, index) -> "SceneBatch":
         """The scenes at index (a slice, or a (K,) tensor of indices) as a SceneBatch."""

@@ -31,7 +31,7 @@ from .data.prior import PriorConfig, prior_batches
 from .data.tabletop import Tabletop, TabletopConfig
 from .metrics import evaluate_planar
 from .scene import PlanarObjects, SceneBatch
-from .training import TrainConfig, checkpoint_to_resume, read_checkpoint, render_pool, train_loop
+from .training import TrainConfig, checkpoint_to_resume, read_checkpoint, render_pool, train_loop, training_device
 
 POSITION_SCALE = 0.1  # metres per unit of the head's raw position output
 
@@ -92,10 +92,10 @@ def match_slots(position: torch.Tensor, identity_logits: torch.Tensor, true_cate
     position distance (cm^2) minus the identity log-probability."""
     cost = (torch.cdist(position, true_position) * 100) ** 2 - identity_logits.log_softmax(-1).gather(
         2, true_category.clamp(min=0)[:, None, :].expand(-1, position.shape[1], -1))
-    cost = cost.detach().numpy()
+    cost = cost.detach().cpu().numpy()
     pairs = []
     for b in range(len(cost)):
-        objects = np.flatnonzero(true_category[b].numpy() >= 0)
+        objects = np.flatnonzero(true_category[b].cpu().numpy() >= 0)
         slots, k = linear_sum_assignment(cost[b][:, objects])
         pairs.append((slots, objects[k]))
     return pairs
@@ -106,9 +106,10 @@ def set_loss(p: Prediction, truth: SceneBatch, config: SupervisedConfig) -> tupl
     true = truth.planar()
     true_category, true_position, true_yaw = true.category, true.position, true.yaw
     pairs = match_slots(p["position"], p["identity_logits"], true_category, true_position)
-    batch = torch.cat([torch.full((len(s),), b) for b, (s, _) in enumerate(pairs)]).long()
-    slot = torch.from_numpy(np.concatenate([s for s, _ in pairs])).long()
-    obj = torch.from_numpy(np.concatenate([o for _, o in pairs])).long()
+    device = p["position"].device
+    batch = torch.cat([torch.full((len(s),), b, dtype=torch.long, device=device) for b, (s, _) in enumerate(pairs)])
+    slot = torch.from_numpy(np.concatenate([s for s, _ in pairs])).long().to(device)
+    obj = torch.from_numpy(np.concatenate([o for _, o in pairs])).long().to(device)
     presence_target = torch.zeros_like(p["presence_logits"])
     presence_target[batch, slot] = 1.0
     loss = F.cross_entropy(p["count_logits"], truth.counts) + F.binary_cross_entropy_with_logits(
@@ -134,13 +135,15 @@ def evaluate(model: SetRegressor, images: torch.Tensor, truth: SceneBatch, catal
     (pose_recalls: BOP's ADD-S, MSSD and MSPD too, seen by the truth's camera)."""
     was_training = model.training
     model.eval()
-    predicted = PlanarObjects.cat([model.predict(chunk) for chunk in torch.split(images, batch_size)])
+    device = next(model.parameters()).device
+    predicted = PlanarObjects.cat([model.predict(chunk.to(device)).to("cpu")
+                                   for chunk in torch.split(images, batch_size)])
     model.train(was_training)
     return evaluate_planar(predicted, truth.planar(), catalog, truth.camera if pose_recalls else None)
 
 
-def load_supervised(path: str | Path) -> tuple[SetRegressor, dict]:
-    """(model in eval mode, checkpoint dict); a clear error for a missing, corrupt or foreign file."""
+def load_supervised(path: str | Path, device: str | torch.device = "cpu") -> tuple[SetRegressor, dict]:
+    """(model in eval mode on device, checkpoint dict); a clear error for a missing, corrupt or foreign file."""
     ckpt = read_checkpoint(path, "supervised")
     if "supervised_config" not in ckpt:
         raise ValueError(f"{path} is not a supervised-baseline checkpoint (no supervised_config)")
@@ -148,18 +151,20 @@ def load_supervised(path: str | Path) -> tuple[SetRegressor, dict]:
     model = SetRegressor(SupervisedConfig(**ckpt["supervised_config"]), len(data.catalog))
     model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in ckpt["model"].items()})
     model.eval()
-    return model, ckpt
+    return model.to(device), ckpt
 
 
 def train_supervised(out: str | Path, config: SupervisedConfig | None = None, train_config: TrainConfig | None = None,
                      data: Tabletop | None = None, resume: bool = False, progress: bool = True, log=print,
-                     fresh: PriorConfig | None = None) -> dict:
+                     fresh: PriorConfig | None = None, device: str | torch.device | None = None) -> dict:
     """Trains the baseline on labelled renders, writing out/checkpoint.pt, history.json and curves.png.
 
     fresh: draw new labelled scenes every batch from the prior (data/prior.py, with its appearance
     nuisances, rendered by worker processes) instead of a fixed pool of cfg.train_pool renders, which
-    the baseline memorised (99.7% identity on its pool, 44.7% on test: notes/air-training.md)."""
+    the baseline memorised (99.7% identity on its pool, 44.7% on test: notes/air-training.md).
+    device: where to train (the pools stay on the CPU; each batch moves)."""
     out = Path(out)
+    device = training_device(device)
     data = data or Tabletop()
     ckpt, cfg = checkpoint_to_resume(out, resume, train_config or TrainConfig(), "supervised")
     if ckpt is not None:
@@ -167,7 +172,7 @@ def train_supervised(out: str | Path, config: SupervisedConfig | None = None, tr
         fresh = PriorConfig.from_dict(ckpt["prior_config"]) if ckpt.get("prior_config") else None
     config = config or SupervisedConfig(max_objects=data.config.max_objects)
     torch.manual_seed(cfg.seed)
-    model = SetRegressor(config, len(data.catalog))
+    model = SetRegressor(config, len(data.catalog)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     val_images, val_truth = render_pool(data, cfg.val_split, cfg.val_size, progress)
     val_images = val_images.float() / 255
@@ -176,17 +181,18 @@ def train_supervised(out: str | Path, config: SupervisedConfig | None = None, tr
 
         def step_loss(index, iteration):
             images, truth = next(batches)
-            return set_loss(model(images), data.scene_batch(truth), config)
+            return set_loss(model(images.to(device)), data.scene_batch(truth.to(device)), config)
         pool_size = 1
     else:
         pool, pool_truth = render_pool(data, cfg.split, cfg.train_pool, progress)
 
         def step_loss(index, iteration):
-            return set_loss(model(pool[index].float() / 255), pool_truth.select(index), config)
+            images = pool[index].to(device).float() / 255
+            return set_loss(model(images), pool_truth.select(index).to(device), config)
         pool_size = len(pool)
 
     payload = {"supervised_config": asdict(config), "train_config": asdict(cfg),
                "data_config": data.config.to_fields(), "prior_config": fresh.to_dict() if fresh else None}
     return train_loop(out, model, optimizer, cfg, step_loss, lambda: evaluate(model, val_images, val_truth, data.catalog),
                       pool_size, payload, ckpt, progress, log, desc="train-supervised",
-                      objective_label="set loss (smoothed)")
+                      objective_label="set loss (smoothed)", device=device)

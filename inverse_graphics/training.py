@@ -19,6 +19,7 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from .data.tabletop import Tabletop
+from .devices import resolve_device, rng_state, set_rng_state
 from .distributed import ProcessGroup, process_group
 from .files import atomic_torch_save, atomic_write_json
 from .scene import SceneBatch
@@ -44,6 +45,14 @@ class TrainConfig:
     # AIR: the annealing schedules' clock at iteration 0. A run started from trained weights
     # continues their schedule rather than re-tempering what they learned.
     schedule_start: int = 0
+
+
+def training_device(device: str | torch.device | None = None) -> torch.device:
+    """The device this training process computes on (devices.resolve_device), with torchrun's process
+    group joined for it (NCCL on CUDA, gloo on CPU; nothing when not under torchrun)."""
+    device = resolve_device(device)
+    process_group(device)
+    return device
 
 
 def read_checkpoint(path: str | Path, kind: str) -> dict:
@@ -85,7 +94,8 @@ def export_weights(checkpoint: str | Path, path: str | Path) -> Path:
     """A small file for shipping: the model's weights in float16, its configurations and its
     validation history, without optimizer or RNG state. Loaders read it like a full checkpoint."""
     ckpt = read_checkpoint(checkpoint, "training")
-    slim = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "torch_rng", "history")}
+    slim = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "torch_rng", "torch_rng_per_rank",
+                                                        "history")}
     slim["model"] = {k: _as_half_if_it_fits(v) for k, v in ckpt["model"].items()}
     slim["history"] = [h for h in ckpt["history"] if "val_count_acc" in h]
     atomic_torch_save(slim, Path(path))
@@ -119,14 +129,16 @@ def pool_batches(pool_size: int, batch_size: int, group: ProcessGroup, seed: int
         epoch, offset = epoch + 1, 0
 
 
-def _restore(checkpoint: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer, group: ProcessGroup) -> tuple:
-    """Model, optimizer and torch RNG state from a checkpoint; (history, iteration, seconds trained,
-    skipped). Each process takes its own RNG state back when the run had as many processes."""
+def _restore(checkpoint: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer, group: ProcessGroup,
+             device: torch.device) -> tuple:
+    """Model, optimizer and RNG states from a checkpoint (any device's: tensors are read onto the CPU
+    and moved to the model's); (history, iteration, seconds trained, skipped). Each process takes its
+    own RNG states back when the run had as many processes."""
     model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
+    optimizer.load_state_dict(checkpoint["optimizer"])  # its state follows the parameters' device
     states = checkpoint.get("torch_rng_per_rank") or [checkpoint["torch_rng"]]
     if len(states) == group.world_size:
-        torch.set_rng_state(states[group.rank])
+        set_rng_state(states[group.rank], device)
     else:  # another process count: fresh streams, one per process
         torch.manual_seed(checkpoint["iteration"] * 1009 + group.rank)
     return checkpoint["history"], checkpoint["iteration"], checkpoint["train_seconds"], checkpoint.get("skipped", 0)
@@ -172,7 +184,8 @@ def _validation(model: torch.nn.Module, validate: Callable[[], dict]) -> dict:
 def train_loop(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
                step_loss: Callable[[torch.Tensor, int], tuple[torch.Tensor, dict]],
                validate: Callable[[], dict], pool_size: int, payload: dict, resumed: dict | None = None,
-               progress: bool = True, log=print, desc: str = "train", objective_label: str = "objective") -> dict:
+               progress: bool = True, log=print, desc: str = "train", objective_label: str = "objective",
+               device: torch.device = torch.device("cpu")) -> dict:
     """The training loop: out/checkpoint.pt (atomic, every cfg.checkpoint_every), history.json, curves.png.
 
     step_loss(index (batch,) into the pool, iteration) -> (scalar loss, averaged over the batch;
@@ -180,33 +193,37 @@ def train_loop(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     the checkpoint holds besides model, optimizer and progress. A step whose loss or gradient is not
     finite is skipped and logged. Under torchrun every process runs this with its own batches
     (cfg.batch_size each); gradients are averaged by DistributedDataParallel and rank 0 alone
-    validates and writes."""
+    validates and writes. device: where model is (training_device); the batches step_loss makes
+    must be there too."""
     out = Path(out)
     ckpt_path = out / "checkpoint.pt"
-    group = process_group()
+    group = process_group(device)
     if not group.is_main:
         progress, log = False, (lambda message: None)
     history, iteration, elapsed_before, skipped = [], 0, 0.0, 0
     if resumed is not None:
-        history, iteration, elapsed_before, skipped = _restore(resumed, model, optimizer, group)
+        history, iteration, elapsed_before, skipped = _restore(resumed, model, optimizer, group, device)
         log(f"resuming {ckpt_path} at iteration {iteration}")
     elif group.active:
         torch.manual_seed(cfg.seed * 1009 + group.rank)  # the weights are rank 0's; the sampling is each one's
     model.train()
-    stepper = DistributedDataParallel(_LossStep(model, step_loss), find_unused_parameters=True) if group.active \
-        else _LossStep(model, step_loss)
+    if group.active:
+        stepper = DistributedDataParallel(_LossStep(model, step_loss), find_unused_parameters=True,
+                                          device_ids=[device.index] if device.type == "cuda" else None)
+    else:
+        stepper = _LossStep(model, step_loss)
     start = time.perf_counter()
 
     def train_seconds():
         return elapsed_before + time.perf_counter() - start
 
     def checkpoint():
-        rng = group.gather(torch.get_rng_state())
+        rng = group.gather(rng_state(device))
         if group.is_main:
             atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": iteration,
                                "history": history, "train_seconds": train_seconds(), "skipped": skipped,
-                               "torch_rng": rng[0], "torch_rng_per_rank": rng, "world_size": group.world_size,
-                               **payload}, ckpt_path)
+                               "torch_rng": rng[0]["cpu"], "torch_rng_per_rank": rng, "world_size": group.world_size,
+                               "device": str(device), **payload}, ckpt_path)
             atomic_write_json(out / "history.json", history)
 
     bar = tqdm(total=cfg.iterations, initial=iteration, desc=desc, disable=not progress)

@@ -17,7 +17,7 @@ MAX_LINES = 350
 # own __init__ runs before any of its modules are imported, so it sits below every layer.
 LAYERS = [
     ("utilities", ["inverse_graphics.files", "inverse_graphics.paths", "inverse_graphics.timing",
-                   "inverse_graphics.distributed",
+                   "inverse_graphics.devices", "inverse_graphics.distributed",
                    "inverse_graphics.visualize"]),
     ("assets", ["inverse_graphics.assets"]),
     ("scene", ["inverse_graphics.camera", "inverse_graphics.scene"]),

@@ -43,7 +43,7 @@ class TableAppearance(nn.Module):
 
     def gain(self) -> torch.Tensor:
         """() the light gain (1 when not fitted)."""
-        return self.log_gain.exp() if self.log_gain is not None else torch.ones(())
+        return self.log_gain.exp() if self.log_gain is not None else self.table_logits.new_ones(())
 
     def key(self) -> tuple:
         """The current values, as floats: what a cached render of the bare table depends on."""
@@ -63,6 +63,11 @@ class GenerativeModel(nn.Module):
         self.register_buffer("footprint", catalog.footprint_radii(), persistent=False)
         self.register_module("appearance", None)  # TableAppearance once fit_appearance is called
         self._background, self._background_key = None, None
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model computes (it follows .to(device))."""
+        return self.footprint.device
 
     def fit_appearance(self, gain: bool = False) -> TableAppearance:
         """Makes the table's albedo (initialised from self.table's) and, with gain, a global light gain
@@ -104,10 +109,10 @@ class GenerativeModel(nn.Module):
     def background(self) -> torch.Tensor:
         """(1, 3, H, W) the bare table as the camera sees it (cached; rendered again when the
         fitted appearance has changed)."""
-        key = None if self.appearance is None else self.appearance.key()
+        key = (self.device, None if self.appearance is None else self.appearance.key())
         if self._background is None or key != self._background_key:
             with torch.no_grad():
-                self._background = self.render_hard(PlanarObjects.empty(1)).permute(0, 3, 1, 2)
+                self._background = self.render_hard(PlanarObjects.empty(1, device=self.device)).permute(0, 3, 1, 2)
             self._background_key = key
         return self._background
 

@@ -163,10 +163,11 @@ class Guide(nn.Module):
         return x, self.encoder(x), where_maps, self.initial_state(B)
 
     def initial_state(self, B: int) -> GuideState:
-        previous = torch.zeros(B, self.previous_dim)
+        device = self.yaw_fold.device  # the guide's
+        previous = torch.zeros(B, self.previous_dim, device=device)
         previous[:, 0] = 1.0  # 'the previous step found an object'
-        h = torch.zeros(B, self.config.hidden)
-        return GuideState(h, torch.zeros(B, self.config.hidden), previous, torch.ones(B), ())
+        h = torch.zeros(B, self.config.hidden, device=device)
+        return GuideState(h, torch.zeros_like(h), previous, torch.ones(B, device=device), ())
 
     def where_mean(self, h: torch.Tensor, where_maps, found: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         """Expected object position (B, 2) metres and the attention's peak logit (B,) (a soft max
@@ -179,8 +180,9 @@ class Guide(nn.Module):
         B, Fdim, h_cells, w_cells = features.shape
         logits = base + torch.einsum("bfhw,bf->bhw", features, self.where_query(h)).flatten(1) / Fdim ** 0.5
         H, W = self.camera.image_size
-        cell_v, cell_u = torch.meshgrid((torch.arange(h_cells) + 0.5) * H / h_cells - 0.5,
-                                        (torch.arange(w_cells) + 0.5) * W / w_cells - 0.5, indexing="ij")
+        cell_v, cell_u = torch.meshgrid((torch.arange(h_cells, device=logits.device) + 0.5) * H / h_cells - 0.5,
+                                        (torch.arange(w_cells, device=logits.device) + 0.5) * W / w_cells - 0.5,
+                                        indexing="ij")
         cells = torch.stack([cell_u.flatten(), cell_v.flatten()], -1)  # (cells, 2) pixels
         for center in found:
             d2 = ((cells[None] - center[:, None].detach()) ** 2).sum(-1)
@@ -248,8 +250,9 @@ class Guide(nn.Module):
         log_q_pres = Bernoulli(prob).log_prob(hard_pres) * alive_hard
         log_q_cont = q_position.log_prob(position).sum(-1) + log_q_yaw + log_q_color
         # the prior's density at the guide's samples, here where the colour logits are at hand
-        log_p_cont = (Normal(0.0, cfg.prior_position_std).log_prob(position).sum(-1) - math.log(2 * math.pi)
-                      + Normal(0.0, cfg.prior_color_std).log_prob(color_logit).sum(-1))
+        zero = position.new_zeros(())
+        log_p_cont = (Normal(zero, cfg.prior_position_std).log_prob(position).sum(-1) - math.log(2 * math.pi)
+                      + Normal(zero, cfg.prior_color_std).log_prob(color_logit).sum(-1))
         step = Step(z_pres, position, identity, yaw, torch.sigmoid(color_logit), pres_prob,
                     log_q_cont * hard_pres, log_q_pres, q_identity.log_prob(identity) * hard_pres,
                     log_p_cont * hard_pres, what.identity_logits, self.project(position), glimpse_code.detach(),
@@ -272,7 +275,7 @@ class Guide(nn.Module):
     def _yaw(self, what: WhatOutput, identity: torch.Tensor, greedy: bool):
         """yaw (B,) of the chosen category, a yaw per category (B, C), log q(yaw | identity) (B,)
         and q(yaw | category)'s entropy (B, C)."""
-        fold = self.yaw_fold if self.yaw_heads > 1 else torch.ones(1)
+        fold = self.yaw_fold if self.yaw_heads > 1 else self.yaw_fold.new_ones(1)
         yaw_means = (what.folded_yaw / fold).expand(-1, self.num_categories)  # (B, C)
         q_yaws = Normal(yaw_means, (what.folded_yaw_std / fold).expand(-1, self.num_categories))
         yaws = yaw_means if greedy else q_yaws.rsample()
@@ -300,5 +303,5 @@ class Guide(nn.Module):
         if greedy:
             return (pres_prob > 0.5).to(pres_prob.dtype)
         if self.config.count_estimator == "concrete":
-            return RelaxedBernoulli(torch.tensor(self.config.concrete_temperature), probs=prob).rsample() * alive
+            return RelaxedBernoulli(prob.new_tensor(self.config.concrete_temperature), probs=prob).rsample() * alive
         return Bernoulli(pres_prob).sample()

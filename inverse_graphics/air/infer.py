@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..data.images import load_images
+from ..devices import resolve_device
 from ..files import atomic_write_json
 from ..optimise import refine_with_second_guess
 from ..rendering.likelihood import make_planar_renderer
@@ -47,23 +48,27 @@ def infer(model: AIR, images: torch.Tensor, samples: int = 0, batch_size: int = 
           refine: bool = False) -> list[Inference]:
     """images (B, H, W, 3) in [0, 1] -> one Inference per image. refine: the mode is refined by
     render-and-compare, trying q's two most likely categories where q doubts
-    (optimise.refine_with_second_guess); the samples are not."""
+    (optimise.refine_with_second_guess); the samples are not. The images move to the model's device
+    a batch at a time; the answers come back to the CPU."""
     model.eval()
+    device = model.generative.device
     if not torch.isfinite(images).all():
         raise ValueError("images contain NaN or Inf")
     results = []
     renderer = make_planar_renderer("pytorch3d", model.catalog) if refine else None
     for chunk in torch.split(images, batch_size):
+        chunk = chunk.to(device)
         with torch.no_grad():
             steps = model.infer(chunk, greedy=True)
-            drawn = [_scenes(model, model.objects(model.infer(chunk))) for _ in range(samples)]
-        presence = torch.stack([s.pres_prob for s in steps], 1)
+            drawn = [_scenes(model, model.objects(model.infer(chunk)).to("cpu")) for _ in range(samples)]
+        presence = torch.stack([s.pres_prob for s in steps], 1).cpu()
         identity = torch.stack([s.identity_logits.softmax(-1) for s in steps], 1)
         objects = model.objects(steps)
         if refine:
             objects = refine_with_second_guess(renderer, chunk, objects, identity, model.camera, model.table)
+        objects, identity = objects.to("cpu"), identity.cpu()
         modes = _scenes(model, objects)
-        centers = torch.stack([s.glimpse_center for s in steps], 1)
+        centers = torch.stack([s.glimpse_center for s in steps], 1).cpu()
         for b, scene in enumerate(modes):
             scores = objects.score[b][objects.present[b]].tolist()  # the scene keeps present slots in order
             results.append(Inference(scene, scores, [d[b] for d in drawn], presence[b].tolist(),
@@ -117,11 +122,13 @@ def overlay_figure(model: AIR, images: torch.Tensor, inferences: list[Inference]
 
 
 def infer_files(paths: list[str | Path], checkpoint: str | Path, out: str | Path, samples: int = 0,
-                overlay_max: int = 16, refine: bool = False, log=print) -> list[dict]:
+                overlay_max: int = 16, refine: bool = False, log=print,
+                device: str | torch.device | None = None) -> list[dict]:
     """Images (PNG/JPEG files or folders, at the model's image size) -> out/poses.json (per image:
     objects with category, x_m, y_m, yaw_rad, colour, world and camera poses; presence and
-    identity probabilities; `samples` posterior samples) and out/overlay.png (the first overlay_max)."""
-    model, _ = load_checkpoint(checkpoint)
+    identity probabilities; `samples` posterior samples) and out/overlay.png (the first overlay_max).
+    device: where the model runs (devices.resolve_device)."""
+    model, _ = load_checkpoint(checkpoint, device=resolve_device(device))
     images, files = load_images(paths)
     results = infer(model, images, samples=samples, refine=refine)
     out = Path(out)

@@ -66,7 +66,7 @@ class AIR(nn.Module):
         """(B, H, W, 3) soft render of the objects the steps found (hard: the non-differentiable render;
         no steps: the bare table, batch_size times)."""
         if not steps:
-            return self.generative.render_hard(PlanarObjects.empty(batch_size))
+            return self.generative.render_hard(PlanarObjects.empty(batch_size, device=self.generative.device))
         objects = self.objects(steps)
         if hard:
             return self.generative.render_hard(objects.detach())

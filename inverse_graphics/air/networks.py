@@ -86,7 +86,7 @@ def image_to_window(images: torch.Tensor, center_px: torch.Tensor, window_px: in
     """Spatial transformer: (B, 3, H, W) images, (B, 2) window centres (u, v) in pixels
     -> (B, 3, size, size) windows of window_px x window_px image pixels (differentiable in the centre)."""
     B, _, H, W = images.shape
-    theta = torch.zeros(B, 2, 3, dtype=images.dtype)
+    theta = images.new_zeros(B, 2, 3)
     theta[:, 0, 0] = window_px / W
     theta[:, 1, 1] = window_px / H
     # align_corners=False: pixel u's centre is at normalized (2u + 1) / W - 1

@@ -64,7 +64,6 @@ def sample_elbo(generative: GenerativeModel, images: torch.Tensor, rendered: tor
 
 def z_pres_kl(steps: list[Step], rho: float) -> torch.Tensor:
     """(B,) sum over live steps of KL(Bernoulli(q) || Bernoulli(rho)), for the Concrete relaxation."""
-    rho = torch.tensor(rho)
     total = 0.0
     for s in steps:
         p = s.pres_prob.clamp(1e-4, 1 - 1e-4)
@@ -118,7 +117,7 @@ def local_identity(signal: torch.Tensor, elbo: ELBO, steps: list[Step], local_ba
             local_mean.mul_(BASELINE_MOMENTUM).add_((1 - BASELINE_MOMENTUM) * local.mean(0))
             local_var.mul_(BASELINE_MOMENTUM).add_((1 - BASELINE_MOMENTUM) * local.var(0, unbiased=False))
         local = (local - local_mean) / local_var.sqrt().clamp(min=1e-6)
-    step_id = torch.eye(len(steps)).expand(local.shape[0], -1, -1)
+    step_id = torch.eye(len(steps), device=local.device).expand(local.shape[0], -1, -1)
     baseline = local_baseline(torch.cat([torch.stack([s.glimpse_code for s in steps], 1), step_id], -1))[..., 0]
     local_signal = (local - baseline.detach()).clamp(-5, 5)  # (B, T)
     present = torch.stack([(s.z_pres > 0.5) for s in steps], 1).to(local.dtype)
@@ -129,7 +128,8 @@ def local_identity(signal: torch.Tensor, elbo: ELBO, steps: list[Step], local_ba
 def local_rewards(log_lik_map: torch.Tensor, steps: list[Step], glimpse_px: int) -> torch.Tensor:
     """(B, T) log-likelihood of the pixels within glimpse_px of each step's object."""
     H, W = log_lik_map.shape[1:]
-    v, u = torch.meshgrid(torch.arange(H, dtype=log_lik_map.dtype), torch.arange(W, dtype=log_lik_map.dtype),
+    v, u = torch.meshgrid(torch.arange(H, dtype=log_lik_map.dtype, device=log_lik_map.device),
+                          torch.arange(W, dtype=log_lik_map.dtype, device=log_lik_map.device),
                           indexing="ij")
     half = glimpse_px / 2
     rewards = []
@@ -159,10 +159,10 @@ def enumerated_identity(signal: torch.Tensor, elbo: ELBO, generative: Generative
     B = min(images.shape[0], cfg.enumerate_images)  # the batch is shuffled: take the first B
     present = presence[:B] > 0.5
     if not present.any():
-        return IdentityTerms(score, torch.zeros(()), 0.0)
+        return IdentityTerms(score, score.new_zeros(()), 0.0)
     # a random present step per image (images with no object keep t = 0 and are masked out)
     t = torch.multinomial(present.float() + 1e-6 * ~present.any(1, keepdim=True), 1)[:, 0]
-    rows = torch.arange(B)
+    rows = torch.arange(B, device=images.device)
     images = images[:B].repeat(C, 1, 1, 1)  # (C B, H, W, 3), category-major
     yaws = torch.stack([s.yaw_per_category[:B] for s in steps], 1)[rows, t] if cfg.yaw_per_category else None
     with torch.set_grad_enabled(cfg.yaw_per_category and torch.is_grad_enabled()):
@@ -182,9 +182,9 @@ def every_category_at(objects: PlanarObjects, t: torch.Tensor, num_categories: i
     """(C B, N) detached copies of objects (B, N), category-major: copy c has category c in slot
     t (B,) (and, given yaws (B, C), yaw yaws[:, c] there)."""
     C, B = num_categories, len(t)
-    flat = torch.arange(C * B)
+    flat = torch.arange(C * B, device=t.device)
     category = objects.category.repeat(C, 1)
-    category[flat, t.repeat(C)] = torch.arange(C).repeat_interleave(B)
+    category[flat, t.repeat(C)] = torch.arange(C, device=t.device).repeat_interleave(B)
     yaw = objects.yaw.detach().repeat(C, 1)
     if yaws is not None:
         yaw = yaw.index_put((flat, t.repeat(C)), yaws.T.reshape(-1))

@@ -107,10 +107,10 @@ def trace_log_q(guide: Guide, images: torch.Tensor, background: torch.Tensor, tr
     B = images.shape[0]
     x, code, where_maps, state = guide.read_image(images, background)
     available = truth.present.clone()
-    rows = torch.arange(B)
+    rows = torch.arange(B, device=images.device)
     weights = {"position": config.position_weight, "identity": config.identity_weight, "yaw": config.yaw_weight,
                "color": config.color_weight}
-    totals = {name: torch.zeros(B) for name in (*weights, "presence")}
+    totals = {name: images.new_zeros(B) for name in (*weights, "presence")}
     right, seen, presence_right = 0, 0, 0
     at_truth = guide.config.second_glimpse and config.truth_glimpse_jitter_px is not None
     for _ in range(guide.config.max_steps):

@@ -17,7 +17,8 @@ from ..data.prior import prior_batches
 from ..data.tabletop import Tabletop, TabletopConfig
 from ..metrics import evaluate_planar
 from ..scene import PlanarObjects, SceneBatch
-from ..training import TrainConfig, checkpoint_to_resume, export_weights, read_checkpoint, render_pool, train_loop
+from ..training import (TrainConfig, checkpoint_to_resume, export_weights, read_checkpoint, render_pool, train_loop,
+                        training_device)
 from .config import AIRConfig, air_config_from_dict
 from .model import AIR
 from .sleep import SleepConfig, sleep_loss
@@ -30,8 +31,9 @@ def build_model(air_config: AIRConfig, data: Tabletop) -> AIR:
     return AIR(air_config, data.catalog, data.camera, data.config.table)
 
 
-def load_checkpoint(path: str | Path, data: Tabletop | None = None) -> tuple[AIR, dict]:
-    """(model in eval mode, checkpoint dict). Raises a clear error for a missing or corrupt file."""
+def load_checkpoint(path: str | Path, data: Tabletop | None = None,
+                    device: str | torch.device = "cpu") -> tuple[AIR, dict]:
+    """(model in eval mode on device, checkpoint dict). Raises a clear error for a missing or corrupt file."""
     ckpt = read_checkpoint(path, "AIR")
     try:
         air_config = air_config_from_dict(ckpt["air_config"])
@@ -41,17 +43,18 @@ def load_checkpoint(path: str | Path, data: Tabletop | None = None) -> tuple[AIR
     model = build_model(air_config, data)
     model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in ckpt["model"].items()})
     model.eval()
-    return model, ckpt
+    return model.to(device), ckpt
 
 
 @torch.no_grad()
 def evaluate(model: AIR, images: torch.Tensor, truth: SceneBatch, batch_size: int = 256,
              pose_recalls: bool = False) -> dict:
-    """Greedy inference on images (B, H, W, 3) scored against a SceneBatch's planar truth
-    (pose_recalls: BOP's ADD-S, MSSD and MSPD too, seen by the truth's camera)."""
+    """Greedy inference on images (B, H, W, 3) (any device; chunks go to the model's) scored against a
+    SceneBatch's planar truth (pose_recalls: BOP's ADD-S, MSSD and MSPD too, seen by the truth's camera)."""
     was_training = model.training
     model.eval()
-    predicted = PlanarObjects.cat([model.objects(model.infer(chunk, greedy=True))
+    device = model.generative.device
+    predicted = PlanarObjects.cat([model.objects(model.infer(chunk.to(device), greedy=True)).to("cpu")
                                    for chunk in torch.split(images, batch_size)])
     model.train(was_training)
     return evaluate_planar(predicted, truth.planar(), model.catalog, truth.camera if pose_recalls else None)
@@ -59,28 +62,31 @@ def evaluate(model: AIR, images: torch.Tensor, truth: SceneBatch, batch_size: in
 
 def train_air(out: str | Path, air_config: AIRConfig | None = None, train_config: TrainConfig | None = None,
               data: Tabletop | None = None, resume: bool = False, progress: bool = True, log=print,
-              init: str | Path | None = None, extra_images: torch.Tensor | None = None) -> dict:
+              init: str | Path | None = None, extra_images: torch.Tensor | None = None,
+              device: str | torch.device | None = None) -> dict:
     """Trains AIR, writing out/checkpoint.pt, out/history.json and out/curves.png. Returns the last validation.
 
     The training images are hard renders of cfg.split; their labels are never read here
     (validation reads the val split's to report accuracy). init: weights to start from (an AIR
     checkpoint of the same architecture, any camera). extra_images: (M, H, W, 3) uint8 unlabelled
-    images added to the pool (a user's own frames).
+    images added to the pool (a user's own frames). device: where to train (devices.resolve_device;
+    the pool stays on the CPU and each batch moves).
     """
     out = Path(out)
+    device = training_device(device)
     data = data or Tabletop()
     ckpt, cfg = checkpoint_to_resume(out, resume, train_config or TrainConfig(), "AIR")
     if ckpt is not None:
         air_config = air_config_from_dict(ckpt["air_config"])
     air_config = air_config or AIRConfig()
     torch.manual_seed(cfg.seed)
-    model = build_model(air_config, data)
+    model = build_model(air_config, data).to(device)
     baselines = [p for n, p in model.named_parameters() if n.startswith(("baseline", "local_baseline"))]
     guide_params = [p for n, p in model.named_parameters() if not n.startswith(("baseline", "local_baseline"))]
     optimizer = torch.optim.Adam([{"params": guide_params, "lr": cfg.lr},
                                   {"params": baselines, "lr": cfg.baseline_lr}])
     if init is not None and ckpt is None:
-        start, start_ckpt = load_checkpoint(init, data)
+        start, start_ckpt = load_checkpoint(init, data, device)
         model.guide.load_state_dict(start.guide.state_dict())
         cfg = replace(cfg, schedule_start=start_ckpt.get("iteration", 0)
                       + start_ckpt.get("train_config", {}).get("schedule_start", 0))
@@ -95,21 +101,25 @@ def train_air(out: str | Path, air_config: AIRConfig | None = None, train_config
     val_images = val_images.float() / 255
 
     def step_loss(index, iteration):
-        loss, info = model.loss(pool[index].float() / 255, cfg.schedule_start + iteration, cfg.score_weight)
+        loss, info = model.loss(pool[index].to(device).float() / 255, cfg.schedule_start + iteration,
+                                cfg.score_weight)
         return loss, {"objective": info["elbo"], "mean_count": float(info["counts"].float().mean())}
 
     payload = {"air_config": air_config.to_dict(), "train_config": asdict(cfg), "data_config": data.config.to_fields()}
     return train_loop(out, model, optimizer, cfg, step_loss, lambda: evaluate(model, val_images, val_truth), len(pool),
-               payload, ckpt, progress, log, desc="train-air", objective_label="ELBO per image (nats, smoothed)")
+                      payload, ckpt, progress, log, desc="train-air", objective_label="ELBO per image (nats, smoothed)",
+                      device=device)
 
 
 def train_air_sleep(out: str | Path, air_config: AIRConfig | None = None, train_config: TrainConfig | None = None,
                     data: Tabletop | None = None, sleep: SleepConfig | None = None, resume: bool = False,
-                    progress: bool = True, log=print) -> dict:
+                    progress: bool = True, log=print, device: str | torch.device | None = None) -> dict:
     """Trains AIR's guide by the sleep phase (air/sleep.py): fresh prior samples every batch,
     rendered beside training by sleep.prior.workers processes. Writes out/checkpoint.pt, history.json
-    and curves.png like train_air; validation reads the val split's labels to report accuracy."""
+    and curves.png like train_air; validation reads the val split's labels to report accuracy. The
+    prior's samples are rendered on the CPU (by the workers) and each batch moves to device."""
     out = Path(out)
+    device = training_device(device)
     data = data or Tabletop()
     ckpt, cfg = checkpoint_to_resume(out, resume, train_config or TrainConfig(), "AIR")
     if ckpt is not None:
@@ -117,9 +127,9 @@ def train_air_sleep(out: str | Path, air_config: AIRConfig | None = None, train_
         sleep = SleepConfig.from_dict(ckpt["sleep_config"])
     air_config, sleep = air_config or AIRConfig(), sleep or SleepConfig()
     torch.manual_seed(cfg.seed)
-    model = build_model(air_config, data)
+    model = build_model(air_config, data).to(device)
     optimizer = torch.optim.Adam(model.guide.parameters(), lr=cfg.lr)
-    yaw_orders = torch.tensor([c.yaw_symmetry_order() for c in data.catalog.categories])
+    yaw_orders = torch.tensor([c.yaw_symmetry_order() for c in data.catalog.categories], device=device)
     background = model.background()
     val_images, val_truth = render_pool(data, cfg.val_split, cfg.val_size, progress)
     val_images = val_images.float() / 255
@@ -127,7 +137,7 @@ def train_air_sleep(out: str | Path, air_config: AIRConfig | None = None, train_
 
     def step_loss(index, iteration):
         images, truth = next(batches)
-        loss, info = sleep_loss(model.guide, images, background, truth, yaw_orders, sleep)
+        loss, info = sleep_loss(model.guide, images.to(device), background, truth.to(device), yaw_orders, sleep)
         weighted = {k: v for k, v in info.items() if k not in ("identity_acc", "presence_acc")}
         return loss, {"objective": -float(loss.detach()), "mean_count": float(truth.counts.float().mean()),
                       **{f"log_q_{k}": v for k, v in weighted.items()},
@@ -137,20 +147,23 @@ def train_air_sleep(out: str | Path, air_config: AIRConfig | None = None, train_
                "sleep_config": sleep.to_dict()}
     return train_loop(out, model, optimizer, cfg, step_loss, lambda: evaluate(model, val_images, val_truth), 1,
                       payload, ckpt, progress, log, desc="train-air (sleep)",
-                      objective_label="weighted log q of the trace per image (smoothed)")
+                      objective_label="weighted log q of the trace per image (smoothed)", device=device)
 
 
 def train_air_wake(out: str | Path, images: torch.Tensor, air_config: AIRConfig | None = None,
                    train_config: TrainConfig | None = None, data: Tabletop | None = None,
                    wake: WakeConfig | None = None, sleep: SleepConfig | None = None,
-                   init: str | Path | None = None, resume: bool = False, progress: bool = True, log=print) -> dict:
+                   init: str | Path | None = None, resume: bool = False, progress: bool = True, log=print,
+                   device: str | torch.device | None = None) -> dict:
     """Trains AIR by the wake phase (air/wake.py) on images (M, H, W, 3) uint8, an unlabelled pool
     (a user's own frames), with a sleep batch (air/sleep.py) every wake.sleep_every iterations (their
     losses summed); with wake.fit_table, the table's albedo (and with wake.fit_gain a light gain) is
     fitted too. init: an AIR checkpoint to start from (the normal use: a sleep-trained guide; its
     architecture is used when air_config is None). Writes out/checkpoint.pt, history.json and
-    curves.png like train_air; validation reads data's val split labels to report accuracy."""
+    curves.png like train_air; validation reads data's val split labels to report accuracy. The images
+    stay on the CPU; each batch moves to device."""
     out = Path(out)
+    device = training_device(device)
     data = data or Tabletop()
     H, W = data.camera.image_size
     if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[1:]) != (H, W, 3):
@@ -161,12 +174,13 @@ def train_air_wake(out: str | Path, images: torch.Tensor, air_config: AIRConfig 
         air_config = air_config_from_dict(ckpt["air_config"])
         wake, sleep = WakeConfig.from_dict(ckpt["wake_config"]), SleepConfig.from_dict(ckpt["sleep_config"])
     elif init is not None:
-        start, start_ckpt = load_checkpoint(init, data)
+        start, start_ckpt = load_checkpoint(init, data, device)
         air_config = air_config or start.config
     air_config, wake, sleep = air_config or AIRConfig(), wake or WakeConfig(), sleep or SleepConfig()
     torch.manual_seed(cfg.seed)
     model = build_model(air_config, data)
     appearance = model.generative.fit_appearance(wake.fit_gain) if wake.fit_table else None
+    model.to(device)
     if start is not None:
         model.guide.load_state_dict(start.guide.state_dict())
         fitted = start.generative.appearance
@@ -186,16 +200,17 @@ def train_air_wake(out: str | Path, images: torch.Tensor, air_config: AIRConfig 
     val_images = val_images.float() / 255
     batches = None
     if wake.sleep_every > 0:
-        yaw_orders = torch.tensor([c.yaw_symmetry_order() for c in data.catalog.categories])
+        yaw_orders = torch.tensor([c.yaw_symmetry_order() for c in data.catalog.categories], device=device)
         batches = prior_batches(data, cfg.batch_size, sleep.prior,
                                 seed=cfg.seed * 1000 + (ckpt or {}).get("iteration", 0))
 
     def step_loss(index, iteration):
-        loss, info = wake_loss(model, images[index].float() / 255, wake, cfg.schedule_start + iteration)
+        loss, info = wake_loss(model, images[index].to(device).float() / 255, wake, cfg.schedule_start + iteration)
         info = {"objective": info["iwae"], **info}
         if batches is not None and iteration % wake.sleep_every == 0:
             sleep_images, truth = next(batches)
-            asleep, sleep_info = sleep_loss(model.guide, sleep_images, model.background(), truth, yaw_orders, sleep)
+            asleep, sleep_info = sleep_loss(model.guide, sleep_images.to(device), model.background(), truth.to(device),
+                                            yaw_orders, sleep)
             loss = loss + asleep
             info.update({"sleep_loss": float(asleep.detach()), "trace_identity_acc": sleep_info["identity_acc"],
                          "trace_presence_acc": sleep_info["presence_acc"]})
@@ -205,4 +220,4 @@ def train_air_wake(out: str | Path, images: torch.Tensor, air_config: AIRConfig 
                "wake_config": wake.to_dict(), "sleep_config": sleep.to_dict()}
     return train_loop(out, model, optimizer, cfg, step_loss, lambda: evaluate(model, val_images, val_truth),
                       len(images), payload, ckpt, progress, log, desc="train-air (wake)",
-                      objective_label="importance-weighted bound log p(x) per image (nats, smoothed)")
+                      objective_label="importance-weighted bound log p(x) per image (nats, smoothed)", device=device)

@@ -63,7 +63,7 @@ def robust_log_likelihood(images: torch.Tensor, rendered: torch.Tensor, config: 
     s 0.1, a residual of 0.3 costs 2.8 nats more than a perfect match (Gaussian: 4.5), 0.6 costs 5.1
     (Gaussian: 18)."""
     if config.likelihood == "student_t":
-        density = StudentT(torch.tensor(config.student_dof, dtype=rendered.dtype), rendered, config.pixel_scale)
+        density = StudentT(rendered.new_tensor(config.student_dof), rendered, config.pixel_scale)
     else:
         density = Normal(rendered, config.pixel_scale)
     return density.log_prob(images).flatten(1).sum(1)
@@ -79,9 +79,9 @@ def replay_log_q(guide: Guide, images: torch.Tensor, background: torch.Tensor,
     weights the sum equals the steps' own log q. images (B, H, W, 3); background (1, 3, H, W)."""
     B = images.shape[0]
     x, code, where_maps, state = guide.read_image(images, background)
-    totals = {name: torch.zeros(B) for name in ("presence", "position", "identity", "yaw", "color")}
+    totals = {name: images.new_zeros(B) for name in ("presence", "position", "identity", "yaw", "color")}
     C = guide.num_categories
-    fold = guide.yaw_fold if guide.yaw_heads > 1 else torch.ones(1)
+    fold = guide.yaw_fold if guide.yaw_heads > 1 else guide.yaw_fold.new_ones(1)
     for step in steps:
         z_pres, position, identity = step.z_pres.detach(), step.position.detach(), step.identity.detach()
         yaw, color = step.yaw.detach(), step.color.detach()

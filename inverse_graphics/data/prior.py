@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ..distributed import process_group
+from ..distributed import current
 from ..rendering.appearance import AppearanceRanges, apply_appearance
 from ..rendering.renderer import SceneRenderer
 from .tabletop import Tabletop
@@ -63,9 +63,10 @@ class PriorSamples(IterableDataset):
 
 
 def prior_batches(data: Tabletop, batch_size: int, config: PriorConfig, seed: int = 0):
-    """An iterator of prior batches, rendered by config.workers worker processes (0: in this one);
-    under torchrun, each training process draws its own (seeded by its rank)."""
-    dataset = PriorSamples(data, batch_size, config, seed, process_group().rank)
+    """An iterator of prior batches, rendered on the CPU by config.workers worker processes (0: in this
+    one); under torchrun, each training process draws its own (seeded by its rank: the trainers join
+    the process group first, training.training_device)."""
+    dataset = PriorSamples(data, batch_size, config, seed, current().rank)
     loader = DataLoader(dataset, batch_size=None, num_workers=config.workers,
                         prefetch_factor=4 if config.workers else None, persistent_workers=config.workers > 0,
                         collate_fn=lambda batch: batch)

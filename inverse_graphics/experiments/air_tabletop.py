@@ -38,24 +38,25 @@ def run_name(seed: int, dair: bool = False, split: str = "train", tag: str = "")
 
 def train_run(runs_dir: Path, seed: int, minutes: float, iterations: int, dair: bool = False, split: str = "train",
               max_steps: int = 3, count_estimator: str = "reinforce", identity_signal: str = "enumerate",
-              tag: str = "", progress: bool = True, overrides: dict | None = None) -> dict:
+              tag: str = "", progress: bool = True, overrides: dict | None = None, device=None) -> dict:
     data = Tabletop(TabletopConfig(max_objects=max(3, max_steps)))
     out = Path(runs_dir) / run_name(seed, dair, split, tag)
     config = AIRConfig(max_steps=max_steps, dair=dair, count_estimator=count_estimator,
                        identity_signal=identity_signal, **(overrides or {}))
     train_cfg = TrainConfig(split=split, iterations=iterations, time_limit_minutes=minutes, seed=seed)
-    return train_air(out, config, train_cfg, data, resume=(out / "checkpoint.pt").exists(), progress=progress)
+    return train_air(out, config, train_cfg, data, resume=(out / "checkpoint.pt").exists(), progress=progress,
+                     device=device)
 
 
 def train_sleep_run(runs_dir: Path, seed: int, minutes: float, iterations: int, tag: str = "sleep",
-                    progress: bool = True, overrides: dict | None = None) -> dict:
+                    progress: bool = True, overrides: dict | None = None, device=None) -> dict:
     """One sleep-phase AIR run on tabletop-v1's camera and table (resumed if it exists)."""
     data = Tabletop()
     out = Path(runs_dir) / run_name(seed, False, "train", tag)
     config = AIRConfig(**{**SLEEP_ARCHITECTURE, **(overrides or {})})
     train_cfg = TrainConfig(iterations=iterations, time_limit_minutes=minutes, seed=seed, val_every=500)
     return train_air_sleep(out, config, train_cfg, data, SleepConfig(), resume=(out / "checkpoint.pt").exists(),
-                           progress=progress)
+                           progress=progress, device=device)
 
 
 APPEARANCE_SPLIT = "tabletop-v1-appearance"
@@ -97,7 +98,7 @@ def wake_pool(data: Tabletop, num: int, seed: int = 1) -> torch.Tensor:
 
 
 def train_wake_run(runs_dir: Path, seed: int, minutes: float, init: Path, pool: int = 2000, tag: str = "sleepwake",
-                   batch_size: int = 8, progress: bool = True) -> dict:
+                   batch_size: int = 8, progress: bool = True, device=None) -> dict:
     """The wake phase (with a sleep batch every iteration) from a sleep-trained checkpoint, on
     wake_pool's unlabelled images (resumed if the run exists)."""
     data = Tabletop()
@@ -106,14 +107,16 @@ def train_wake_run(runs_dir: Path, seed: int, minutes: float, init: Path, pool: 
                             batch_size=batch_size)
     images = wake_pool(data, pool, seed + 1)
     return train_air_wake(out, images, train_config=train_cfg, data=data, wake=WakeConfig(), init=init,
-                          resume=(out / "checkpoint.pt").exists(), progress=progress)
+                          resume=(out / "checkpoint.pt").exists(), progress=progress, device=device)
 
 
-def evaluate_run(path: Path, split: str, num: int, scenes: tuple | None = None) -> dict:
+def evaluate_run(path: Path, split: str, num: int, scenes: tuple | None = None, device="cpu") -> dict:
     """A run's checkpoint (its folder, or a weights file) on `num` scenes of a split (or of
     APPEARANCE_SPLIT): metrics and inference speed. scenes: (images, truth) already made for that
-    split (APPEARANCE_SPLIT takes ~50 ms per scene to make; make it once for several runs)."""
-    model, ckpt = load_checkpoint(Path(path) if Path(path).is_file() else Path(path) / "checkpoint.pt")
+    split (APPEARANCE_SPLIT takes ~50 ms per scene to make; make it once for several runs). device:
+    where the model runs (the timing includes moving images there and answers back)."""
+    model, ckpt = load_checkpoint(Path(path) if Path(path).is_file() else Path(path) / "checkpoint.pt",
+                                  device=device)
     data = Tabletop(TabletopConfig.from_fields(ckpt["data_config"]))
     if scenes is not None:
         images, truth = scenes
@@ -129,17 +132,18 @@ def evaluate_run(path: Path, split: str, num: int, scenes: tuple | None = None) 
     for t, p in pairs:
         confusion[min(t, model.config.max_steps), p] += 1
     val = [h for h in ckpt["history"] if "val_count_acc" in h]
-    timing = time_inference(lambda x: model.infer(x, greedy=True), images)
+    timing = time_inference(lambda x: model.objects(model.infer(x.to(device), greedy=True)).to("cpu"), images)
     return {**metrics, **timing, "count_confusion": confusion.tolist(),
             "train_minutes": ckpt["train_seconds"] / 60, "iterations": ckpt["iteration"],
             "skipped_steps": ckpt.get("skipped", 0), "val_count_acc": val[-1]["val_count_acc"] if val else None,
             "config": ckpt["air_config"], "split": split}
 
 
-def evaluate_supervised_checkpoint(path: Path, scenes: dict[str, tuple[torch.Tensor, SceneBatch]]) -> dict:
+def evaluate_supervised_checkpoint(path: Path, scenes: dict[str, tuple[torch.Tensor, SceneBatch]],
+                                   device="cpu") -> dict:
     """The supervised baseline's checkpoint on each named (images, truth): headline metrics, and
     how it was trained (a fixed pool of renders, or fresh labelled scenes every batch)."""
-    model, ckpt = load_supervised(path)
+    model, ckpt = load_supervised(path, device)
     data = Tabletop(TabletopConfig.from_fields(ckpt["data_config"]))
     result = {"training_data": "fresh prior samples every batch" if ckpt.get("prior_config") else
               f"a fixed pool of {ckpt['train_config']['train_pool']} renders",
@@ -150,14 +154,14 @@ def evaluate_supervised_checkpoint(path: Path, scenes: dict[str, tuple[torch.Ten
     return result
 
 
-def evaluate_refinement(path: Path, num: int, seed: int = 0) -> dict:
+def evaluate_refinement(path: Path, num: int, seed: int = 0, device="cpu") -> dict:
     """AIR alone, AIR + refinement (q's two most likely categories where it doubts) and per-image
     optimisation from random starts, on the same first `num` test scenes, in this run: metrics
     and seconds per image of each, and how many times faster AIR + refinement is."""
-    model, ckpt = load_checkpoint(Path(path) / "checkpoint.pt")
+    model, ckpt = load_checkpoint(Path(path) / "checkpoint.pt", device=device)
     data = Tabletop(TabletopConfig.from_fields(ckpt["data_config"]))
     images, truth = render_pool(data, "test", num, progress=False)
-    images = images.float() / 255
+    images = (images.float() / 255).to(device)
     renderer = make_planar_renderer("pytorch3d", data.catalog)
     answers, seconds = {}, {}
     start = time.perf_counter()
@@ -174,19 +178,19 @@ def evaluate_refinement(path: Path, num: int, seed: int = 0) -> dict:
     seconds["optimise"] = time.perf_counter() - start
     result = {}
     for name, answer in answers.items():
-        metrics = evaluate_planar(answer, truth.planar(), data.catalog, data.camera)
+        metrics = evaluate_planar(answer.to("cpu"), truth.planar(), data.catalog, data.camera)
         result[name] = {**{k: metrics[k] for k in HEADLINE}, "seconds_per_image": seconds[name] / num}
     result["refine_speedup_over_optimise"] = seconds["optimise"] / seconds["air_refine"]
     result["scenes"] = num
     return result
 
 
-def evaluate_untrained(split: str, num: int, seed: int = 0) -> dict:
+def evaluate_untrained(split: str, num: int, seed: int = 0, device="cpu") -> dict:
     """The guide before any training: what its architecture alone (attention seeded by the
     difference from the bare table, presence from the evidence left) gets right."""
     torch.manual_seed(seed)
     data = Tabletop()
-    model = AIR(AIRConfig(), data.catalog, data.camera, data.config.table)
+    model = AIR(AIRConfig(), data.catalog, data.camera, data.config.table).to(device)
     images, truth = render_pool(data, split, num, progress=False)
     metrics = evaluate(model, images.float() / 255, truth, pose_recalls=True)
     metrics.pop("count_pairs")

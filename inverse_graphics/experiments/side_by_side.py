@@ -28,6 +28,7 @@ from tqdm import tqdm
 from ..air.train import load_checkpoint
 from ..data.bop import bop_results_name, write_bop_results
 from ..data.tabletop import Tabletop
+from ..devices import resolve_device
 from ..files import atomic_write_bytes, atomic_write_json
 from ..metrics import evaluate_planar
 from ..optimise import OptimiseSettings, optimise, refine_proposals
@@ -53,6 +54,7 @@ class BenchmarkConfig:
     # for the generalization splits: {test split: {method: checkpoint}} (missing ones are skipped)
     generalization: dict = field(default_factory=dict)
     optimiser: OptimiseSettings = field(default_factory=OptimiseSettings)
+    device: str = "auto"  # where the methods run (devices.resolve_device); the report records the one used
 
 
 def generalization_checkpoints(models_dir: str | Path) -> dict:
@@ -82,13 +84,14 @@ def _amortized(predict, images: torch.Tensor, batch_size: int = 250) -> MethodAn
     return MethodAnswer(PlanarObjects.cat(parts), torch.cat(seconds))
 
 
-def load_method(name: str, path: str | Path):
-    """(predict(images) -> PlanarObjects, model) for an amortized method's checkpoint."""
+def load_method(name: str, path: str | Path, device: str | torch.device = "cpu"):
+    """(predict(images) -> PlanarObjects, model) for an amortized method's checkpoint, run on device:
+    predict takes CPU images and gives CPU answers (the transfers are part of its time)."""
     if name == "supervised":
-        model, _ = load_supervised(path)
-        return model.predict, model
-    model, _ = load_checkpoint(path)
-    return (lambda images: model.objects(model.infer(images, greedy=True))), model
+        model, _ = load_supervised(path, device)
+        return (lambda images: model.predict(images.to(device)).to("cpu")), model
+    model, _ = load_checkpoint(path, device=device)
+    return (lambda images: model.objects(model.infer(images.to(device), greedy=True)).to("cpu")), model
 
 
 def _score(pred: MethodAnswer, truth: SceneBatch, data: Tabletop) -> dict:
@@ -109,28 +112,31 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, data: Tabletop | Non
     out = Path(out)
     data = data or Tabletop()
     cfg = config
+    device = resolve_device(cfg.device)
     if cfg.optimise_num > cfg.num:
         raise ValueError(f"optimise_num ({cfg.optimise_num}) cannot exceed num ({cfg.num})")
     log(f"rendering {cfg.num} {cfg.split} scenes ...")
     images, truth = render_pool(data, cfg.split, cfg.num, progress)
     images = images.float() / 255
     renderer = make_planar_renderer(cfg.renderer, data.catalog)
-    predictions, timings = _run_amortized(cfg, images, log)
+    predictions, timings = _run_amortized(cfg, images, log, device)
     if "air" in predictions:
         log("air+refine: refining AIR's answers through the renderer ...")
         air = predictions["air"]
         start = time.perf_counter()
-        refined = refine_proposals(renderer, images, air.objects, data.camera, data.config.table)
+        refined = refine_proposals(renderer, images.to(device), air.objects.to(device), data.camera,
+                                   data.config.table).to("cpu")
         refine_seconds = (time.perf_counter() - start) / len(images)
         predictions["air+refine"] = MethodAnswer(refined, air.seconds + refine_seconds)
     log(f"optimise: per-image render-and-compare on {cfg.optimise_num} scenes ...")
-    predictions["optimise"] = _run_optimiser(cfg, renderer, images[:cfg.optimise_num], data, progress)
+    predictions["optimise"] = _run_optimiser(cfg, renderer, images[:cfg.optimise_num].to(device), data,
+                                             progress)
     methods, subset, matches = _score_methods(cfg, predictions, timings, truth, data, out)
     speed = {f"optimise_over_{name}": methods["optimise"]["ms_per_image"] / methods[name]["infer_ms_per_image"]
              for name in ("air", "dair", "supervised") if name in methods and "optimise" in methods}
     report = {"split": cfg.split, "scenes": cfg.num, "optimise_scenes": cfg.optimise_num, "renderer": cfg.renderer,
-              "config": asdict(cfg), "methods": methods, "common_subset": subset, "speed_ratios": speed,
-              "generalization": _run_generalization(cfg, data, log, progress),
+              "device": str(device), "config": asdict(cfg), "methods": methods, "common_subset": subset, "speed_ratios": speed,
+              "generalization": _run_generalization(cfg, data, log, progress, device),
               "targets": _targets(methods, subset, matches, data)}
     figures = write_figures(out, images, truth, predictions, methods, matches, data)
     report["figures"] = [str(p.relative_to(out)) for p in figures]
@@ -139,7 +145,7 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, data: Tabletop | Non
     return report
 
 
-def _run_amortized(cfg: BenchmarkConfig, images: torch.Tensor, log) -> tuple[dict, dict]:
+def _run_amortized(cfg: BenchmarkConfig, images: torch.Tensor, log, device: torch.device) -> tuple[dict, dict]:
     """The amortized methods whose checkpoints are given: their answers and inference timings."""
     predictions, timings = {}, {}
     for name in ("air", "dair", "supervised"):
@@ -147,7 +153,7 @@ def _run_amortized(cfg: BenchmarkConfig, images: torch.Tensor, log) -> tuple[dic
         if path is None:
             log(f"{name}: no checkpoint given; skipped")
             continue
-        predict, _ = load_method(name, path)
+        predict, _ = load_method(name, path, device)
         log(f"{name}: inference on {cfg.num} scenes ...")
         predictions[name] = _amortized(predict, images)
         timings[name] = time_inference(predict, images)
@@ -166,7 +172,7 @@ def _run_optimiser(cfg: BenchmarkConfig, renderer, images: torch.Tensor, data: T
 
     start = time.perf_counter()
     optimised = optimise(renderer, images, data.camera, data.config.table, len(data.catalog), cfg.optimiser,
-                         seed=cfg.seed, progress=tick)
+                         seed=cfg.seed, progress=tick).to("cpu")
     bar.close()
     return MethodAnswer(optimised, torch.tensor(np.diff([start] + seconds), dtype=torch.float32))
 
@@ -196,7 +202,7 @@ def _score_methods(cfg: BenchmarkConfig, predictions: dict, timings: dict, truth
     return methods, subset, matches
 
 
-def _run_generalization(cfg: BenchmarkConfig, data: Tabletop, log, progress: bool) -> dict:
+def _run_generalization(cfg: BenchmarkConfig, data: Tabletop, log, progress: bool, device: torch.device) -> dict:
     """Each generalization test split scored for every method whose checkpoint for it exists."""
     generalization = {}
     for test_split, checkpoints in cfg.generalization.items():
@@ -211,7 +217,7 @@ def _run_generalization(cfg: BenchmarkConfig, data: Tabletop, log, progress: boo
         images, truth = render_pool(data, test_split, cfg.num, progress)
         images = images.float() / 255
         for name, path in found.items():
-            predict, _ = load_method(name, path)
+            predict, _ = load_method(name, path, device)
             pred = _amortized(predict, images)
             generalization.setdefault(test_split, {})[name] = {
                 **_summary(_score(pred, truth, data), pred, data.config.max_objects),

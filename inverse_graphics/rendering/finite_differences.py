@@ -37,9 +37,10 @@ class _FiniteDifference(torch.autograd.Function):
         B, D = params.shape
         h = step.to(params).expand(D)
         if ctx.method == "central":
-            directions = torch.eye(D, dtype=params.dtype).expand(B, D, D).permute(1, 0, 2)  # (D, B, D)
+            eye = torch.eye(D, dtype=params.dtype, device=params.device)
+            directions = eye.expand(B, D, D).permute(1, 0, 2)  # (D, B, D)
         else:
-            signs = torch.randint(0, 2, (ctx.samples, B, D), generator=ctx.generator).to(params.dtype)
+            signs = torch.randint(0, 2, (ctx.samples, B, D), generator=ctx.generator, device="cpu").to(params)
             directions = 2 * signs - 1  # (k, B, D), Rademacher
         offsets = directions * h
         perturbed = torch.cat([params + offsets, params - offsets]).reshape(-1, D)  # (2k B, D)
@@ -68,7 +69,7 @@ def finite_difference_render(render: Render, params: torch.Tensor, method: str =
         raise ValueError(f"params must have shape (M, D), got {tuple(params.shape)}")
     if not torch.isfinite(params).all():
         raise ValueError("params has NaN or Inf entries")
-    step = torch.as_tensor(step, dtype=params.dtype)
+    step = torch.as_tensor(step, dtype=params.dtype, device=params.device)
     if (step <= 0).any():
         raise ValueError(f"step must be positive, got {step}")
     if samples < 1:

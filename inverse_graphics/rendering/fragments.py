@@ -25,12 +25,12 @@ from pytorch3d.structures import Meshes
 K_EPSILON = 1e-8  # PyTorch3D's kEpsilon in the rasterizer kernels
 
 
-def pixel_centers_ndc(image_size: tuple[int, int], dtype=torch.float32) -> torch.Tensor:
+def pixel_centers_ndc(image_size: tuple[int, int], dtype=torch.float32, device=None) -> torch.Tensor:
     """(H, W, 2) NDC (x, y) of pixel centres."""
     H, W = image_size
     S = min(H, W)
-    x = (W - 2 * torch.arange(W, dtype=dtype) - 1) / S
-    y = (H - 2 * torch.arange(H, dtype=dtype) - 1) / S
+    x = (W - 2 * torch.arange(W, dtype=dtype, device=device) - 1) / S
+    y = (H - 2 * torch.arange(H, dtype=dtype, device=device) - 1) / S
     return torch.stack(torch.meshgrid(x, y, indexing="xy"), -1)
 
 
@@ -65,7 +65,7 @@ def fragments_from_faces(
     covered = pix_to_face >= 0
     _, i, j, _ = covered.nonzero(as_tuple=True)
     tri = face_verts[pix_to_face[covered]]  # (P, 3, 3)
-    p = pixel_centers_ndc(image_size, face_verts.dtype)[i, j]  # (P, 2)
+    p = pixel_centers_ndc(image_size, face_verts.dtype, face_verts.device)[i, j]  # (P, 2)
     v0, v1, v2 = tri[:, 0], tri[:, 1], tri[:, 2]
 
     area = _edge_function(v2[:, :2], v0[:, :2], v1[:, :2]) + K_EPSILON

@@ -94,7 +94,7 @@ class Open3DFiniteDifferenceRenderer(PlanarRenderer):
         fine = camera.resized((H * s, W * s)) if s > 1 else camera
         batch = PlanarObjects(category.repeat(tiles, 1), p[..., :2], p[..., 2], color).to_batch(self.catalog, fine,
                                                                                                  table)
-        rgb = self.blackbox(batch).rgb
+        rgb = self.blackbox(batch.to("cpu")).rgb.to(params.device)  # Open3D renders on the CPU
         self.scenes_rendered += len(batch)
         if s > 1:
             rgb = torch.nn.functional.avg_pool2d(rgb.permute(0, 3, 1, 2), s).permute(0, 2, 3, 1)
@@ -116,13 +116,13 @@ class Open3DFiniteDifferenceRenderer(PlanarRenderer):
             params, fixed_color = pose, color.detach()
         params = params.reshape(B, -1)
         return finite_difference_render(lambda p: self.render_params(category, p, fixed_color, camera, table),
-                                        params, s.method, torch.tensor(steps).repeat(N), s.samples, self.generator)
+                                        params, s.method, params.new_tensor(steps).repeat(N), s.samples, self.generator)
 
 
 def gaussian_blur(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
     """(B, H, W, C) -> (B, H, W, C), separable Gaussian of std sigma_px pixels, edges replicated."""
     radius = max(1, int(3 * sigma_px))
-    t = torch.arange(-radius, radius + 1, dtype=images.dtype)
+    t = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
     kernel = torch.exp(-0.5 * (t / sigma_px) ** 2)
     kernel = kernel / kernel.sum()
     x = images.permute(0, 3, 1, 2)

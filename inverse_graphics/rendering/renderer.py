@@ -94,7 +94,7 @@ def shade_faces(scene: SceneMeshes) -> torch.Tensor:
     verts = scene.meshes.verts_packed()
     v0, v1, v2 = verts[scene.meshes.faces_packed()].unbind(1)
     normals = torch.nn.functional.normalize(torch.linalg.cross(v1 - v0, v2 - v0), dim=-1)
-    light = torch.nn.functional.normalize(torch.tensor(LIGHT_DIRECTION, dtype=verts.dtype), dim=0)
+    light = torch.nn.functional.normalize(verts.new_tensor(LIGHT_DIRECTION), dim=0)
     return scene.face_color * (AMBIENT + DIFFUSE * torch.relu(normals @ light))[:, None]
 
 
@@ -109,7 +109,7 @@ class SceneRenderer(torch.nn.Module):
 
     def forward(self, batch: SceneBatch) -> RenderOutput:
         s = self.settings
-        cameras = batch.camera.to_pytorch3d(len(batch))
+        cameras = batch.camera.to_pytorch3d(len(batch), batch.translation.device)
         hard = s.mode == "hard"
         scene = self.catalog_meshes.build(batch, table_cells=1 if hard else SOFT_TABLE_CELLS)
         meshes_ndc = MeshRasterizer().transform(scene.meshes, cameras=cameras)
@@ -129,7 +129,7 @@ class SceneRenderer(torch.nn.Module):
         instance = torch.where(hit, instance_per_fragment.gather(-1, first)[..., 0], TABLE_INSTANCE)
 
         if hard:
-            rgb = torch.where(covered[..., 0, None], colors[..., 0, :], torch.tensor(BACKGROUND))
+            rgb = torch.where(covered[..., 0, None], colors[..., 0, :], colors.new_tensor(BACKGROUND))
             mask = (instance != TABLE_INSTANCE).to(rgb.dtype)
         else:
             # Inside a face: covered. Outside: a soft edge falling from 1 at the face's edge, so that
@@ -145,7 +145,7 @@ class SceneRenderer(torch.nn.Module):
             coverage = torch.where(inside, 1.0, outside * (covered & ~within_surface))
             if scene.face_opacity is not None:
                 coverage = coverage * scene.face_opacity[face]
-            rgb = composite_front_to_back(colors, coverage, torch.tensor(BACKGROUND))
+            rgb = composite_front_to_back(colors, coverage, colors.new_tensor(BACKGROUND))
             object_coverage = coverage * (instance_per_fragment != TABLE_INSTANCE)
             mask = 1.0 - torch.prod(1.0 - object_coverage, dim=-1)
         return RenderOutput(rgb=rgb, mask=mask, depth=depth, instance=instance)

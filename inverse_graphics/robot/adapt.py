@@ -25,13 +25,13 @@ from .view import Workspace, air_input, frames_table_color, rendered_table_rgb, 
 def adapt_to_frames(frames_dir: str | Path, out: str | Path, camera_path: str | Path | None = None,
                     init: str | Path | None = None, minutes: float = 20.0, iterations: int = 100_000, seed: int = 0,
                     train_pool: int = 3000, val_size: int = 100, resume: bool = False, progress: bool = True,
-                    log=print) -> dict:
+                    log=print, device: str | torch.device | None = None) -> dict:
     """Trains AIR for the frames' camera, without labels, from `init` (AIR weights; the
     shipped tabletop model by default) on the user's frames (downscaled, white-balanced, as
     view.air_input shows them): by the wake phase with sleep batches for a sleep-trained guide,
     else by the ELBO with `train_pool` synthetic frames of 1-3 objects for that camera added. Validation uses synthetic frames, whose truth is known.
     Writes out/checkpoint.pt, history.json, curves.png. Returns the last validation, with
-    `frames`: how many of the user's frames were used."""
+    `frames`: how many of the user's frames were used. device: where to train (devices.resolve_device)."""
     frames = list(iter_frames(frames_dir, camera_path,
                               on_problem=lambda p: log(f"skipping frame {p.name}: {p.reason}")))
     if not frames:
@@ -50,8 +50,8 @@ def adapt_to_frames(frames_dir: str | Path, out: str | Path, camera_path: str | 
                       val_every=100)
     if air_config.second_glimpse:  # a sleep-trained guide: wake on the frames, sleep for this camera
         result = train_air_wake(out, torch.stack(smalls), train_config=replace(cfg, batch_size=8), data=data,
-                                init=init, resume=resume, progress=progress, log=log)
+                                init=init, resume=resume, progress=progress, log=log, device=device)
     else:
         result = train_air(out, air_config, cfg, data, resume=resume, progress=progress, log=log, init=init,
-                           extra_images=torch.stack(smalls))
+                           extra_images=torch.stack(smalls), device=device)
     return {**result, "frames": len(frames)}

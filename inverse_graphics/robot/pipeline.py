@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from ..assets import ObjectCatalog
 from ..data.bop import BOP_RESULTS_HEADER, bop_result_line
+from ..devices import resolve_device
 from ..files import atomic_write_bytes, atomic_write_json, atomic_write_png
 from .frames import Frame, frame_files, frame_ids, iter_frames
 from .poses import Detection, FramePoseEstimator, PoseSettings
@@ -69,12 +70,15 @@ def scene_id_of(frames_dir) -> int:
 
 
 def run_poses(frames_dir, checkpoint, out, camera_path=None, settings: PoseSettings | None = None,
-              write_overlays: bool = True, progress: bool = True, log=print) -> dict:
+              write_overlays: bool = True, progress: bool = True, log=print,
+              device: str | torch.device | None = None) -> dict:
     """Every usable frame of a folder -> out/poses.json ({frame: {scene_id, im_id, objects, seconds}}),
     out/RESULTS_CSV (BOP results; ids from frames.frame_ids and scene_id_of) and out/overlay/<frame>.png. Frames already in
     poses.json are kept (a killed run resumes); unusable frames are listed under 'skipped'.
-    Per frame, `seconds` is end to end: reading, proposing, fitting and writing."""
+    Per frame, `seconds` is end to end: reading, proposing, fitting and writing. device: where AIR
+    and the fits run (devices.resolve_device); frames are read on the CPU."""
     out = Path(out)
+    device = resolve_device(device)
     results_path = out / "poses.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {"frames": {}, "skipped": {}}
     files, _ = frame_files(frames_dir)
@@ -90,7 +94,7 @@ def run_poses(frames_dir, checkpoint, out, camera_path=None, settings: PoseSetti
             start = time.perf_counter()
             continue
         if estimator is None:  # the model is built for the first frame's camera and table
-            model, _ = load_for_camera(checkpoint, frame.camera, frames_table_color([frame]))
+            model, _ = load_for_camera(checkpoint, frame.camera, frames_table_color([frame]), device)
             estimator = FramePoseEstimator(model, settings)
             start = time.perf_counter()  # loading the model is not a frame's time
         detections, timing = estimator.estimate(frame)

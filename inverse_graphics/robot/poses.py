@@ -39,7 +39,7 @@ from ..rendering.renderer import RenderSettings, SceneRenderer
 from ..scene import OBJECT_HEIGHT, PlanarObjects, Table
 from .frames import Frame
 from .view import FrameView, heights_above_table
-from .window import FineFrame, Window, blob_centre, fine_frame, window_around
+from .window import FineFrame, Window, blob_centre, fine_frame, window_around, window_on
 
 
 @dataclass
@@ -110,7 +110,7 @@ def one_scene(hypotheses: list[Hypothesis]) -> PlanarObjects:
     parts = [h.objects for h in hypotheses]
     return PlanarObjects(*(torch.cat([getattr(p, name) for p in parts], 1)
                            for name in ("category", "position", "yaw", "color")),
-                         torch.tensor([[h.explained * h.category_prob for h in hypotheses]]))
+                         parts[0].position.new_tensor([[h.explained * h.category_prob for h in hypotheses]]))
 
 
 class FramePoseEstimator:
@@ -138,8 +138,10 @@ class FramePoseEstimator:
             n = 1 if k == 0 else max(1, self.settings.yaw_hypotheses // k)
             period = 2 * math.pi / max(k, 1)
             pairs += [(c, i * period / n) for i in range(n)]
-        self.hyp_category = torch.tensor([p[0] for p in pairs])
-        self.hyp_yaw = torch.tensor([p[1] for p in pairs], dtype=torch.float32)
+        # the frame and its windows are read on the CPU; AIR and the fits run on the model's device
+        self.device = model.generative.device
+        self.hyp_category = torch.tensor([p[0] for p in pairs], device=self.device)
+        self.hyp_yaw = torch.tensor([p[1] for p in pairs], dtype=torch.float32, device=self.device)
         torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # its first use imports ~1 s of modules: now
 
     def view(self, frame: Frame) -> FrameView:
@@ -153,13 +155,13 @@ class FramePoseEstimator:
         s = self.settings
         h, w = view.air_camera.image_size
         H, W = view.frame.camera.image_size
-        steps = self.model.infer(view.air_input(s.min_height_m)[None], greedy=True)
+        steps = self.model.infer(view.air_input(s.min_height_m)[None].to(self.device), greedy=True)
         proposals = []
         for step in steps:
             if float(step.pres_prob[0]) < s.presence_threshold:
                 break  # a greedy guide's later steps see 'no more objects'
             u, v = step.glimpse_center[0].tolist()
-            centre = torch.tensor([(u + 0.5) * W / w - 0.5, (v + 0.5) * H / h - 0.5])
+            centre = torch.tensor([(u + 0.5) * W / w - 0.5, (v + 0.5) * H / h - 0.5], device="cpu")
             if self.in_view(centre, (H, W)):
                 proposals.append(centre)
         return proposals
@@ -175,8 +177,8 @@ class FramePoseEstimator:
         above = heights_above_table(fine.depth, fine.camera) > s.min_height_m
         if accepted:
             with torch.no_grad():
-                out = self._render(one_scene(accepted), fine.camera, self.model.table)
-            above &= F.max_pool2d(out.mask[None], 5, 1, 2)[0, 0] < 0.5
+                out = self._render(one_scene(accepted).to(self.device), fine.camera, self.model.table)
+            above &= F.max_pool2d(out.mask[None], 5, 1, 2)[0, 0].cpu() < 0.5
         labels, count = ndimage.label(ndimage.binary_opening(above.numpy(), iterations=1))
         extra = []
         for k in range(1, count + 1):
@@ -184,7 +186,7 @@ class FramePoseEstimator:
             if len(rows) < s.min_blob_px:
                 continue
             centre = torch.tensor([(cols.mean() + 0.5) * W / w - 0.5, (rows.mean() + 0.5) * H / h - 0.5],
-                                  dtype=torch.float32)
+                                  dtype=torch.float32, device="cpu")
             if view.workspace.contains(pixel_to_table(view.frame.camera, centre[None], OBJECT_HEIGHT)[0]):
                 extra.append(centre)
         return extra
@@ -217,10 +219,11 @@ class FramePoseEstimator:
         table's loss (float), the colours (K, 3) and the scores (K,)."""
         s = self.settings
         K = len(self.hyp_category)
-        bare = self._render(PlanarObjects.empty(1), window.camera, window.table)
+        bare = self._render(PlanarObjects.empty(1, device=self.device), window.camera, window.table)
         bare_loss = float(self._loss(bare, window.rgb, window.depth, s.refine.blur_end_px)[0])
         white = self._render(PlanarObjects(self.hyp_category[:, None], position.expand(K, 1, 2),
-                                           self.hyp_yaw[:, None], torch.ones(K, 1, 3)), window.camera, window.table)
+                                           self.hyp_yaw[:, None], position.new_ones(K, 1, 3)), window.camera,
+                            window.table)
         # The render is linear in the albedo: rgb = (1 - m) bare + albedo * shaded, per channel.
         behind = (1 - white.mask[..., None]) * bare.rgb
         shaded = white.rgb - behind
@@ -235,9 +238,10 @@ class FramePoseEstimator:
         window = window_around(fine, center, s.fine_scale, s.window_px)
         # centre on the blob of points above the table nearest the proposal
         position = window.position if window.points is None else blob_centre(window, s.min_height_m)
+        window, position = window_on(window, self.device), position.to(self.device)
         bare_loss, color, score = self._score_hypotheses(window, position)
         # the best yaw of each category, for the `keep` best categories
-        per_category = torch.full((len(self.catalog),), float("inf")).scatter_reduce(
+        per_category = score.new_full((len(self.catalog),), float("inf")).scatter_reduce(
             0, self.hyp_category, score, "amin")
         best = torch.stack([torch.nonzero((self.hyp_category == c) & (score == per_category[c]))[0, 0]
                             for c in per_category.argsort()[: s.keep] if per_category[c].isfinite()])
@@ -255,7 +259,7 @@ class FramePoseEstimator:
         # the categories' evidence: each category's best score, as a softmax on a 5% scale of the loss
         per_category[winner] = min(loss, float(per_category[winner]))
         probs = torch.softmax(-(per_category - per_category.min()) / (0.05 * float(per_category.min()) + 1e-6), 0)
-        return Hypothesis(refined.objects.select(k), loss, bare_loss - loss,
+        return Hypothesis(refined.objects.select(k).to("cpu"), loss, bare_loss - loss,
                           max(0.0, bare_loss - loss) / max(bare_loss, 1e-6), float(probs[winner]))
 
     def estimate(self, frame: Frame) -> tuple[list[Detection], dict]:

@@ -180,16 +180,16 @@ def robot_data(camera: Camera, table_color=DEFAULT_TABLE_COLOR, air_size: tuple[
     return Tabletop(config, catalog)
 
 
-def load_for_camera(checkpoint: str | Path, camera: Camera, table_color=DEFAULT_TABLE_COLOR):
+def load_for_camera(checkpoint: str | Path, camera: Camera, table_color=DEFAULT_TABLE_COLOR, device="cpu"):
     """An AIR checkpoint (tabletop or fitted) rebuilt for `camera` (full resolution): the guide's
     weights do not depend on the camera, only its geometry does. A fitted checkpoint keeps the
-    table colour it was fitted with. Returns (model, checkpoint)."""
+    table colour it was fitted with. Returns (model on device, checkpoint)."""
     ckpt = read_checkpoint(checkpoint, "AIR")
     fields = ckpt.get("data_config", {})
     size = tuple(fields["image_size"]) if fields.get("camera_override") else None
     if fields.get("camera_override") and fields.get("table"):
         table_color = fields["table"]["color"]
-    return load_checkpoint(checkpoint, robot_data(camera, table_color, size))
+    return load_checkpoint(checkpoint, robot_data(camera, table_color, size), device)
 
 
 @dataclass(frozen=True)

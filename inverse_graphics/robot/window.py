@@ -73,6 +73,14 @@ def window_around(fine: FineFrame, center: torch.Tensor, scale: int, size_px: in
     return Window(camera, rgb, depth, points, table, position)
 
 
+def window_on(window: Window, device: torch.device) -> Window:
+    """The window with its rgb, depth, points and position on device (where the fits run)."""
+    def moved(t):
+        return None if t is None else t.to(device)
+    return window._replace(rgb=moved(window.rgb), depth=moved(window.depth), points=moved(window.points),
+                           position=moved(window.position))
+
+
 def blob_centre(window: Window, min_height_m: float) -> torch.Tensor:
     """(2,) m: the centre of the blob of the window's depth points standing more than
     min_height_m above the table nearest the proposal, or the proposal's position where no
