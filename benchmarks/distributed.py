@@ -14,11 +14,12 @@ torch thread per process:
 - `wake`: the wake phase alone (importance-weighted, 4 samples per image, the table's colour fitted)
   on a pool of rendered images, with the sleep guide's architecture (train-air --wake).
 Iterations per second are rank 0's, over the iterations after the warm-up (its training clock in
-history.json). On a GPU (--device cuda, or auto where there is one) each phase also runs as one
-process on it, with the same global batch and torch's own thread count, and its rate is compared
-with the two-core CPU's (two processes). Writes benchmarks/results/distributed.json with
-`speedup_2proc` (the sleep phase's ratio; each phase's is listed) and the GPU section, or why there
-is none.
+history.json); one and two processes alternate for --rounds rounds and the speed-up is the ratio of
+their medians (this machine is shared and its speed drifts). On a GPU (--device cuda, or auto where
+there is one) each phase also runs as one process on it, with the same global batch and torch's own
+thread count, and its rate is compared with the two-core CPU's (two processes). Writes
+benchmarks/results/distributed.json with `speedup_2proc` (the sleep phase's ratio; each phase's is
+listed) and the GPU section, or why there is none.
 """
 
 import argparse
@@ -28,6 +29,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
@@ -73,8 +76,9 @@ def iterations_per_second(out: Path, warmup: int) -> float:
     return (last["iteration"] - first["iteration"]) / (last["seconds"] - first["seconds"])
 
 
-def timed_run(phase: str, processes: int, iterations: int, warmup: int, folder: Path, device: str = "cpu") -> dict:
-    out = folder / f"{phase}_{processes}proc_{device.replace(':', '')}"
+def timed_run(phase: str, processes: int, iterations: int, warmup: int, folder: Path, device: str = "cpu",
+              round_: int = 0) -> dict:
+    out = folder / f"{phase}_{processes}proc_{device.replace(':', '')}_{round_}"
     launcher = [sys.executable] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     command = launcher + [str(Path(__file__).resolve()), "--worker", phase, "--out", str(out), "--batch-size",
@@ -99,6 +103,7 @@ def main() -> None:
                         help="cuda (or auto where there is a GPU): also time each phase on the GPU; cpu: not")
     parser.add_argument("--iterations", type=int, default=60, help="timed iterations per run")
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of one and two processes")
     parser.add_argument("--worker", choices=PHASES, help=argparse.SUPPRESS)
     parser.add_argument("--worker-device", default="cpu", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -115,18 +120,25 @@ def main() -> None:
     gpu = resolve_device(args.device)  # an error here when cuda is asked for and there is none
 
     report = {"machine": f"{os.cpu_count()} CPU cores", "global_batch": GLOBAL_BATCH, "threads_per_process": 1,
-              "phases": {}}
+              "rounds": args.rounds, "phases": {}}
     with tempfile.TemporaryDirectory() as folder:
         for phase in args.phases:
-            one = timed_run(phase, 1, args.iterations, args.warmup, Path(folder))
-            two = timed_run(phase, 2, args.iterations, args.warmup, Path(folder))
-            report["phases"][phase] = {"one_process": one, "two_processes": two,
-                                       "speedup_2proc": two["iterations_per_s"] / one["iterations_per_s"]}
+            # one and two processes alternate, round after round, so that the machine's drifts
+            # (it is shared and noisy) fall on both; the ratio is of the medians
+            rounds = [(timed_run(phase, 1, args.iterations, args.warmup, Path(folder), round_=r),
+                       timed_run(phase, 2, args.iterations, args.warmup, Path(folder), round_=r))
+                      for r in range(args.rounds)]
+            one = float(np.median([a["iterations_per_s"] for a, _ in rounds]))
+            two = float(np.median([b["iterations_per_s"] for _, b in rounds]))
+            report["phases"][phase] = {"one_process_iterations_per_s": one, "two_processes_iterations_per_s": two,
+                                       "speedup_2proc": two / one,
+                                       "speedup_per_round": [b["iterations_per_s"] / a["iterations_per_s"]
+                                                             for a, b in rounds],
+                                       "runs": [run for pair in rounds for run in pair]}
             if gpu.type == "cuda":
                 on_gpu = timed_run(phase, 1, args.iterations, args.warmup, Path(folder), str(gpu))
                 report.setdefault("gpu", {"device": torch.cuda.get_device_name(gpu)})[phase] = {
-                    "one_process": on_gpu,
-                    "over_two_core_cpu": on_gpu["iterations_per_s"] / two["iterations_per_s"]}
+                    "one_process": on_gpu, "over_two_core_cpu": on_gpu["iterations_per_s"] / two}
     headline = "sleep" if "sleep" in report["phases"] else args.phases[0]
     report["speedup_2proc"] = report["phases"][headline]["speedup_2proc"]
     report["headline_phase"] = headline

@@ -94,11 +94,11 @@ def cmd_train_air(args) -> int:
         images, _ = load_images(args.wake)
         result = train_air_wake(args.out, (images * 255).round().to(torch.uint8), train_config=_train_config(args),
                                 data=data, init=args.init, resume=args.resume, progress=not args.quiet,
-                                device=args.device)
+                                device=args.device, prior_workers=args.prior_workers)
     elif args.sleep:  # the sleep phase trains the guide SLEEP_ARCHITECTURE describes, on prior samples
         config = AIRConfig(max_steps=args.max_steps, **SLEEP_ARCHITECTURE)
         result = train_air_sleep(args.out, config, _train_config(args), data, resume=args.resume,
-                                 progress=not args.quiet, device=args.device)
+                                 progress=not args.quiet, device=args.device, prior_workers=args.prior_workers)
     else:
         config = AIRConfig(max_steps=args.max_steps, dair=args.dair, renderer=args.renderer,
                            count_estimator=args.count_estimator)
@@ -216,6 +216,9 @@ def _add_training_commands(sub, g) -> None:
     p.add_argument("--wake", nargs="+", metavar="IMAGES", help="train by the wake phase on these unlabelled "
                    "images (files or folders, the camera's size), with a sleep batch every iteration; from --init")
     p.add_argument("--init", help="with --wake: the AIR checkpoint to start from (a --sleep run's)")
+    p.add_argument("--prior-workers", type=int, metavar="N",
+                   help="with --sleep or --wake: CPU processes that render the prior's samples (default 1; "
+                        "on a GPU, as many as keep it busy)")
     p.add_argument("--count-estimator", choices=["reinforce", "concrete"], default="reinforce",
                    help="z_pres gradients: NVIL score function or Concrete relaxation")
     p.add_argument("--dair", action="store_true", help="DAIR: each step sees what is left unexplained")

@@ -85,8 +85,11 @@ class AIR(nn.Module):
         """Whether the NVIL running statistics still hold their initial values (no batch seen)."""
         return statistics_unset(self.reward_mean, self.reward_var, self.signal_var)
 
-    def loss(self, images: torch.Tensor, iteration: int, score_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+    def loss(self, images: torch.Tensor, iteration: int, score_weight: float = 1.0,
+             enumerate_images: int | None = None) -> tuple[torch.Tensor, dict]:
         """Surrogate loss whose gradient estimates -grad ELBO, and diagnostics; images (B, H, W, 3).
+        enumerate_images: the images whose identity is enumerated (default config.enumerate_images;
+        data-parallel training gives each process its share).
 
         Continuous latents: reparameterized, through the renderer. The discrete ones: the
         estimators config.count_estimator and config.identity_signal choose (objectives.py).
@@ -98,7 +101,8 @@ class AIR(nn.Module):
         signal, baseline_loss = nvil_signal(elbo.value, self.baseline(image_code.detach()), self.reward_mean,
                                             self.reward_var, self.signal_var, self.training)
         if self.config.identity_signal == "enumerate":
-            identity = enumerated_identity(signal, elbo, self.generative, images, steps, objects, presence, iteration)
+            identity = enumerated_identity(signal, elbo, self.generative, images, steps, objects, presence, iteration,
+                                           enumerate_images)
         elif self.config.identity_signal == "local":
             identity = local_identity(signal, elbo, steps, self.local_baseline, self.local_mean, self.local_var,
                                       self.config.glimpse_px, self.training)

@@ -142,10 +142,11 @@ def local_rewards(log_lik_map: torch.Tensor, steps: list[Step], glimpse_px: int)
 
 def enumerated_identity(signal: torch.Tensor, elbo: ELBO, generative: GenerativeModel, images: torch.Tensor,
                         steps: list[Step], objects: PlanarObjects, presence: torch.Tensor,
-                        iteration: int) -> IdentityTerms:
+                        iteration: int, enumerate_images: int | None = None) -> IdentityTerms:
     """z_pres by the score function; identity (and, with yaw_per_category, yaw) by enumeration:
     the objective is, per image of the full batch, for one random present step t per image of
-    the first enumerate_images, every category rendered with the other latents held fixed.
+    the first enumerate_images (config.enumerate_images unless given), every category rendered
+    with the other latents held fixed.
 
     identity_objective 'rws': the cross-entropy of q(identity_t) against the exact (tempered)
     posterior over categories; 'elbo': E_q[log p(x | z)] - KL(q || uniform), whose gradient
@@ -156,7 +157,7 @@ def enumerated_identity(signal: torch.Tensor, elbo: ELBO, generative: Generative
     """
     score = (signal * elbo.log_q_pres).sum(1)
     cfg, C = generative.config, len(generative.catalog)
-    B = min(images.shape[0], cfg.enumerate_images)  # the batch is shuffled: take the first B
+    B = min(images.shape[0], enumerate_images or cfg.enumerate_images)  # the batch is shuffled: take the first B
     present = presence[:B] > 0.5
     if not present.any():
         return IdentityTerms(score, score.new_zeros(()), 0.0)

@@ -8,12 +8,14 @@ written atomically, so a killed run resumes where its last checkpoint left it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
 from ..data.prior import prior_batches
+from ..distributed import current
 from ..data.tabletop import Tabletop, TabletopConfig
 from ..metrics import evaluate_planar
 from ..scene import PlanarObjects, SceneBatch
@@ -100,9 +102,12 @@ def train_air(out: str | Path, air_config: AIRConfig | None = None, train_config
     val_images, val_truth = render_pool(data, cfg.val_split, cfg.val_size, progress)
     val_images = val_images.float() / 255
 
+    # the global batch's enumeration is the same on any number of processes: each takes its share
+    enumerate_images = math.ceil(air_config.enumerate_images / current().world_size)
+
     def step_loss(index, iteration):
         loss, info = model.loss(pool[index].to(device).float() / 255, cfg.schedule_start + iteration,
-                                cfg.score_weight)
+                                cfg.score_weight, enumerate_images)
         return loss, {"objective": info["elbo"], "mean_count": float(info["counts"].float().mean())}
 
     payload = {"air_config": air_config.to_dict(), "train_config": asdict(cfg), "data_config": data.config.to_fields()}
@@ -111,13 +116,24 @@ def train_air(out: str | Path, air_config: AIRConfig | None = None, train_config
                       device=device)
 
 
+def with_prior_workers(sleep: SleepConfig, workers: int | None) -> SleepConfig:
+    """sleep with its prior rendered by `workers` processes (unchanged for None)."""
+    if workers is None:
+        return sleep
+    if workers < 0:
+        raise ValueError(f"prior workers must be 0 or more, got {workers}")
+    return replace(sleep, prior=replace(sleep.prior, workers=workers))
+
+
 def train_air_sleep(out: str | Path, air_config: AIRConfig | None = None, train_config: TrainConfig | None = None,
                     data: Tabletop | None = None, sleep: SleepConfig | None = None, resume: bool = False,
-                    progress: bool = True, log=print, device: str | torch.device | None = None) -> dict:
+                    progress: bool = True, log=print, device: str | torch.device | None = None,
+                    prior_workers: int | None = None) -> dict:
     """Trains AIR's guide by the sleep phase (air/sleep.py): fresh prior samples every batch,
-    rendered beside training by sleep.prior.workers processes. Writes out/checkpoint.pt, history.json
-    and curves.png like train_air; validation reads the val split's labels to report accuracy. The
-    prior's samples are rendered on the CPU (by the workers) and each batch moves to device."""
+    rendered beside training by sleep.prior.workers processes (prior_workers, if given, overrides it,
+    also for a resumed run). Writes out/checkpoint.pt, history.json and curves.png like train_air;
+    validation reads the val split's labels to report accuracy. The prior's samples are rendered on
+    the CPU (by the workers) and each batch moves to device."""
     out = Path(out)
     device = training_device(device)
     data = data or Tabletop()
@@ -125,7 +141,7 @@ def train_air_sleep(out: str | Path, air_config: AIRConfig | None = None, train_
     if ckpt is not None:
         air_config = air_config_from_dict(ckpt["air_config"])
         sleep = SleepConfig.from_dict(ckpt["sleep_config"])
-    air_config, sleep = air_config or AIRConfig(), sleep or SleepConfig()
+    air_config, sleep = air_config or AIRConfig(), with_prior_workers(sleep or SleepConfig(), prior_workers)
     torch.manual_seed(cfg.seed)
     model = build_model(air_config, data).to(device)
     optimizer = torch.optim.Adam(model.guide.parameters(), lr=cfg.lr)
@@ -154,7 +170,7 @@ def train_air_wake(out: str | Path, images: torch.Tensor, air_config: AIRConfig 
                    train_config: TrainConfig | None = None, data: Tabletop | None = None,
                    wake: WakeConfig | None = None, sleep: SleepConfig | None = None,
                    init: str | Path | None = None, resume: bool = False, progress: bool = True, log=print,
-                   device: str | torch.device | None = None) -> dict:
+                   device: str | torch.device | None = None, prior_workers: int | None = None) -> dict:
     """Trains AIR by the wake phase (air/wake.py) on images (M, H, W, 3) uint8, an unlabelled pool
     (a user's own frames), with a sleep batch (air/sleep.py) every wake.sleep_every iterations (their
     losses summed); with wake.fit_table, the table's albedo (and with wake.fit_gain a light gain) is
@@ -176,7 +192,8 @@ def train_air_wake(out: str | Path, images: torch.Tensor, air_config: AIRConfig 
     elif init is not None:
         start, start_ckpt = load_checkpoint(init, data, device)
         air_config = air_config or start.config
-    air_config, wake, sleep = air_config or AIRConfig(), wake or WakeConfig(), sleep or SleepConfig()
+    air_config, wake = air_config or AIRConfig(), wake or WakeConfig()
+    sleep = with_prior_workers(sleep or SleepConfig(), prior_workers)
     torch.manual_seed(cfg.seed)
     model = build_model(air_config, data)
     appearance = model.generative.fit_appearance(wake.fit_gain) if wake.fit_table else None
