@@ -96,6 +96,23 @@ def timed_run(phase: str, processes: int, iterations: int, warmup: int, folder: 
             "images_per_s": rate * GLOBAL_BATCH, "timed_iterations": iterations, "warmup_iterations": warmup}
 
 
+def independent_runs(phase: str, iterations: int, warmup: int, folder: Path, round_: int) -> dict:
+    """Two one-process runs of batch 16 side by side, not communicating: what the two cores give two
+    processes at all (their contention for the machine), the ceiling of the data-parallel rate."""
+    outs = [folder / f"{phase}_independent{k}_{round_}" for k in range(2)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", phase, "--out", str(out),
+                              "--batch-size", str(GLOBAL_BATCH // 2), "--iterations", str(warmup + iterations)],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for out in outs]
+    for run in runs:
+        if run.wait() != 0:
+            raise SystemExit(f"{phase}: an independent run failed:\n{run.stderr.read()[-3000:]}")
+    rates = [iterations_per_second(out, warmup) for out in outs]
+    print(f"{phase:6s} 2 independent processes, batch {GLOBAL_BATCH // 2} each: "
+          + ", ".join(f"{r:.2f}" for r in rates) + " iterations/s", flush=True)
+    return {"iterations_per_s_each": rates, "iterations_per_s": float(np.mean(rates))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES)
@@ -104,6 +121,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=60, help="timed iterations per run")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of one and two processes")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also run two independent processes (no communication) each round: the two cores' "
+                             "ceiling for two processes")
     parser.add_argument("--worker", choices=PHASES, help=argparse.SUPPRESS)
     parser.add_argument("--worker-device", default="cpu", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -125,20 +145,34 @@ def main() -> None:
         for phase in args.phases:
             # one and two processes alternate, round after round, so that the machine's drifts
             # (it is shared and noisy) fall on both; the ratio is of the medians
-            rounds = [(timed_run(phase, 1, args.iterations, args.warmup, Path(folder), round_=r),
-                       timed_run(phase, 2, args.iterations, args.warmup, Path(folder), round_=r))
-                      for r in range(args.rounds)]
+            rounds, ceiling = [], []
+            for r in range(args.rounds):
+                rounds.append((timed_run(phase, 1, args.iterations, args.warmup, Path(folder), round_=r),
+                               timed_run(phase, 2, args.iterations, args.warmup, Path(folder), round_=r)))
+                if args.ceiling:
+                    ceiling.append(independent_runs(phase, args.iterations, args.warmup, Path(folder), r))
             one = float(np.median([a["iterations_per_s"] for a, _ in rounds]))
             two = float(np.median([b["iterations_per_s"] for _, b in rounds]))
             report["phases"][phase] = {"one_process_iterations_per_s": one, "two_processes_iterations_per_s": two,
                                        "speedup_2proc": two / one,
                                        "speedup_per_round": [b["iterations_per_s"] / a["iterations_per_s"]
                                                              for a, b in rounds],
-                                       "runs": [run for pair in rounds for run in pair]}
+                                       "runs": [run for pair in rounds for run in pair],
+                                       "command": "python " + " ".join(
+                                           [str(Path(__file__).relative_to(ROOT.parent))] + sys.argv[1:])}
+            if ceiling:
+                independent = float(np.median([c["iterations_per_s"] for c in ceiling]))
+                report["phases"][phase]["two_independent_processes"] = {
+                    "iterations_per_s_median": independent, "ceiling_over_one_process": independent / one,
+                    "data_parallel_over_ceiling": two / independent, "runs": ceiling}
             if gpu.type == "cuda":
                 on_gpu = timed_run(phase, 1, args.iterations, args.warmup, Path(folder), str(gpu))
                 report.setdefault("gpu", {"device": torch.cuda.get_device_name(gpu)})[phase] = {
                     "one_process": on_gpu, "over_two_core_cpu": on_gpu["iterations_per_s"] / two}
+    if OUT.is_file():  # phases not run this time keep their last measurement (each names its command)
+        previous = json.loads(OUT.read_text())
+        report["phases"] = {**{k: v for k, v in previous.get("phases", {}).items() if "command" in v},
+                            **report["phases"]}
     headline = "sleep" if "sleep" in report["phases"] else args.phases[0]
     report["speedup_2proc"] = report["phases"][headline]["speedup_2proc"]
     report["headline_phase"] = headline

@@ -135,14 +135,24 @@ class ObjectCatalog:
             info = json.loads(info_path.read_text())
         except json.JSONDecodeError as exc:
             raise AssetError(f"{info_path} is not valid JSON: {exc}") from exc
+        if not isinstance(info, dict) or not info:
+            raise AssetError(f"{info_path} must map obj_ids to entries ({{\"1\": {{\"diameter\": ...}}}})")
+        bad = [k for k in info if not str(k).isdigit() or int(k) < 1]
+        if bad:
+            raise AssetError(f"{info_path}: keys must be obj_ids (positive whole numbers), got {bad[:3]}")
+        mesh_dir = root / "models" if (root / "models").is_dir() else root  # BOP models/ folders hold the files
+        unlisted = sorted(f.name for f in mesh_dir.glob("obj_*.ply")
+                          if f.stem[4:].isdigit() and str(int(f.stem[4:])) not in {str(int(k)) for k in info})
+        if unlisted:
+            raise AssetError(f"{', '.join(unlisted)} in {mesh_dir} {'has' if len(unlisted) == 1 else 'have'} no entry "
+                             f"in {info_path}: add one (diameter, symmetries) or move the file away")
         categories = []
         for key in sorted(info, key=int):
-            entry = info[key]
             obj_id = int(key)
-            mesh_path = root / "models" / f"obj_{obj_id:06d}.ply"
-            if not mesh_path.is_file():
-                mesh_path = root / f"obj_{obj_id:06d}.ply"  # BOP models/ folders hold the files directly
-            categories.append(category_from_bop(entry, obj_id, mesh_path))
+            if not isinstance(info[key], dict):
+                raise AssetError(f"{info_path}: the entry for obj_id {obj_id} must be a JSON object")
+            mesh_path = mesh_dir / f"obj_{obj_id:06d}.ply"
+            categories.append(category_from_bop(info[key], obj_id, mesh_path))
         return cls(categories)
 
     def add(self, name: str, mesh_path: str | Path, units: str = "mm",
@@ -220,17 +230,49 @@ class ObjectCatalog:
         return info
 
 
-def category_from_bop(entry: dict, obj_id: int, mesh_path: Path) -> Category:
-    """One models_info.json entry (mm) plus its mesh file -> Category (m)."""
-    verts, faces = load_mesh(mesh_path)
+def _numbers(value, count: int, what: str) -> np.ndarray:
+    """value as `count` finite floats, or an AssetError saying what `what` should be."""
     try:
-        discrete = np.array([np.reshape(s, (4, 4)) for s in entry.get("symmetries_discrete", [])], dtype=float)
-        continuous = [(np.asarray(s["axis"], float), np.asarray(s.get("offset", [0, 0, 0]), float) * 1e-3)
-                      for s in entry.get("symmetries_continuous", [])]
-        diameter = float(entry["diameter"]) * 1e-3
-    except (KeyError, ValueError, TypeError) as exc:
-        raise AssetError(f"models_info entry for obj_id {obj_id} is malformed: {exc!r}") from exc
-    discrete = discrete.reshape(-1, 4, 4)
+        array = np.asarray(value, dtype=float).reshape(-1)
+    except (TypeError, ValueError):
+        raise AssetError(f"{what} must be {count} numbers, got {value!r}") from None
+    if array.size != count:
+        raise AssetError(f"{what} must be {count} numbers, got {array.size}")
+    if not np.isfinite(array).all():
+        raise AssetError(f"{what} has NaN or Inf entries")
+    return array
+
+
+def category_from_bop(entry: dict, obj_id: int, mesh_path: Path) -> Category:
+    """One models_info.json entry (mm) plus its mesh file -> Category (m). Every field is checked:
+    the diameter positive, each discrete symmetry a rigid transform (a 4x4 rotation and translation,
+    row-major), each continuous symmetry a non-zero axis."""
+    where = f"models_info.json, obj_id {obj_id}"
+    verts, faces = load_mesh(mesh_path)
+    if "diameter" not in entry:
+        raise AssetError(f"{where}: no diameter (mm)")
+    diameter = float(_numbers(entry["diameter"], 1, f"{where}: diameter")[0]) * 1e-3
+    if diameter <= 0:
+        raise AssetError(f"{where}: the diameter must be positive, got {diameter * 1e3:g} mm")
+    discrete = []
+    for k, s in enumerate(entry.get("symmetries_discrete", [])):
+        m = _numbers(s, 16, f"{where}: symmetries_discrete[{k}] (a 4x4 matrix, row-major)").reshape(4, 4)
+        R = m[:3, :3]
+        if not (np.allclose(R @ R.T, np.eye(3), atol=1e-4) and np.linalg.det(R) > 0
+                and np.allclose(m[3], [0, 0, 0, 1], atol=1e-6)):
+            raise AssetError(f"{where}: symmetries_discrete[{k}] is not a rigid transform (its 3x3 part must be a "
+                             "rotation, its last row 0 0 0 1)")
+        discrete.append(m)
+    continuous = []
+    for k, s in enumerate(entry.get("symmetries_continuous", [])):
+        if not isinstance(s, dict) or "axis" not in s:
+            raise AssetError(f"{where}: symmetries_continuous[{k}] must be {{\"axis\": [x, y, z], \"offset\": [...]}}")
+        axis = _numbers(s["axis"], 3, f"{where}: symmetries_continuous[{k}].axis")
+        if np.linalg.norm(axis) < 1e-9:
+            raise AssetError(f"{where}: symmetries_continuous[{k}].axis is zero")
+        offset = _numbers(s.get("offset", [0, 0, 0]), 3, f"{where}: symmetries_continuous[{k}].offset")
+        continuous.append((axis, offset * 1e-3))
+    discrete = np.array(discrete, dtype=float).reshape(-1, 4, 4)
     discrete[:, :3, 3] *= 1e-3
     return Category(name=str(entry.get("name", f"obj_{obj_id:06d}")), obj_id=obj_id, verts=verts, faces=faces,
                     diameter=diameter, symmetries_discrete=discrete, symmetries_continuous=continuous,

@@ -18,7 +18,7 @@ from .air.config import AIRConfig
 from .air.infer import infer_files
 from .air.sleep import SLEEP_ARCHITECTURE
 from .air.train import train_air, train_air_sleep, train_air_wake
-from .cli_options import option_groups
+from .cli_options import nonnegative_int, option_groups, positive_float, positive_int
 from .distributed import current as current_process_group
 from .data.bop import generate_split, write_contact_sheet
 from .data.images import load_images
@@ -121,7 +121,7 @@ def cmd_benchmark(args) -> int:
         given = getattr(args, name)
         if given and not Path(given).is_file():
             raise FileNotFoundError(f"--{name}: no checkpoint at {given}")
-        checkpoints[name] = _existing(given)
+        checkpoints[name] = str(given) if given else None
     generalization = {} if args.no_generalization else generalization_checkpoints(args.generalization_models)
     config = BenchmarkConfig(split=args.split, num=args.num, optimise_num=args.optimise_num, renderer=args.renderer,
                              seed=args.optimise_seed, generalization=generalization, device=args.device, **checkpoints)
@@ -187,21 +187,21 @@ def _add_data_commands(sub, g) -> None:
                        help="render a tabletop-v1 split to the BOP layout, with a contact sheet")
     p.add_argument("--split", required=True, choices=list(SPLITS))
     p.add_argument("--out", required=True, help="output folder (a BOP dataset root)")
-    p.add_argument("--num", type=int, default=None, help="number of scenes (default: the whole split)")
+    p.add_argument("--num", type=positive_int, default=None, help="number of scenes (default: the whole split)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("bench-render", parents=[g["threads"]], help="stock PyTorch3D autograd vs the fast gradient path")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--repeats", type=positive_int, default=5)
     p.add_argument("--out", default=str(RESULTS_DIR / "render_speed.json"))
     p.set_defaults(func=cmd_bench_render)
 
     p = sub.add_parser("bench-blackbox", parents=[g["threads"]],
                        help="Open3D + finite differences vs analytic PyTorch3D gradients")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--per-category", type=int, default=4, help="pose-recovery trials per object category")
-    p.add_argument("--steps", type=int, default=80, help="gradient steps per pose recovery")
+    p.add_argument("--repeats", type=positive_int, default=3)
+    p.add_argument("--per-category", type=positive_int, default=4, help="pose-recovery trials per object category")
+    p.add_argument("--steps", type=positive_int, default=80, help="gradient steps per pose recovery")
     p.add_argument("--out", default=str(RESULTS_DIR / "blackbox_grad.json"))
     p.set_defaults(func=cmd_bench_blackbox)
 
@@ -216,18 +216,17 @@ def _add_training_commands(sub, g) -> None:
     p.add_argument("--wake", nargs="+", metavar="IMAGES", help="train by the wake phase on these unlabelled "
                    "images (files or folders, the camera's size), with a sleep batch every iteration; from --init")
     p.add_argument("--init", help="with --wake: the AIR checkpoint to start from (a --sleep run's)")
-    p.add_argument("--prior-workers", type=int, metavar="N",
-                   help="with --sleep or --wake: CPU processes that render the prior's samples (default 1; "
-                        "on a GPU, as many as keep it busy)")
+    p.add_argument("--prior-workers", type=nonnegative_int, metavar="N", help="with --sleep or --wake: CPU "
+                   "processes that render the prior's samples (default 1; on a GPU, as many as keep it busy)")
     p.add_argument("--count-estimator", choices=["reinforce", "concrete"], default="reinforce",
                    help="z_pres gradients: NVIL score function or Concrete relaxation")
     p.add_argument("--dair", action="store_true", help="DAIR: each step sees what is left unexplained")
-    p.add_argument("--max-steps", type=int, default=3, help="most objects per image (default 3)")
+    p.add_argument("--max-steps", type=positive_int, default=3, help="most objects per image (default 3)")
     p.add_argument("--split", default="train", choices=list(SPLITS), help="training images (labels unused)")
-    p.add_argument("--iterations", type=int, default=8000)
-    p.add_argument("--minutes", type=float, default=60.0, help="stop after this much training time")
-    p.add_argument("--baseline-lr", type=float, default=1e-3)
-    p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--iterations", type=positive_int, default=8000)
+    p.add_argument("--minutes", type=positive_float, default=60.0, help="stop after this much training time")
+    p.add_argument("--baseline-lr", type=positive_float, default=1e-3)
+    p.add_argument("--val-every", type=positive_int, default=250)
     p.set_defaults(func=cmd_train_air)
 
     p = sub.add_parser("train-supervised", parents=[g["training"], g["resume"], g["threads"], g["device"],
@@ -236,9 +235,9 @@ def _add_training_commands(sub, g) -> None:
     p.add_argument("--split", default="train", choices=list(SPLITS), help="training images and their labels")
     p.add_argument("--fresh", action="store_true",
                    help="new labelled scenes every batch, with AIR's appearance randomization (no fixed pool)")
-    p.add_argument("--iterations", type=int, default=1_000_000, help="(the time limit usually ends training)")
-    p.add_argument("--minutes", type=float, default=60.0, help="stop after this much training time (AIR's budget)")
-    p.add_argument("--val-every", type=int, default=1000)
+    p.add_argument("--iterations", type=positive_int, default=1_000_000, help="(the time limit usually ends training)")
+    p.add_argument("--minutes", type=positive_float, default=60.0, help="stop after this much training time (AIR's budget)")
+    p.add_argument("--val-every", type=positive_int, default=1000)
     p.set_defaults(func=cmd_train_supervised)
 
     p = sub.add_parser("export-weights", help="a training checkpoint -> a small float16 file for shipping")
@@ -252,9 +251,9 @@ def _add_inference_commands(sub, g) -> None:
                        help="AIR, DAIR, supervised, optimise and AIR+refine side by side -> report")
     p.add_argument("--out", default=str(RESULTS_DIR), help="report folder (default benchmarks/results)")
     p.add_argument("--split", default="test", choices=list(SPLITS))
-    p.add_argument("--num", type=int, default=1000, help="scenes for the amortized methods and AIR+refine")
-    p.add_argument("--optimise-num", type=int, default=100, help="scenes for per-image optimisation")
-    p.add_argument("--optimise-seed", type=int, default=0, help="seed of the optimiser's random starts")
+    p.add_argument("--num", type=positive_int, default=1000, help="scenes for the amortized methods and AIR+refine")
+    p.add_argument("--optimise-num", type=positive_int, default=100, help="scenes for per-image optimisation")
+    p.add_argument("--optimise-seed", type=nonnegative_int, default=0, help="seed of the optimiser's random starts")
     p.add_argument("--air", default=str(SHIPPED_AIR), help="AIR checkpoint")
     p.add_argument("--dair", default=_existing(SHIPPED_DAIR), help="DAIR checkpoint")
     p.add_argument("--supervised", default=_existing(SHIPPED_SUPERVISED), help="supervised-baseline checkpoint")
@@ -267,9 +266,9 @@ def _add_inference_commands(sub, g) -> None:
                        help="fit count, identity and pose per image through the renderer (no model)")
     p.add_argument("images", nargs="+", help="PNG/JPEG files or folders, at the tabletop camera's image size")
     p.add_argument("--out", default="optimise_output")
-    p.add_argument("--max-objects", type=int, default=3)
-    p.add_argument("--starts", type=int, default=2, help="random starts per category for each new object")
-    p.add_argument("--optimise-seed", type=int, default=0)
+    p.add_argument("--max-objects", type=positive_int, default=3)
+    p.add_argument("--starts", type=positive_int, default=2, help="random starts per category for each new object")
+    p.add_argument("--optimise-seed", type=nonnegative_int, default=0)
     p.set_defaults(func=cmd_optimise)
 
     p = sub.add_parser("infer", parents=[g["threads"], g["device"]],
@@ -277,8 +276,8 @@ def _add_inference_commands(sub, g) -> None:
     p.add_argument("images", nargs="+", help="PNG/JPEG files or folders, at the model's image size")
     p.add_argument("--model", required=True, help="AIR checkpoint (checkpoint.pt)")
     p.add_argument("--out", default="infer_output")
-    p.add_argument("--samples", type=int, default=0, help="posterior samples per image, written to the JSON")
-    p.add_argument("--overlay-max", type=int, default=16, help="images shown in overlay.png")
+    p.add_argument("--samples", type=nonnegative_int, default=0, help="posterior samples per image, written to the JSON")
+    p.add_argument("--overlay-max", type=positive_int, default=16, help="images shown in overlay.png")
     p.add_argument("--refine", action="store_true",
                    help="refine AIR's answer by render-and-compare, trying q's two most likely categories")
     p.set_defaults(func=cmd_infer)
@@ -286,8 +285,8 @@ def _add_inference_commands(sub, g) -> None:
     p = sub.add_parser("demo", parents=[g["data"]],
                        help="small tabletop set, AIR on it, and the poses in the example robot frames")
     p.add_argument("--out", default="demo_output")
-    p.add_argument("--num", type=int, default=32)
-    p.add_argument("--scene", type=int, default=3, help="test-scene index for the render panel")
+    p.add_argument("--num", type=positive_int, default=32)
+    p.add_argument("--scene", type=nonnegative_int, default=3, help="test-scene index for the render panel")
     p.set_defaults(func=cmd_demo)
 
 
@@ -295,8 +294,8 @@ def _add_robot_commands(sub, g) -> None:
     p = sub.add_parser("frames", parents=[g["quiet"]],
                        help="make robot-camera frames (640x480 RGB-D, lighting, shadows, noise, clutter)")
     p.add_argument("out")
-    p.add_argument("--num", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num", type=positive_int, default=8)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.add_argument("--ideal", action="store_true", help="the renderer's own model: no lighting change, noise or clutter")
     p.add_argument("--no-extrinsic", action="store_true", help="leave the extrinsic out of camera.json (found from depth)")
     p.add_argument("--jpeg", action="store_true", help="RGB as JPEG (quality 92) instead of PNG")
@@ -304,16 +303,15 @@ def _add_robot_commands(sub, g) -> None:
 
     camera = argparse.ArgumentParser(add_help=False)
     camera.add_argument("frames", help="frames folder (rgb/, optional depth/, camera.json)")
-    camera.add_argument("--camera", default=None,
-                        help="camera.json or BOP scene_camera.json (default FRAMES/camera.json)")
+    camera.add_argument("--camera", help="camera.json or BOP scene_camera.json (default FRAMES/camera.json)")
 
     p = sub.add_parser("fit", parents=[camera, g["resume"], g["threads"], g["device"], g["quiet"]],
                        help="train AIR without labels on a robot camera's frames (plus synthetic ones)")
     p.add_argument("--out", default="fit_output")
     p.add_argument("--init", default=None, help="AIR weights to start from (default: the shipped tabletop model)")
-    p.add_argument("--minutes", type=float, default=20.0)
-    p.add_argument("--iterations", type=int, default=100_000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--minutes", type=positive_float, default=20.0)
+    p.add_argument("--iterations", type=positive_int, default=100_000)
+    p.add_argument("--seed", type=nonnegative_int, default=0)
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("poses", parents=[camera, g["threads"], g["device"], g["quiet"]],
@@ -342,8 +340,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError, IndexError) as exc:
-        print(f"inverse-graphics {args.command}: error: {exc}", file=sys.stderr)
+    except (OSError, ValueError, KeyError, IndexError) as exc:  # bad input or a full disk: named, no traceback
+        ours = isinstance(exc, OSError) and exc.errno and exc.strerror and exc.filename is None
+        print(f"inverse-graphics {args.command}: error: {exc.strerror if ours else exc}", file=sys.stderr)
         return 2
 
 

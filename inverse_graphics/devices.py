@@ -10,7 +10,9 @@ come back. Under torchrun with CUDA each process takes the GPU of its LOCAL_RANK
 from __future__ import annotations
 
 import os
+import random
 
+import numpy as np
 import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -47,9 +49,9 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
 
 
 def rng_state(device: torch.device) -> dict:
-    """The random-number states a resumed run needs to draw what it would have drawn: the CPU
-    generator's, and the GPU's when computing on one."""
-    state = {"cpu": torch.get_rng_state()}
+    """The random-number states a resumed run needs to draw what it would have drawn: torch's CPU
+    generator's, the GPU's when computing on one, and numpy's and Python's global ones."""
+    state = {"cpu": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
@@ -60,5 +62,9 @@ def set_rng_state(state: dict | torch.Tensor, device: torch.device) -> None:
     if isinstance(state, torch.Tensor):
         state = {"cpu": state}
     torch.set_rng_state(state["cpu"])
+    if "numpy" in state:
+        np.random.set_state(state["numpy"])
+    if "python" in state:
+        random.setstate(state["python"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)

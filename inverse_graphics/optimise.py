@@ -26,7 +26,7 @@ from .data.bop import write_bop_results
 from .data.images import load_images
 from .data.tabletop import Tabletop
 from .devices import resolve_device
-from .files import atomic_write_json
+from .files import atomic_write_json, prepare_output_folder
 from .refine import RefineSettings, Refinement, fit_scores, image_loss, refine
 from .rendering.likelihood import PlanarRenderer, gaussian_blur, make_planar_renderer
 from .camera import Camera, pixel_to_table
@@ -189,13 +189,13 @@ def optimise_files(paths: list[str | Path], out: str | Path, data: Tabletop, ren
     where the fits run (devices.resolve_device)."""
     settings = settings or OptimiseSettings()
     device = resolve_device(device)
+    out = prepare_output_folder(out)
     images, files = load_images(paths)
     if tuple(images.shape[1:3]) != tuple(data.camera.image_size):
         raise ValueError(f"images are {tuple(images.shape[1:3])} pixels; the tabletop camera expects "
                          f"{tuple(data.camera.image_size)} (see --image-size)")
     renderer = make_planar_renderer(renderer_name, data.catalog)
     generator = torch.Generator().manual_seed(seed)
-    out = Path(out)
     entries, answers, seconds = [], [], []
     for image, name in zip(images, files):
         start = time.perf_counter()

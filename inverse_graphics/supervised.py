@@ -31,7 +31,8 @@ from .data.prior import PriorConfig, prior_batches
 from .data.tabletop import Tabletop, TabletopConfig
 from .metrics import evaluate_planar
 from .scene import PlanarObjects, SceneBatch
-from .training import TrainConfig, checkpoint_to_resume, read_checkpoint, render_pool, train_loop, training_device
+from .training import (TrainConfig, checkpoint_to_resume, load_weights, read_checkpoint, render_pool, train_loop,
+                       training_device)
 
 POSITION_SCALE = 0.1  # metres per unit of the head's raw position output
 
@@ -145,11 +146,9 @@ def evaluate(model: SetRegressor, images: torch.Tensor, truth: SceneBatch, catal
 def load_supervised(path: str | Path, device: str | torch.device = "cpu") -> tuple[SetRegressor, dict]:
     """(model in eval mode on device, checkpoint dict); a clear error for a missing, corrupt or foreign file."""
     ckpt = read_checkpoint(path, "supervised")
-    if "supervised_config" not in ckpt:
-        raise ValueError(f"{path} is not a supervised-baseline checkpoint (no supervised_config)")
     data = Tabletop(TabletopConfig.from_fields(ckpt["data_config"]))
     model = SetRegressor(SupervisedConfig(**ckpt["supervised_config"]), len(data.catalog))
-    model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in ckpt["model"].items()})
+    load_weights(model, ckpt, path)
     model.eval()
     return model.to(device), ckpt
 
@@ -166,7 +165,7 @@ def train_supervised(out: str | Path, config: SupervisedConfig | None = None, tr
     out = Path(out)
     device = training_device(device)
     data = data or Tabletop()
-    ckpt, cfg = checkpoint_to_resume(out, resume, train_config or TrainConfig(), "supervised")
+    ckpt, cfg = checkpoint_to_resume(out, resume, train_config or TrainConfig(), "supervised", log)
     if ckpt is not None:
         config = SupervisedConfig(**ckpt["supervised_config"])
         fresh = PriorConfig.from_dict(ckpt["prior_config"]) if ckpt.get("prior_config") else None
@@ -177,7 +176,7 @@ def train_supervised(out: str | Path, config: SupervisedConfig | None = None, tr
     val_images, val_truth = render_pool(data, cfg.val_split, cfg.val_size, progress)
     val_images = val_images.float() / 255
     if fresh is not None:
-        batches = prior_batches(data, cfg.batch_size, fresh, seed=cfg.seed * 1000 + (ckpt or {}).get("iteration", 0))
+        batches = prior_batches(data, cfg.batch_size, fresh, seed=cfg.seed, start=(ckpt or {}).get("iteration", 0))
 
         def step_loss(index, iteration):
             images, truth = next(batches)

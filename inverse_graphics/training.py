@@ -21,7 +21,7 @@ from tqdm import tqdm
 from .data.tabletop import Tabletop
 from .devices import resolve_device, rng_state, set_rng_state
 from .distributed import ProcessGroup, process_group
-from .files import atomic_torch_save, atomic_write_json
+from .files import atomic_torch_save, atomic_write_json, lock_output_folder, release_output_folder
 from .scene import SceneBatch
 from .visualize import save_curves
 
@@ -46,6 +46,16 @@ class TrainConfig:
     # continues their schedule rather than re-tempering what they learned.
     schedule_start: int = 0
 
+    def __post_init__(self):
+        for name in ("batch_size", "train_pool", "val_size", "val_every", "checkpoint_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"training {name} must be a positive whole number, got {getattr(self, name)!r}")
+        if not isinstance(self.iterations, int) or self.iterations < 0:
+            raise ValueError(f"training iterations must be 0 or more, got {self.iterations!r}")
+        for name in ("lr", "baseline_lr", "time_limit_minutes", "grad_clip"):
+            if not getattr(self, name) > 0:  # NaN fails too
+                raise ValueError(f"training {name} must be positive, got {getattr(self, name)!r}")
+
 
 def training_device(device: str | torch.device | None = None) -> torch.device:
     """The device this training process computes on (devices.resolve_device), with torchrun's process
@@ -55,30 +65,76 @@ def training_device(device: str | torch.device | None = None) -> torch.device:
     return device
 
 
-def read_checkpoint(path: str | Path, kind: str) -> dict:
-    """The checkpoint dict at path; a clear error for a missing or unreadable file."""
+# What each kind of checkpoint must hold (a training checkpoint to resume holds RESUME_KEYS too).
+CHECKPOINT_KEYS = {"AIR": ("model", "air_config", "data_config"), "supervised": ("model", "supervised_config",
+                                                                                 "data_config"),
+                   "training": ("model",)}
+RESUME_KEYS = ("optimizer", "iteration", "history", "train_config", "train_seconds")
+_CONFIG_KIND = {"air_config": "an AIR", "supervised_config": "a supervised-baseline"}
+
+
+def read_checkpoint(path: str | Path, kind: str, resume: bool = False) -> dict:
+    """The checkpoint dict at path, checked to be a `kind` checkpoint (CHECKPOINT_KEYS; with
+    resume, one a run can continue). Missing, unreadable or foreign files are errors naming the
+    file and what it holds instead."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no {kind} checkpoint at {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises many kinds for a damaged file
         raise ValueError(f"{path} is not a readable {kind} checkpoint ({exc})") from exc
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        held = type(ckpt).__name__ if not isinstance(ckpt, dict) else "dict without model weights"
+        raise ValueError(f"{path} is not a {kind} checkpoint: it holds a {held}, expected what "
+                         "train-air, train-supervised or export-weights write")
+    missing = [k for k in CHECKPOINT_KEYS[kind] + (RESUME_KEYS if resume else ()) if k not in ckpt]
+    if missing:
+        other = [what for key, what in _CONFIG_KIND.items() if key in ckpt and key not in CHECKPOINT_KEYS[kind]]
+        found = f"; it is {other[0]} checkpoint" if other else ""
+        raise ValueError(f"{path} is not {'a resumable ' if resume else 'a '}{kind} checkpoint (it lacks "
+                         f"{', '.join(missing)}){found}")
+    return ckpt
 
 
-def checkpoint_to_resume(out: Path, resume: bool, cfg: TrainConfig, kind: str) -> tuple[dict | None, TrainConfig]:
+def load_weights(model: torch.nn.Module, ckpt: dict, path: str | Path) -> None:
+    """The checkpoint's weights (float16 ones widened) into model; a clear error when they do not fit
+    it (another architecture, or another object catalog's number of categories)."""
+    weights = ckpt["model"]
+    if not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise ValueError(f"{path}: the model weights are not all tensors")
+    try:
+        model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in weights.items()})
+    except RuntimeError as exc:
+        detail = str(exc).strip().splitlines()
+        raise ValueError(f"{path}'s weights do not fit the model built from its configuration (trained with "
+                         f"another architecture or object catalog?): {' '.join(detail[1:3]) or detail[0]}") from None
+
+
+def checkpoint_to_resume(out: Path, resume: bool, cfg: TrainConfig, kind: str,
+                         log=print) -> tuple[dict | None, TrainConfig]:
     """(the checkpoint in out to continue, or None; the training configuration to use).
 
-    Resuming keeps the run's own configuration but the new iteration and time limits;
-    starting over a run that exists is refused, so nothing written is lost.
+    The run folder is checked (writable, not a file) and held for this run: a second run into it
+    is refused while this one lives. Resuming keeps the run's own configuration but the new
+    iteration and time limits, and says where it resumes; starting over a run that exists is
+    refused, so nothing written is lost.
     """
-    ckpt_path = Path(out) / "checkpoint.pt"
+    out = Path(out)
+    if process_group().is_main:
+        lock_output_folder(out, "run folder")
+    else:
+        log = lambda message: None  # noqa: E731 (rank 0 speaks for the run)
+    ckpt_path = out / "checkpoint.pt"
     if resume and ckpt_path.exists():
-        ckpt = read_checkpoint(ckpt_path, kind)
+        ckpt = read_checkpoint(ckpt_path, kind, resume=True)
+        log(f"resuming {ckpt_path} from iteration {ckpt['iteration']}")
         return ckpt, TrainConfig(**{**ckpt["train_config"], "iterations": cfg.iterations,
                                     "time_limit_minutes": cfg.time_limit_minutes})
     if ckpt_path.exists():
         raise ValueError(f"{ckpt_path} exists; pass --resume to continue it or choose another --out")
+    if resume:
+        log(f"--resume: no checkpoint in {out} yet; starting from iteration 0")
     return None, cfg
 
 
@@ -203,7 +259,6 @@ def train_loop(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     history, iteration, elapsed_before, skipped = [], 0, 0.0, 0
     if resumed is not None:
         history, iteration, elapsed_before, skipped = _restore(resumed, model, optimizer, group, device)
-        log(f"resuming {ckpt_path} at iteration {iteration}")
     elif group.active:
         torch.manual_seed(cfg.seed * 1009 + group.rank)  # the weights are rank 0's; the sampling is each one's
     model.train()
@@ -257,5 +312,6 @@ def train_loop(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     checkpoint()
     if group.is_main:
         save_curves(history, out / "curves.png", objective_label)
+        release_output_folder(out)
     group.barrier()  # every process returns once the checkpoint is written
     return {"iteration": iteration, "train_minutes": train_seconds() / 60, "skipped": skipped, **last_val}

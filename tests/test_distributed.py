@@ -61,7 +61,7 @@ def test_two_processes_match_one_with_the_combined_batch(tmp_path):
     assert ckpt["world_size"] == 2 and len(ckpt["torch_rng_per_rank"]) == 2
 
 
-def test_a_killed_two_process_run_resumes(tmp_path):
+def test_a_killed_two_process_run_resumes_as_if_never_killed(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.Popen(_command(2, out, 4, 100_000, "--checkpoint-every", "5"), cwd=ROOT, env=env,
@@ -79,7 +79,11 @@ def test_a_killed_two_process_run_resumes(tmp_path):
     reached = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)["iteration"]
     target = reached + 4
     done = _run(_command(2, out, 4, target, "--resume"))
-    assert f"trained {target} iterations" in done.stdout
+    assert f"trained {target} iterations" in done.stdout and f"from iteration {reached}" in done.stdout
+    # killed and resumed, the run ends with the weights of a run never interrupted, to the bit
+    _run(_command(2, tmp_path / "whole", 4, target))
+    resumed, whole = _weights(out), _weights(tmp_path / "whole")
+    assert all(torch.equal(resumed[k], whole[k]) for k in whole)
     # and with another process count: one process carries on from the two-process checkpoint
     done = _run(_command(1, out, 8, target + 2, "--resume"))
     assert f"trained {target + 2} iterations" in done.stdout

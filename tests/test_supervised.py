@@ -42,7 +42,7 @@ def test_supervised_training_fits_its_labels_and_resumes(tmp_path, tabletop):
 def test_load_supervised_names_a_foreign_or_broken_file(tmp_path, tabletop):
     train_air(tmp_path / "air", AIRConfig(hidden=32), TrainConfig(iterations=1, **TINY), tabletop, progress=False,
               log=lambda m: None)
-    with pytest.raises(ValueError, match="not a supervised-baseline checkpoint"):
+    with pytest.raises(ValueError, match="not a supervised checkpoint .*it is an AIR checkpoint"):
         load_supervised(tmp_path / "air" / "checkpoint.pt")
     (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="broken.pt is not a readable supervised checkpoint"):

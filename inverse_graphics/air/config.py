@@ -64,6 +64,13 @@ class AIRConfig:
     concrete_temperature: float = 0.5
     overlap_nats_per_mm: float = 200.0  # prior: objects rest side by side, never inside one another
 
+    def __post_init__(self):
+        if not isinstance(self.max_steps, int) or self.max_steps < 1:
+            raise ValueError(f"AIR's max_steps (objects per image) must be a positive whole number, "
+                             f"got {self.max_steps!r}")
+        if not isinstance(self.enumerate_images, int) or self.enumerate_images < 1:
+            raise ValueError(f"AIR's enumerate_images must be a positive whole number, got {self.enumerate_images!r}")
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["blur_levels_px"] = list(self.blur_levels_px)

@@ -11,7 +11,7 @@ import torch
 
 from ..data.images import load_images
 from ..devices import resolve_device
-from ..files import atomic_write_json
+from ..files import atomic_write_json, prepare_output_folder
 from ..optimise import refine_with_second_guess
 from ..rendering.likelihood import make_planar_renderer
 from ..rendering.renderer import SceneRenderer
@@ -128,10 +128,11 @@ def infer_files(paths: list[str | Path], checkpoint: str | Path, out: str | Path
     objects with category, x_m, y_m, yaw_rad, colour, world and camera poses; presence and
     identity probabilities; `samples` posterior samples) and out/overlay.png (the first overlay_max).
     device: where the model runs (devices.resolve_device)."""
-    model, _ = load_checkpoint(checkpoint, device=resolve_device(device))
+    device = resolve_device(device)
+    out = prepare_output_folder(out)
+    model, _ = load_checkpoint(checkpoint, device=device)
     images, files = load_images(paths)
     results = infer(model, images, samples=samples, refine=refine)
-    out = Path(out)
     payload = [to_json(r, str(f)) for r, f in zip(results, files)]
     for entry, r in zip(payload, results):
         entry["samples"] = [[{"category": o.category, "planar": list(o.planar)} for o in s.objects]

@@ -19,8 +19,8 @@ from ..distributed import current
 from ..data.tabletop import Tabletop, TabletopConfig
 from ..metrics import evaluate_planar
 from ..scene import PlanarObjects, SceneBatch
-from ..training import (TrainConfig, checkpoint_to_resume, export_weights, read_checkpoint, render_pool, train_loop,
-                        training_device)
+from ..training import (TrainConfig, checkpoint_to_resume, export_weights, load_weights, read_checkpoint, render_pool,
+                        train_loop, training_device)
 from .config import AIRConfig, air_config_from_dict
 from .model import AIR
 from .sleep import SleepConfig, sleep_loss
@@ -43,7 +43,7 @@ def load_checkpoint(path: str | Path, data: Tabletop | None = None,
         raise ValueError(f"{path} is not an AIR checkpoint ({exc})") from exc
     data = data or Tabletop(TabletopConfig.from_fields(ckpt["data_config"]))
     model = build_model(air_config, data)
-    model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in ckpt["model"].items()})
+    load_weights(model, ckpt, path)
     model.eval()
     return model.to(device), ckpt
 
@@ -77,8 +77,9 @@ def train_air(out: str | Path, air_config: AIRConfig | None = None, train_config
     out = Path(out)
     device = training_device(device)
     data = data or Tabletop()
-    ckpt, cfg = checkpoint_to_resume(out, resume, train_config or TrainConfig(), "AIR")
+    ckpt, cfg = checkpoint_to_resume(out, resume, train_config or TrainConfig(), "AIR", log)
     if ckpt is not None:
+        _same_phase(ckpt, out, None)
         air_config = air_config_from_dict(ckpt["air_config"])
     air_config = air_config or AIRConfig()
     torch.manual_seed(cfg.seed)
@@ -116,6 +117,17 @@ def train_air(out: str | Path, air_config: AIRConfig | None = None, train_config
                       device=device)
 
 
+_PHASE_OPTION = {None: "train-air", "sleep": "train-air --sleep", "wake": "train-air --wake"}
+
+
+def _same_phase(ckpt: dict, out: Path, phase: str | None) -> None:
+    """A run is resumed by the objective that started it (the ELBO, the sleep or the wake phase)."""
+    started = "wake" if "wake_config" in ckpt else "sleep" if "sleep_config" in ckpt else None
+    if started != phase:
+        raise ValueError(f"{out} holds a run of `{_PHASE_OPTION[started]}`; resume it with that command, "
+                         f"not `{_PHASE_OPTION[phase]}`")
+
+
 def with_prior_workers(sleep: SleepConfig, workers: int | None) -> SleepConfig:
     """sleep with its prior rendered by `workers` processes (unchanged for None)."""
     if workers is None:
@@ -137,8 +149,9 @@ def train_air_sleep(out: str | Path, air_config: AIRConfig | None = None, train_
     out = Path(out)
     device = training_device(device)
     data = data or Tabletop()
-    ckpt, cfg = checkpoint_to_resume(out, resume, train_config or TrainConfig(), "AIR")
+    ckpt, cfg = checkpoint_to_resume(out, resume, train_config or TrainConfig(), "AIR", log)
     if ckpt is not None:
+        _same_phase(ckpt, out, "sleep")
         air_config = air_config_from_dict(ckpt["air_config"])
         sleep = SleepConfig.from_dict(ckpt["sleep_config"])
     air_config, sleep = air_config or AIRConfig(), with_prior_workers(sleep or SleepConfig(), prior_workers)
@@ -149,7 +162,7 @@ def train_air_sleep(out: str | Path, air_config: AIRConfig | None = None, train_
     background = model.background()
     val_images, val_truth = render_pool(data, cfg.val_split, cfg.val_size, progress)
     val_images = val_images.float() / 255
-    batches = prior_batches(data, cfg.batch_size, sleep.prior, seed=cfg.seed * 1000 + (ckpt or {}).get("iteration", 0))
+    batches = prior_batches(data, cfg.batch_size, sleep.prior, seed=cfg.seed, start=(ckpt or {}).get("iteration", 0))
 
     def step_loss(index, iteration):
         images, truth = next(batches)
@@ -184,9 +197,10 @@ def train_air_wake(out: str | Path, images: torch.Tensor, air_config: AIRConfig 
     H, W = data.camera.image_size
     if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[1:]) != (H, W, 3):
         raise ValueError(f"wake images must be uint8 (M, {H}, {W}, 3), got {images.dtype} {tuple(images.shape)}")
-    ckpt, cfg = checkpoint_to_resume(out, resume, train_config or TrainConfig(), "AIR")
+    ckpt, cfg = checkpoint_to_resume(out, resume, train_config or TrainConfig(), "AIR", log)
     start = None
     if ckpt is not None:
+        _same_phase(ckpt, out, "wake")
         air_config = air_config_from_dict(ckpt["air_config"])
         wake, sleep = WakeConfig.from_dict(ckpt["wake_config"]), SleepConfig.from_dict(ckpt["sleep_config"])
     elif init is not None:
@@ -218,8 +232,9 @@ def train_air_wake(out: str | Path, images: torch.Tensor, air_config: AIRConfig 
     batches = None
     if wake.sleep_every > 0:
         yaw_orders = torch.tensor([c.yaw_symmetry_order() for c in data.catalog.categories], device=device)
-        batches = prior_batches(data, cfg.batch_size, sleep.prior,
-                                seed=cfg.seed * 1000 + (ckpt or {}).get("iteration", 0))
+        done = (ckpt or {}).get("iteration", 0)  # sleep batches so far: one every sleep_every iterations
+        batches = prior_batches(data, cfg.batch_size, sleep.prior, seed=cfg.seed,
+                                start=-(-done // wake.sleep_every))
 
     def step_loss(index, iteration):
         loss, info = wake_loss(model, images[index].to(device).float() / 255, wake, cfg.schedule_start + iteration)

@@ -40,7 +40,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..assets import ObjectCatalog
-from ..files import atomic_write_bytes, atomic_write_json, atomic_write_png, read_json
+from ..files import atomic_write_bytes, atomic_write_json, atomic_write_png, prepare_output_folder, read_json
 from ..metrics.bop_recall import target_counts
 from ..metrics.pose_errors import evaluation_mesh
 from ..rendering.renderer import SceneRenderer
@@ -106,6 +106,7 @@ def generate_split(data: Tabletop, split: str, root: str | Path, num_scenes: int
     num_scenes = size if num_scenes is None else int(num_scenes)
     if not 0 < num_scenes <= size:
         raise ValueError(f"split {split} has {size} scenes; asked for {num_scenes}")
+    prepare_output_folder(root, "dataset folder")
     cam = data.camera
     fx, fy, cx, cy = (float(v) for v in (cam.K[0, 0], cam.K[1, 1], cam.K[0, 2], cam.K[1, 2]))
     atomic_write_json(root / "camera.json", {"fx": fx, "fy": fy, "cx": cx, "cy": cy, "width": cam.image_size[1],

@@ -38,35 +38,45 @@ class PriorConfig:
 
 class PriorSamples(IterableDataset):
     """An endless stream of (images (B, H, W, 3) in [0, 1], truth PlanarObjects) drawn from the
-    prior and rendered; each worker process of each training process draws its own stream
-    (seed, worker id, rank)."""
+    prior and rendered. Batch k of a stream is drawn from its own seed (seed, rank, k), whichever
+    worker process renders it, so a stream started at batch `start` (a resumed run) continues
+    exactly where an uninterrupted one would be; the workers take batches in turn, which is the
+    order a DataLoader hands them out in."""
 
-    def __init__(self, data: Tabletop, batch_size: int, config: PriorConfig, seed: int = 0, rank: int = 0):
+    def __init__(self, data: Tabletop, batch_size: int, config: PriorConfig, seed: int = 0, rank: int = 0,
+                 start: int = 0):
         super().__init__()
         self.data, self.batch_size, self.config, self.seed, self.rank = data, batch_size, config, seed, rank
+        self.start = start
+
+    def batch(self, k: int, renderer: SceneRenderer) -> tuple[torch.Tensor, object]:
+        """Batch k of the stream."""
+        rng = np.random.default_rng([self.seed, self.rank, k])
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        truth = self.data.draw(rng, self.batch_size, self.config.counts)
+        with torch.no_grad():
+            out = renderer(self.data.scene_batch(truth))
+            images = apply_appearance(out, self.data.camera, self.data.config.table, self.config.appearance,
+                                      generator)
+        return images, truth
 
     def __iter__(self):
         info = get_worker_info()
-        worker = info.id if info is not None else 0
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if info is not None:
             torch.set_num_threads(1)  # the training process has the other core
-        rng = np.random.default_rng([self.seed, worker] + ([self.rank] if self.rank else []))
-        generator = torch.Generator().manual_seed(self.seed * 1000 + worker + 7919 * self.rank)
         renderer = SceneRenderer(self.data.catalog, mode="hard", gradients="none")
+        k = self.start + worker
         while True:
-            truth = self.data.draw(rng, self.batch_size, self.config.counts)
-            with torch.no_grad():
-                out = renderer(self.data.scene_batch(truth))
-                images = apply_appearance(out, self.data.camera, self.data.config.table, self.config.appearance,
-                                          generator)
-            yield images, truth
+            yield self.batch(k, renderer)
+            k += workers
 
 
-def prior_batches(data: Tabletop, batch_size: int, config: PriorConfig, seed: int = 0):
-    """An iterator of prior batches, rendered on the CPU by config.workers worker processes (0: in this
-    one); under torchrun, each training process draws its own (seeded by its rank: the trainers join
-    the process group first, training.training_device)."""
-    dataset = PriorSamples(data, batch_size, config, seed, current().rank)
+def prior_batches(data: Tabletop, batch_size: int, config: PriorConfig, seed: int = 0, start: int = 0):
+    """An iterator of prior batches from batch `start` on, rendered on the CPU by config.workers
+    worker processes (0: in this one); under torchrun, each training process draws its own (seeded
+    by its rank: the trainers join the process group first, training.training_device)."""
+    dataset = PriorSamples(data, batch_size, config, seed, current().rank, start)
     loader = DataLoader(dataset, batch_size=None, num_workers=config.workers,
                         prefetch_factor=4 if config.workers else None, persistent_workers=config.workers > 0,
                         collate_fn=lambda batch: batch)

@@ -29,7 +29,7 @@ from ..air.train import load_checkpoint
 from ..data.bop import bop_results_name, write_bop_results
 from ..data.tabletop import Tabletop
 from ..devices import resolve_device
-from ..files import atomic_write_bytes, atomic_write_json
+from ..files import atomic_write_bytes, atomic_write_json, prepare_output_folder
 from ..metrics import evaluate_planar
 from ..optimise import OptimiseSettings, optimise, refine_proposals
 from ..rendering.likelihood import make_planar_renderer
@@ -115,6 +115,7 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, data: Tabletop | Non
     device = resolve_device(cfg.device)
     if cfg.optimise_num > cfg.num:
         raise ValueError(f"optimise_num ({cfg.optimise_num}) cannot exceed num ({cfg.num})")
+    prepare_output_folder(out)
     log(f"rendering {cfg.num} {cfg.split} scenes ...")
     images, truth = render_pool(data, cfg.split, cfg.num, progress)
     images = images.float() / 255

@@ -28,12 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..camera import Camera
+from ..data.images import read_depth, read_rgb
 from ..files import atomic_write_json, read_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+PLAUSIBLE_DEPTH_M = (0.05, 10.0)  # the median depth reading of a tabletop camera lies in here
 
 
 @dataclass
@@ -82,7 +83,7 @@ def read_camera(path: str | Path, image_size: tuple[int, int] | None = None) -> 
         if image_size is None:
             raise ValueError(f"{path} is a BOP scene_camera.json, which has no resolution; pass the frames' size")
         return CameraSetup(_matrix(entry["cam_K"], (3, 3), "cam_K", path).float(), tuple(image_size),
-                           None if T is None else T.float(), float(entry.get("depth_scale", 1.0)))
+                           None if T is None else T.float(), _depth_scale(entry, path))
     if "K" not in d and all(k in d for k in ("fx", "fy", "cx", "cy")):  # BOP's dataset camera.json
         d = {**d, "K": [[d["fx"], 0.0, d["cx"]], [0.0, d["fy"], d["cy"]], [0.0, 0.0, 1.0]]}
     if "K" not in d:
@@ -105,7 +106,18 @@ def read_camera(path: str | Path, image_size: tuple[int, int] | None = None) -> 
         R = T[:3, :3].double()
         if not torch.allclose(R @ R.T, torch.eye(3, dtype=torch.float64), atol=1e-4) or torch.det(R) < 0:
             raise ValueError(f"{path}: the extrinsic's rotation part is not a rotation")
-    return CameraSetup(K, size, T, float(d.get("depth_scale", 1.0)))
+    return CameraSetup(K, size, T, _depth_scale(d, path))
+
+
+def _depth_scale(d: dict, path: Path) -> float:
+    """depth_scale (default 1): a positive number, depth_mm = png value x depth_scale."""
+    try:
+        scale = float(d.get("depth_scale", 1.0))
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: depth_scale must be a number, got {d['depth_scale']!r}") from None
+    if not (scale > 0 and np.isfinite(scale)):
+        raise ValueError(f"{path}: depth_scale must be positive (depth_mm = png value x depth_scale), got {scale}")
+    return scale
 
 
 def write_camera(path: str | Path, camera: Camera, with_extrinsic: bool = True, depth_scale: float = 1.0) -> Path:
@@ -184,19 +196,6 @@ class FrameProblem:
     reason: str
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.array(im.convert("RGB"))
-
-
-def _read_depth(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        array = np.array(im)
-    if array.ndim != 2 or array.dtype not in (np.uint16, np.int32, np.uint8):
-        raise ValueError(f"depth must be a single-channel 16-bit PNG, got {array.dtype} {array.shape}")
-    return array
-
-
 def frame_files(folder: str | Path) -> tuple[list[Path], Path | None]:
     """RGB files of a frames folder (folder/rgb/ or the folder itself) and its depth folder or None."""
     folder = Path(folder)
@@ -221,7 +220,7 @@ def frame_ids(files: list[Path]) -> dict[str, int]:
     """{frame name: BOP im_id}: the number a frame is named by (000042.png -> 42) when every frame
     is named by one, else its position among all the folder's frames in name order (so a frame
     that cannot be used shifts no other frame's id)."""
-    stems = [f.stem for f in files]
+    stems = list(dict.fromkeys(f.stem for f in files))  # two files of one name are one (skipped) frame
     if all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
         return {s: int(s) for s in stems}
     return {s: k for k, s in enumerate(stems)}
@@ -229,10 +228,7 @@ def frame_ids(files: list[Path]) -> dict[str, int]:
 
 def load_frame(rgb_path: Path, depth_dir: Path | None, setup: CameraSetup) -> Frame:
     """One frame; raises ValueError saying why it cannot be used."""
-    try:
-        rgb = _read_rgb(rgb_path)
-    except Exception as exc:
-        raise ValueError(f"unreadable image ({exc.__class__.__name__}: {exc})") from exc
+    rgb = read_rgb(rgb_path)
     if rgb.shape[:2] != tuple(setup.image_size):
         raise ValueError(f"image is {rgb.shape[1]}x{rgb.shape[0]}, the camera is "
                          f"{setup.image_size[1]}x{setup.image_size[0]}")
@@ -240,16 +236,20 @@ def load_frame(rgb_path: Path, depth_dir: Path | None, setup: CameraSetup) -> Fr
     if depth_dir is not None:
         depth_path = depth_dir / f"{rgb_path.stem}.png"
         if depth_path.is_file():
-            try:
-                raw = _read_depth(depth_path)
-            except Exception as exc:
-                raise ValueError(f"unreadable depth {depth_path.name} ({exc})") from exc
+            raw = read_depth(depth_path)
             if raw.shape != tuple(setup.image_size):
                 raise ValueError(f"depth is {raw.shape[1]}x{raw.shape[0]}, the camera is "
                                  f"{setup.image_size[1]}x{setup.image_size[0]}")
             if not raw.any():
                 raise ValueError("depth is empty (no readings)")
             depth = torch.from_numpy(raw.astype(np.float32) * setup.depth_scale / 1000.0)
+            median = float(depth[depth > 0].median())
+            low, high = PLAUSIBLE_DEPTH_M
+            if not low <= median <= high:
+                raise ValueError(f"depth readings have a median of {median:.4g} m, not what a tabletop camera sees "
+                                 f"({low}-{high} m): check depth_scale in the camera file (depth_mm = png value x "
+                                 f"depth_scale, now {setup.depth_scale:g}); a sensor with no return everywhere "
+                                 "gives its maximum value")
     if setup.table_to_camera is None:
         if depth is None:
             raise ValueError("no camera-to-table extrinsic in camera.json and no depth to find the table from")
@@ -267,7 +267,7 @@ def iter_frames(folder: str | Path, camera_path: str | Path | None = None, on_pr
     size = None
     try:  # a BOP scene_camera.json has no resolution: the first frame gives it
         if "K" not in json.loads(camera_path.read_text()):
-            size = _read_rgb(files[0]).shape[:2]
+            size = read_rgb(files[0]).shape[:2]
     except Exception:
         pass  # read_camera says what is wrong with the file
     setup = read_camera(camera_path, size)
@@ -275,7 +275,12 @@ def iter_frames(folder: str | Path, camera_path: str | Path | None = None, on_pr
         raise ValueError(f"{camera_path} has no camera-to-table extrinsic and {folder} has no depth/ folder: "
                          "the table cannot be located")
     report = on_problem or (lambda p: print(f"skipping frame {p.name}: {p.reason}"))
+    stems = [f.stem for f in files]
     for f in files:
+        if stems.count(f.stem) > 1:  # which of the two is the frame? neither is guessed
+            others = ", ".join(g.name for g in files if g.stem == f.stem and g != f)
+            report(FrameProblem(f.name, f"{others} has the same frame name; keep one of them"))
+            continue
         try:
             yield load_frame(f, depth_dir, setup)
         except ValueError as exc:

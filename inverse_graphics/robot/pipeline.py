@@ -6,7 +6,6 @@ Units: metres and radians; poses (4, 4) model-to-camera, metres (the CSV in BOP'
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from tqdm import tqdm
 from ..assets import ObjectCatalog
 from ..data.bop import BOP_RESULTS_HEADER, bop_result_line
 from ..devices import resolve_device
-from ..files import atomic_write_bytes, atomic_write_json, atomic_write_png
+from ..files import (atomic_write_bytes, atomic_write_json, atomic_write_png, lock_output_folder, read_json,
+                     release_output_folder)
 from .frames import Frame, frame_files, frame_ids, iter_frames
 from .poses import Detection, FramePoseEstimator, PoseSettings
 from .view import frames_table_color, load_for_camera
@@ -76,15 +76,33 @@ def run_poses(frames_dir, checkpoint, out, camera_path=None, settings: PoseSetti
     out/RESULTS_CSV (BOP results; ids from frames.frame_ids and scene_id_of) and out/overlay/<frame>.png. Frames already in
     poses.json are kept (a killed run resumes); unusable frames are listed under 'skipped'.
     Per frame, `seconds` is end to end: reading, proposing, fitting and writing. device: where AIR
-    and the fits run (devices.resolve_device); frames are read on the CPU."""
+    and the fits run (devices.resolve_device); frames are read on the CPU. The output folder is
+    checked before any work and held by this run (a second run into it is refused); a folder where
+    no frame could be used is an error naming why."""
     out = Path(out)
     device = resolve_device(device)
-    results_path = out / "poses.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {"frames": {}, "skipped": {}}
     files, _ = frame_files(frames_dir)
+    lock_output_folder(out)
+    try:
+        results = _poses_of_frames(frames_dir, files, checkpoint, out, camera_path, settings, write_overlays,
+                                   progress, log, device)
+    finally:
+        release_output_folder(out)
+    if not results["frames"]:
+        first = next(iter(results["skipped"].items()), ("", "none found"))
+        raise ValueError(f"no usable frame in {frames_dir}: all {len(results['skipped'])} were skipped "
+                         f"({first[0]}: {first[1]})")
+    return results
+
+
+def _poses_of_frames(frames_dir, files: list[Path], checkpoint, out: Path, camera_path, settings, write_overlays,
+                     progress: bool, log, device: torch.device) -> dict:
+    """run_poses' work, in a folder this run holds."""
+    results_path = out / "poses.json"
+    results = read_json(results_path, "poses file") if results_path.is_file() else {"frames": {}}
     ids, scene_id = frame_ids(files), scene_id_of(frames_dir)
     estimator = None
-    skipped = results["skipped"]
+    skipped = results["skipped"] = {}  # listed afresh: a frame fixed since the last run is not
     bar = tqdm(total=len(files), desc="poses", unit="frame", disable=not progress)
     start = time.perf_counter()
     frames = iter_frames(frames_dir, camera_path, on_problem=lambda p: skipped.__setitem__(p.name, p.reason))
@@ -112,7 +130,8 @@ def run_poses(frames_dir, checkpoint, out, camera_path=None, settings: PoseSetti
     for name, entry in results["frames"].items():  # entries kept from a run before frames had ids
         entry.setdefault("scene_id", scene_id)
         entry.setdefault("im_id", ids.get(name, -1))
-    write_bop_results(results, out / RESULTS_CSV)
+    if results["frames"]:
+        write_bop_results(results, out / RESULTS_CSV)
     atomic_write_json(results_path, results)
     return results
 

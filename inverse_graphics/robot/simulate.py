@@ -28,7 +28,7 @@ from tqdm import tqdm
 from ..assets import ObjectCatalog
 from ..camera import Camera, pixel_to_table
 from ..data.bop import targets_file, write_models
-from ..files import atomic_write_bytes, atomic_write_json, atomic_write_png, read_json
+from ..files import atomic_write_bytes, atomic_write_json, atomic_write_png, prepare_output_folder, read_json
 from ..metrics.bop_recall import target_counts
 from ..rendering.meshes import CatalogMeshes
 from ..rendering.open3d_renderer import camera_rays
@@ -196,7 +196,7 @@ def write_frames(out: str | Path, count: int, conditions: CaptureConditions | No
                  with_extrinsic: bool = True, rgb_format: str = "png", progress: bool = True) -> Path:
     """`count` frames of 1-3 objects to a frames folder: rgb/, depth/, camera.json and scene_gt.json
     ({frame name: [{obj_id, category, cam_R_m2c, cam_t_m2c (mm)}]}). Frames already written are kept."""
-    out = Path(out)
+    out = prepare_output_folder(out, "frames folder")
     catalog = catalog or ObjectCatalog.load()
     camera = camera or example_camera()
     conditions = conditions or CaptureConditions()
