@@ -18,7 +18,7 @@ from PIL import Image
 from inverse_graphics import files
 from inverse_graphics.air.config import AIRConfig
 from inverse_graphics.air.sleep import SLEEP_ARCHITECTURE, SleepConfig
-from inverse_graphics.air.train import train_air_sleep
+from inverse_graphics.air.train import train_air, train_air_sleep
 from inverse_graphics.assets import ASSETS_DIR, AssetError, ObjectCatalog
 from inverse_graphics.cli import main
 from inverse_graphics.data.prior import PriorConfig, PriorSamples, prior_batches
@@ -252,17 +252,22 @@ def test_a_prior_stream_started_later_continues_the_same_stream(tabletop):
     assert all(torch.equal(next(in_two_workers)[1].position, f.position) for f in first)
 
 
-def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, tabletop, capsys):
-    config = AIRConfig(hidden=64, max_steps=2, **SLEEP_ARCHITECTURE)
-    sleep = SleepConfig(prior=PriorConfig(workers=0))
-    cfg = TrainConfig(iterations=4, batch_size=4, val_size=8, val_every=2, checkpoint_every=2)
-    quiet = dict(progress=False)
-    train_air_sleep(tmp_path / "whole", config, cfg, tabletop, sleep, log=lambda m: None, **quiet)
+@pytest.mark.parametrize("phase", ["sleep", "elbo"])
+def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, tabletop, phase):
+    cfg = TrainConfig(iterations=4, batch_size=4, val_size=8, val_every=2, checkpoint_every=2, train_pool=16)
+    if phase == "sleep":
+        config = AIRConfig(hidden=64, max_steps=2, **SLEEP_ARCHITECTURE)
+
+        def train(out, cfg, **kw):
+            train_air_sleep(out, config, cfg, tabletop, SleepConfig(prior=PriorConfig(workers=0)), progress=False, **kw)
+    else:
+        def train(out, cfg, **kw):
+            train_air(out, AIRConfig(hidden=32, max_steps=2, enumerate_images=2), cfg, tabletop, progress=False, **kw)
+    train(tmp_path / "whole", cfg, log=lambda m: None)
     torch.manual_seed(123)  # whatever this process did in between does not matter
-    train_air_sleep(tmp_path / "halves", config, TrainConfig(**{**cfg.__dict__, "iterations": 2}), tabletop, sleep,
-                    log=lambda m: None, **quiet)
+    train(tmp_path / "halves", TrainConfig(**{**cfg.__dict__, "iterations": 2}), log=lambda m: None)
     said = []
-    train_air_sleep(tmp_path / "halves", config, cfg, tabletop, sleep, resume=True, log=said.append, **quiet)
+    train(tmp_path / "halves", cfg, resume=True, log=said.append)
     assert said[0].endswith("from iteration 2")
     whole, halves = (torch.load(tmp_path / n / "checkpoint.pt", weights_only=False) for n in ("whole", "halves"))
     assert whole["iteration"] == halves["iteration"] == 4
