@@ -9,16 +9,13 @@ import torch
 
 from .air.infer import infer, overlay_figure, to_json
 from .air.train import evaluate, load_checkpoint
-from .assets import ObjectCatalog
 from .data.bop import generate_split, read_split, write_contact_sheet
 from .data.tabletop import Tabletop
 from .files import atomic_write_json
-from .metrics import evaluate_poses
 from .paths import EXAMPLE_FRAMES, SHIPPED_AIR, SHIPPED_ROBOT_AIR, shown
 from .rendering.renderer import SceneRenderer
-from .robot.frames import default_camera_file, read_camera
-from .robot.pipeline import RESULTS_CSV, detections_of, run_poses
-from .robot.simulate import read_truth
+from .robot.evaluate import EVALUATION_FILE, evaluate_files, evaluation_lines
+from .robot.pipeline import RESULTS_CSV, run_poses
 from .visualize import render_panel
 
 
@@ -60,14 +57,12 @@ def demo_air(data: Tabletop, out: Path) -> list[str]:
 
 
 def demo_robot(out: Path) -> list[str]:
-    """Poses in the example robot frames with the shipped weights, scored against their ground truth."""
+    """Poses in the example robot frames with the shipped weights, scored against their ground truth
+    as `inverse-graphics evaluate` scores them (misses and false positives too)."""
     results = run_poses(EXAMPLE_FRAMES, SHIPPED_ROBOT_AIR, out, progress=False)
-    truth = read_truth(EXAMPLE_FRAMES)
-    names = sorted(truth)
-    metrics = evaluate_poses(detections_of(results, names), [truth[n] for n in names], ObjectCatalog.load(),
-                             read_camera(default_camera_file(EXAMPLE_FRAMES)))
-    seconds = sum(results["frames"][n]["seconds"] for n in names) / len(names)
-    return [f"  robot frame poses:    {out / 'poses.json'}, {out / RESULTS_CSV}, {out / 'overlay'}/",
-            f"  on these {len(names)} frames: count accuracy {metrics['count_acc']:.2f}, identity accuracy "
-            f"{metrics['identity_acc']:.2f}; BOP recalls ADD-S {metrics['adds_recall']:.2f}, MSSD "
-            f"{metrics['mssd_recall']:.2f}, MSPD {metrics['mspd_recall']:.2f}; {seconds:.2f} s per frame end to end"]
+    report = evaluate_files(out / "poses.json", EXAMPLE_FRAMES)
+    atomic_write_json(out / EVALUATION_FILE, report)
+    seconds = sum(e["seconds"] for e in results["frames"].values()) / len(results["frames"])
+    return [f"  robot frame poses:    {out / 'poses.json'}, {out / RESULTS_CSV}, {out / 'overlay'}/, "
+            f"{out / EVALUATION_FILE}",
+            *[f"    {line}" for line in evaluation_lines(report)], f"    {seconds:.2f} s per frame end to end"]

@@ -27,7 +27,8 @@ LAYERS = [
                 "inverse_graphics.refine", "inverse_graphics.optimise"]),
     ("pipelines", ["inverse_graphics.robot"]),
     ("experiments", ["inverse_graphics.experiments"]),
-    ("cli", ["inverse_graphics.demo", "inverse_graphics.cli_options", "inverse_graphics.cli", "inverse_graphics.__main__"]),
+    ("cli", ["inverse_graphics.demo", "inverse_graphics.cli_options", "inverse_graphics.cli_robot",
+            "inverse_graphics.cli", "inverse_graphics.__main__"]),
 ]
 
 

@@ -16,7 +16,7 @@ from inverse_graphics.metrics import evaluate_poses
 from inverse_graphics.robot.adapt import adapt_to_frames
 from inverse_graphics.paths import EXAMPLE_FRAMES
 from inverse_graphics.robot.frames import frame_ids, iter_frames, read_camera, table_from_depth
-from inverse_graphics.robot.pipeline import RESULTS_CSV, detections_of, run_poses
+from inverse_graphics.robot.pipeline import RESULTS_CSV, detections_of, run_poses, write_bop_results
 from inverse_graphics.robot.poses import FramePoseEstimator
 from inverse_graphics.robot.simulate import CaptureConditions, example_camera, read_truth, write_frames
 from inverse_graphics.robot.view import Workspace, air_input, load_for_camera
@@ -180,3 +180,42 @@ def test_frames_folder_is_a_bop_scene_with_its_dataset_files(frames, tmp_path):
     bop_only = {k: camera[k] for k in ("fx", "fy", "cx", "cy", "width", "height", "depth_scale")}
     (tmp_path / "camera.json").write_text(json.dumps(bop_only))  # BOP's dataset camera.json is read too
     assert torch.allclose(read_camera(tmp_path / "camera.json").K, read_camera(frames / "camera.json").K)
+
+
+def test_evaluate_counts_what_was_found_missed_and_made_up(frames, tmp_path, capsys):
+    """Results made from the ground truth, but one frame misses its most visible object and another
+    has an object that is not there: `evaluate` finds exactly that, from poses.json and from the
+    BOP CSV alike."""
+    catalog = ObjectCatalog.load()
+    truth = read_truth(frames)
+    names = sorted(truth)
+    results = {"frames": {}}
+    for k, name in enumerate(names):
+        objects = [{"category": o["category"], "obj_id": catalog[catalog.index_of(o["category"])].obj_id,
+                    "pose_camera": o["pose"].tolist(), "score": 0.9} for o in truth[name]]
+        if k == 0:
+            objects.pop(max(range(len(objects)), key=lambda i: truth[name][i]["visib_fract"]))
+        if k == 1:
+            ghost = torch.tensor(objects[0]["pose_camera"])
+            ghost[0, 3] += 0.3
+            objects.append({**objects[0], "pose_camera": ghost.tolist(), "score": 0.5})
+        results["frames"][name] = {"scene_id": 0, "im_id": int(name), "objects": objects, "seconds": 1.0}
+    (tmp_path / "poses.json").write_text(json.dumps(results))
+    write_bop_results(results, tmp_path / "results.csv")
+    reports = []
+    for given in ("poses.json", "results.csv"):
+        assert main(["evaluate", str(tmp_path / given), str(frames), "--out", str(tmp_path / f"{given}.eval")]) == 0
+        reports.append(json.loads((tmp_path / f"{given}.eval").read_text()))
+    assert "false positives" in capsys.readouterr().out
+    for report in reports:
+        per_frame = {f["frame"]: f for f in report["frames"]}
+        assert per_frame[names[0]]["misses"] == 1 and per_frame[names[0]]["false_positives"] == 0
+        assert per_frame[names[1]]["misses"] == 0 and per_frame[names[1]]["false_positives"] == 1
+        assert all(per_frame[n]["misses"] == per_frame[n]["false_positives"] == 0 for n in names[2:])
+        overall = report["overall"]
+        assert overall["misses"] == 1 and overall["false_positives"] == 1
+        assert overall["adds_recall"] == pytest.approx((overall["targets"] - 1) / overall["targets"])
+    json_overall, csv_overall = (r["overall"] for r in reports)  # the CSV keeps fewer digits
+    assert csv_overall["translation_err_mm_median"] == pytest.approx(json_overall["translation_err_mm_median"], abs=0.01)
+    assert {k: v for k, v in json_overall.items() if k != "translation_err_mm_median"} == {
+        k: v for k, v in csv_overall.items() if k != "translation_err_mm_median"}

@@ -1,0 +1,166 @@
+"""`inverse-graphics evaluate RESULTS GROUND_TRUTH`: pose results scored against ground truth,
+frame by frame and overall, with the metrics module every benchmark uses.
+
+RESULTS is `poses`' poses.json or a BOP results CSV (scene_id, im_id, obj_id, score, R, t in mm).
+GROUND_TRUTH is a frames folder (as `frames` writes it) or a BOP scene folder, or the
+scene_gt.json in one: scene_gt.json (keyed by frame name or im_id; objects by obj_id, with or
+without their category name), scene_gt_info.json (visible fractions; all visible without it)
+and the camera (camera.json or scene_camera.json; MSPD needs it). Frames are paired by im_id (a
+frame's number: 000042 -> 42); a ground-truth frame without results counts as one where nothing
+was found.
+
+Per frame: objects true and estimated, whether the count is right, and after BOP's ADD-S
+matching (same object id, error below 0.1 x diameter) the objects found, the misses and the
+false positives. Overall: count and identity accuracy, translation error, the ADD-S, MSSD and
+MSPD recalls, and the totals.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..assets import ObjectCatalog
+from ..camera import Camera
+from ..data.bop import read_bop_results
+from ..files import read_json
+from ..metrics import evaluate_poses
+from .frames import default_camera_file, read_camera
+
+EVALUATION_FILE = "evaluation.json"
+
+
+def _category(catalog: ObjectCatalog, obj_id: int, where: str) -> str:
+    for c in catalog.categories:
+        if c.obj_id == obj_id:
+            return c.name
+    raise ValueError(f"{where}: obj_id {obj_id} is not in the object catalog ({', '.join(catalog.names)})")
+
+
+def _pose(R, t_m) -> torch.Tensor:
+    pose = torch.eye(4, dtype=torch.float64)
+    pose[:3, :3] = torch.as_tensor(np.asarray(R, float).reshape(3, 3))
+    pose[:3, 3] = torch.as_tensor(np.asarray(t_m, float).reshape(3))
+    return pose
+
+
+def read_results(path: str | Path, catalog: ObjectCatalog) -> dict[int, list[dict]]:
+    """poses.json or a BOP results CSV -> {im_id: [{"category", "pose" (4, 4) model-to-camera, m, "score"}]}."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        frames: dict[int, list[dict]] = {}
+        for row in read_bop_results(path):
+            frames.setdefault(row["im_id"], []).append({
+                "category": _category(catalog, row["obj_id"], str(path)), "pose": _pose(row["R"], row["t"] / 1000),
+                "score": row["score"]})
+        return frames
+    data = read_json(path, "results file")
+    if not isinstance(data, dict) or not isinstance(data.get("frames"), dict):
+        raise ValueError(f"{path} is not `poses`' poses.json (no 'frames') nor a BOP results CSV (.csv)")
+    frames = {}
+    for name, entry in data["frames"].items():
+        try:
+            im_id = int(entry.get("im_id", name))
+            frames[im_id] = [{"category": o["category"], "pose": torch.tensor(o["pose_camera"], dtype=torch.float64),
+                              "score": float(o.get("score", 1.0))} for o in entry["objects"]]
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"{path}: frame {name} is not a `poses` entry ({exc!r})") from None
+    return frames
+
+
+def read_ground_truth(path: str | Path, catalog: ObjectCatalog) -> tuple[dict[int, list[dict]], dict[int, str],
+                                                                          Camera | None]:
+    """A frames or BOP scene folder (or its scene_gt.json) -> ({im_id: [{"category", "pose",
+    "visib_fract"}]}, {im_id: frame name}, the camera or None)."""
+    path = Path(path)
+    folder = path.parent if path.is_file() else path
+    gt_path = path if path.is_file() else folder / "scene_gt.json"
+    gt = read_json(gt_path, "ground truth (scene_gt.json)")
+    info_path = folder / "scene_gt_info.json"
+    info = read_json(info_path, "ground truth visibility") if info_path.is_file() else {}
+    if not isinstance(gt, dict):
+        raise ValueError(f"{gt_path} must map frames to their objects")
+    truth, names = {}, {}
+    for key, objects in gt.items():
+        if not str(key).isdigit():
+            raise ValueError(f"{gt_path}: frame {key!r} is not named by its number (000042 or 42)")
+        im_id = int(key)
+        names[im_id] = str(key)
+        truth[im_id] = []
+        for k, o in enumerate(objects):
+            try:
+                category = o.get("category") or _category(catalog, int(o["obj_id"]), str(gt_path))
+                visib = float(info[key][k]["visib_fract"]) if key in info else 1.0
+                truth[im_id].append({"category": category,
+                                     "pose": _pose(o["cam_R_m2c"], np.asarray(o["cam_t_m2c"], float) / 1000),
+                                     "visib_fract": visib})
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                raise ValueError(f"{gt_path}: frame {key} object {k} is not a BOP ground-truth entry ({exc!r})") \
+                    from None
+            if category not in catalog.names:
+                raise ValueError(f"{gt_path}: frame {key} has object {category!r}, not in the catalog "
+                                 f"({', '.join(catalog.names)})")
+    camera = None
+    camera_path = default_camera_file(folder)
+    if camera_path.is_file():
+        setup = read_camera(camera_path, _image_size(folder))
+        camera = Camera(setup.K, torch.eye(3), torch.zeros(3), setup.image_size)
+    return truth, names, camera
+
+
+def _image_size(folder: Path) -> tuple[int, int] | None:
+    """The frames' size, for a BOP scene_camera.json (which gives none): from the first RGB image."""
+    from PIL import Image
+
+    rgb = folder / "rgb" if (folder / "rgb").is_dir() else folder
+    first = next((f for f in sorted(rgb.iterdir()) if f.suffix.lower() in (".png", ".jpg", ".jpeg")), None)
+    if first is None:
+        return None
+    with Image.open(first) as im:
+        return im.height, im.width
+
+
+def evaluate_files(results: str | Path, ground_truth: str | Path, catalog: ObjectCatalog | None = None) -> dict:
+    """RESULTS scored against GROUND_TRUTH (see the module docstring): {"overall": ..., "frames": [...]}."""
+    catalog = catalog or ObjectCatalog.load()
+    estimated = read_results(results, catalog)
+    truth, names, camera = read_ground_truth(ground_truth, catalog)
+    unknown = sorted(set(estimated) - set(truth))
+    if unknown and len(unknown) == len(estimated):
+        raise ValueError(f"no frame of {results} is in {ground_truth} (im_ids {unknown[:5]}...): are they the "
+                         "same frames?")
+    ids = sorted(truth)
+    overall = evaluate_poses([estimated.get(i, []) for i in ids], [truth[i] for i in ids], catalog, camera)
+    frames = []
+    for i in ids:
+        one = evaluate_poses([estimated.get(i, [])], [truth[i]], catalog, camera)
+        found = round(one["adds_recall"] * one["targets"])
+        frames.append({"frame": names[i], "im_id": i, "true": len(truth[i]), "estimated": len(estimated.get(i, [])),
+                       "count_ok": len(truth[i]) == len(estimated.get(i, [])), "found": found,
+                       "misses": one["targets"] - found, "false_positives": len(estimated.get(i, [])) - found,
+                       "adds_recall": one["adds_recall"], "identity_acc": one["identity_acc"]})
+    totals = {k: sum(f[k] for f in frames) for k in ("true", "estimated", "found", "misses", "false_positives")}
+    return {"results": str(results), "ground_truth": str(ground_truth), "frames_without_results":
+            [names[i] for i in ids if i not in estimated], "results_without_ground_truth": unknown,
+            "overall": {**overall, **totals}, "frames": frames}
+
+
+def evaluation_lines(report: dict, shown: int = 20) -> list[str]:
+    """The report as a table: the first `shown` frames, then the overall figures."""
+    lines = [f"{'frame':>10} {'true':>4} {'est':>4} {'found':>5} {'miss':>4} {'false+':>6}  identity"]
+    for f in report["frames"][:shown]:
+        identity = "-" if f["identity_acc"] != f["identity_acc"] else f"{f['identity_acc']:.2f}"
+        lines.append(f"{f['frame']:>10} {f['true']:>4} {f['estimated']:>4} {f['found']:>5} {f['misses']:>4} "
+                     f"{f['false_positives']:>6}  {identity}")
+    if len(report["frames"]) > shown:
+        lines.append(f"{'...':>10} ({len(report['frames']) - shown} more frames in the JSON)")
+    o = report["overall"]
+    lines.append(f"{o['frames']} frames, {o['true']} objects, {o['estimated']} estimates: count {o['count_acc']:.3f}, "
+                 f"identity {o['identity_acc']:.3f}, translation error {o['translation_err_mm_median']:.1f} mm "
+                 f"(median); ADD-S {o['adds_recall']:.3f}, MSSD {o['mssd_recall']:.3f}, MSPD {o['mspd_recall']:.3f}; "
+                 f"{o['found']} found, {o['misses']} missed, {o['false_positives']} false positives")
+    if report["frames_without_results"]:
+        lines.append(f"{len(report['frames_without_results'])} frames had no results (counted as nothing found)")
+    return lines
