@@ -11,6 +11,7 @@ that frame's origin sits when the object rests on its -Z face.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,6 +206,17 @@ class ObjectCatalog:
     def footprint_radii(self) -> torch.Tensor:
         """(C,) metres: radius of each category's bounding circle seen from above (about its origin)."""
         return torch.stack([c.verts[:, :2].norm(dim=1).max() for c in self.categories])
+
+    def fingerprint(self) -> dict:
+        """What identifies this catalog: its names, obj_ids and a SHA-256 of every category's mesh,
+        diameter and symmetries (recorded with results and checkpoints, compared on reuse)."""
+        digest = hashlib.sha256()
+        for c in self.categories:
+            digest.update(f"{c.name}|{c.obj_id}|{c.diameter:.9g}|".encode())
+            for array in (c.verts.numpy(), c.faces.numpy(), np.asarray(c.symmetries_discrete, float),
+                          *(np.concatenate(s) for s in c.symmetries_continuous)):
+                digest.update(np.ascontiguousarray(array).tobytes())
+        return {"names": self.names, "obj_ids": [c.obj_id for c in self.categories], "sha256": digest.hexdigest()}
 
     def rest_heights(self, device=None) -> torch.Tensor:
         """(C,) metres."""

@@ -41,7 +41,7 @@ def cmd_fit(args) -> int:
 def cmd_poses(args) -> int:
     settings = PoseSettings(categories=tuple(args.objects.split(","))) if args.objects else None
     results = run_poses(args.frames, args.model, args.out, args.camera, settings, write_overlays=not args.no_overlay,
-                        progress=not args.quiet, device=args.device)
+                        progress=not args.quiet, device=args.device, overwrite=args.overwrite)
     print("\n".join(poses_summary(results, args.out)))
     return 0
 
@@ -86,6 +86,8 @@ def add_robot_commands(sub, g) -> None:
     p.add_argument("--out", default="poses_output")
     p.add_argument("--objects", default=None, help="comma-separated catalog names that may appear (default: all)")
     p.add_argument("--no-overlay", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="recompute every frame when --out holds poses made with another model, camera or settings")
     p.set_defaults(func=cmd_poses)
 
     p = sub.add_parser("evaluate", help="score pose results (poses.json or a BOP CSV) against ground truth (a "

@@ -16,7 +16,7 @@ MAX_LINES = 350
 # package's __init__ has the package's name, so it sits in its package's layer. The package's
 # own __init__ runs before any of its modules are imported, so it sits below every layer.
 LAYERS = [
-    ("utilities", ["inverse_graphics.files", "inverse_graphics.paths", "inverse_graphics.timing",
+    ("utilities", ["inverse_graphics.files", "inverse_graphics.paths", "inverse_graphics.provenance", "inverse_graphics.timing",
                    "inverse_graphics.devices", "inverse_graphics.distributed",
                    "inverse_graphics.visualize"]),
     ("assets", ["inverse_graphics.assets"]),

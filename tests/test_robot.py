@@ -104,9 +104,29 @@ def test_poses_under_changed_lighting_and_noise(frames, tmp_path):
     rows = read_bop_results(out / RESULTS_CSV)
     assert len(rows) == sum(len(p) for p in predicted)
     assert all((out / "overlay" / f"{n}.png").is_file() for n in names)
-    before = (out / "poses.json").read_text()
+    before = json.loads((out / "poses.json").read_text())
+    assert before["provenance"]["model"]["sha256"] and before["provenance"]["catalog"]["names"]
+    # killed after two frames: the resumed run computes the last two exactly as the whole run did
+    (out / "poses.json").write_text(json.dumps({**before, "frames": {n: before["frames"][n] for n in names[:2]}}))
     assert main(["poses", str(frames), "--model", SHIPPED, "--out", str(out), "--quiet"]) == 0
-    assert json.loads((out / "poses.json").read_text())["frames"] == json.loads(before)["frames"]
+    resumed = json.loads((out / "poses.json").read_text())["frames"]
+    assert all(resumed[n]["objects"] == before["frames"][n]["objects"] for n in names)
+
+
+def test_poses_never_returns_poses_made_otherwise(frames, tmp_path, capsys):
+    out = tmp_path / "poses"
+    assert main(["poses", str(frames), "--model", SHIPPED, "--out", str(out), "--quiet", "--no-overlay",
+                 "--objects", "cube,cylinder,sphere"]) == 0
+    before = (out / "poses.json").read_text()
+    capsys.readouterr()
+    rc = main(["poses", str(frames), "--model", SHIPPED, "--out", str(out), "--quiet", "--objects", "cube"])
+    assert rc == 2 and "made with another settings" in capsys.readouterr().err
+    assert (out / "poses.json").read_text() == before  # nothing lost
+    assert main(["poses", str(frames), "--model", SHIPPED, "--out", str(out), "--quiet", "--no-overlay",
+                 "--objects", "cube", "--overwrite"]) == 0
+    after = json.loads((out / "poses.json").read_text())
+    assert after["provenance"]["settings"]["categories"] == ["cube"]
+    assert {o["category"] for f in after["frames"].values() for o in f["objects"]} <= {"cube"}
 
 
 def test_air_proposes_the_objects(frames):

@@ -6,7 +6,9 @@ Units: metres and radians; poses (4, 4) model-to-camera, metres (the CSV in BOP'
 
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,8 @@ from ..data.bop import BOP_RESULTS_HEADER, bop_result_line
 from ..devices import resolve_device
 from ..files import (atomic_write_bytes, atomic_write_json, atomic_write_png, lock_output_folder, read_json,
                      release_output_folder)
-from .frames import Frame, frame_files, frame_ids, iter_frames
+from ..provenance import code_version, file_digest
+from .frames import Frame, default_camera_file, frame_files, frame_ids, iter_frames
 from .poses import Detection, FramePoseEstimator, PoseSettings
 from .view import frames_table_color, load_for_camera
 
@@ -71,21 +74,31 @@ def scene_id_of(frames_dir) -> int:
 
 def run_poses(frames_dir, checkpoint, out, camera_path=None, settings: PoseSettings | None = None,
               write_overlays: bool = True, progress: bool = True, log=print,
-              device: str | torch.device | None = None) -> dict:
+              device: str | torch.device | None = None, overwrite: bool = False) -> dict:
     """Every usable frame of a folder -> out/poses.json ({frame: {scene_id, im_id, objects, seconds}}),
     out/RESULTS_CSV (BOP results; ids from frames.frame_ids and scene_id_of) and out/overlay/<frame>.png. Frames already in
     poses.json are kept (a killed run resumes); unusable frames are listed under 'skipped'.
     Per frame, `seconds` is end to end: reading, proposing, fitting and writing. device: where AIR
     and the fits run (devices.resolve_device); frames are read on the CPU. The output folder is
     checked before any work and held by this run (a second run into it is refused); a folder where
-    no frame could be used is an error naming why."""
+    no frame could be used is an error naming why.
+
+    poses.json records what its poses were made with (provenance: the model's and the camera file's
+    SHA-256, the catalog, the settings, the device type and the code version). A run into a folder
+    whose poses were made otherwise is refused, saying what differs, unless `overwrite` (then every
+    frame is recomputed). Every frame sees the model built for the first usable frame (its camera
+    and table colour), whether the run was resumed or not."""
     out = Path(out)
     device = resolve_device(device)
     files, _ = frame_files(frames_dir)
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"no AIR checkpoint at {checkpoint}")
+    camera_file = Path(camera_path) if camera_path else default_camera_file(frames_dir)
+    made_with = provenance(checkpoint, camera_file, settings or PoseSettings(), device)
     lock_output_folder(out)
     try:
         results = _poses_of_frames(frames_dir, files, checkpoint, out, camera_path, settings, write_overlays,
-                                   progress, log, device)
+                                   progress, log, device, made_with, overwrite)
     finally:
         release_output_folder(out)
     if not results["frames"]:
@@ -95,24 +108,52 @@ def run_poses(frames_dir, checkpoint, out, camera_path=None, settings: PoseSetti
     return results
 
 
+def provenance(checkpoint, camera_file: Path, settings: PoseSettings, device: torch.device) -> dict:
+    """What poses are made with, as recorded in poses.json (JSON values, so it compares with a loaded one)."""
+    return json.loads(json.dumps({
+        "model": {"path": str(checkpoint), "sha256": file_digest(checkpoint)},
+        "camera": {"path": str(camera_file), "sha256": file_digest(camera_file) if camera_file.is_file() else None},
+        "catalog": ObjectCatalog.load().fingerprint(), "settings": asdict(settings), "device": device.type,
+        "code": code_version()}))
+
+
+def _differences(old: dict | None, new: dict) -> list[str]:
+    """What differs between two provenance records (file paths may move; their contents may not)."""
+    if old is None:
+        return ["(the earlier poses do not say how they were made)"]
+    same = {"model": lambda a, b: a.get("sha256") == b.get("sha256"),
+            "camera": lambda a, b: a.get("sha256") == b.get("sha256")}
+    return [key for key in new if not same.get(key, lambda a, b: a == b)(old.get(key) or {}, new[key])]
+
+
 def _poses_of_frames(frames_dir, files: list[Path], checkpoint, out: Path, camera_path, settings, write_overlays,
-                     progress: bool, log, device: torch.device) -> dict:
+                     progress: bool, log, device: torch.device, made_with: dict, overwrite: bool) -> dict:
     """run_poses' work, in a folder this run holds."""
     results_path = out / "poses.json"
     results = read_json(results_path, "poses file") if results_path.is_file() else {"frames": {}}
+    differs = _differences(results.get("provenance"), made_with) if results.get("frames") else []
+    if differs and not overwrite:
+        raise ValueError(f"{results_path} holds poses made with another {', '.join(differs)}; run with --overwrite "
+                         "to recompute every frame, or choose another --out")
+    if differs:
+        log(f"--overwrite: recomputing every frame (the earlier poses were made with another {', '.join(differs)})")
+        results = {"frames": {}}
+    results["provenance"] = made_with
     ids, scene_id = frame_ids(files), scene_id_of(frames_dir)
-    estimator = None
+    estimator, first = None, None
     skipped = results["skipped"] = {}  # listed afresh: a frame fixed since the last run is not
     bar = tqdm(total=len(files), desc="poses", unit="frame", disable=not progress)
     start = time.perf_counter()
     frames = iter_frames(frames_dir, camera_path, on_problem=lambda p: skipped.__setitem__(p.name, p.reason))
     for frame in frames:
+        if first is None:  # the first usable frame's camera and table, resumed or not
+            first = (frame.camera, frames_table_color([frame]))
         if frame.name in results["frames"]:
             bar.update(1)
             start = time.perf_counter()
             continue
-        if estimator is None:  # the model is built for the first frame's camera and table
-            model, _ = load_for_camera(checkpoint, frame.camera, frames_table_color([frame]), device)
+        if estimator is None:
+            model, _ = load_for_camera(checkpoint, *first, device)
             estimator = FramePoseEstimator(model, settings)
             start = time.perf_counter()  # loading the model is not a frame's time
         detections, timing = estimator.estimate(frame)
