@@ -239,3 +239,32 @@ def test_evaluate_counts_what_was_found_missed_and_made_up(frames, tmp_path, cap
     assert csv_overall["translation_err_mm_median"] == pytest.approx(json_overall["translation_err_mm_median"], abs=0.01)
     assert {k: v for k, v in json_overall.items() if k != "translation_err_mm_median"} == {
         k: v for k, v in csv_overall.items() if k != "translation_err_mm_median"}
+
+
+def test_the_readme_one_frame_snippet_runs_and_finds_the_objects(capsys, monkeypatch):
+    """The README's `estimate` snippet, exactly as written there, on an example frame."""
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    code = readme.index("```python\n", readme.index("**From Python, one frame**")) + len("```python\n")
+    monkeypatch.chdir(root)  # the snippet's paths are the repository's
+    exec(compile(readme[code:readme.index("```\n", code)], "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    truth = read_truth(EXAMPLE_FRAMES)["000003"]
+    assert sorted(line.split()[0] for line in printed) == sorted(o["category"] for o in truth)
+
+
+def test_estimate_names_arrays_it_cannot_use():
+    from inverse_graphics.robot.estimate import estimate
+
+    K = [[500.0, 0, 319.5], [0, 500.0, 239.5], [0, 0, 1]]
+    rgb = np.zeros((480, 640, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"rgb must be an \(H, W, 3\) array"):
+        estimate(np.zeros((480, 640)), K)
+    with pytest.raises(ValueError, match="float rgb must hold finite values"):
+        estimate(np.full((480, 640, 3), np.nan), K)
+    with pytest.raises(ValueError, match="depth must be"):
+        estimate(rgb, K, depth=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="give camera_to_table, or depth"):
+        estimate(rgb, K)
+    with pytest.raises(ValueError, match="camera_to_table must be a finite"):
+        estimate(rgb, K, camera_to_table=np.eye(3))
