@@ -30,7 +30,9 @@ positive_float = _number(float, 0.0, False, "a positive number")
 def option_groups() -> dict[str, argparse.ArgumentParser]:
     """Option groups that several commands share, as argparse parent parsers."""
     groups = {name: argparse.ArgumentParser(add_help=False) for name in ("threads", "device", "quiet", "data",
-                                                                          "renderer", "training", "resume")}
+                                                                          "renderer", "training", "resume", "models")}
+    groups["models"].add_argument("--models", metavar="DIR", help="the objects: a BOP models folder (obj_NNNNNN.ply "
+                                  "in mm and models_info.json; default the shipped objects)")
     groups["threads"].add_argument("--threads", type=nonnegative_int, default=0, help="torch threads (default: torch's choice)")
     groups["device"].add_argument("--device", default="auto", metavar="{auto,cpu,cuda,cuda:N}",
                                   help="where to compute (default auto: cuda when PyTorch sees a GPU, else cpu)")

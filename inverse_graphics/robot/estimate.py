@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..assets import ObjectCatalog
 from ..devices import resolve_device
 from ..paths import SHIPPED_ROBOT_AIR
 from .frames import CameraSetup, Frame, table_from_depth
@@ -49,14 +50,16 @@ def _depth(depth, size: tuple[int, int]) -> torch.Tensor:
 
 
 def estimate(rgb, K, depth=None, camera_to_table=None, model: str | Path = SHIPPED_ROBOT_AIR,
-             objects: list[str] | None = None, device: str | torch.device = "cpu") -> list[dict]:
+             objects: list[str] | None = None, models: str | Path | None = None,
+             device: str | torch.device = "cpu") -> list[dict]:
     """One frame's objects.
 
     rgb: (H, W, 3) uint8 or float in [0, 1]. K: (3, 3) pixel intrinsics (OpenCV). depth: (H, W)
     float metres or integer millimetres (0 or NaN: no reading), or None. camera_to_table: (4, 4)
     metres, the camera's pose in a frame whose z = 0 plane is the table top, +z up; without it the
     table is found in depth (one of the two is needed). model: AIR weights (the shipped ones by
-    default, or a `fit` checkpoint). objects: the catalog names that may appear (default all).
+    default, or a `fit` checkpoint). models: a BOP models folder, the objects that may appear
+    (default the shipped ones). objects: the names among them that may appear (default all).
 
     Returns one dict per object: "category", "obj_id", "pose" (4, 4) float64 numpy, model to
     camera, metres; "score" in [0, 1] (a confidence: see the README); "x_m", "y_m", "yaw_rad" on
@@ -78,6 +81,6 @@ def estimate(rgb, K, depth=None, camera_to_table=None, model: str | Path = SHIPP
     frame = Frame("frame", rgb_t, depth_t, setup.camera(table_to_camera))
     air, _ = load_for_camera(model, frame.camera, frames_table_color([frame]), resolve_device(device))
     settings = PoseSettings(categories=tuple(objects)) if objects else None
-    detections, _ = FramePoseEstimator(air, settings).estimate(frame)
+    detections, _ = FramePoseEstimator(air, settings, ObjectCatalog.load(models)).estimate(frame)
     return [{"category": d.category, "obj_id": d.obj_id, "pose": d.pose_camera.double().numpy(), "score": d.score,
              "x_m": d.planar[0], "y_m": d.planar[1], "yaw_rad": d.planar[2]} for d in detections]

@@ -74,7 +74,7 @@ def scene_id_of(frames_dir) -> int:
 
 def run_poses(frames_dir, checkpoint, out, camera_path=None, settings: PoseSettings | None = None,
               write_overlays: bool = True, progress: bool = True, log=print,
-              device: str | torch.device | None = None, overwrite: bool = False) -> dict:
+              device: str | torch.device | None = None, overwrite: bool = False, models=None) -> dict:
     """Every usable frame of a folder -> out/poses.json ({frame: {scene_id, im_id, objects, seconds}}),
     out/RESULTS_CSV (BOP results; ids from frames.frame_ids and scene_id_of) and out/overlay/<frame>.png. Frames already in
     poses.json are kept (a killed run resumes); unusable frames are listed under 'skipped'.
@@ -87,18 +87,23 @@ def run_poses(frames_dir, checkpoint, out, camera_path=None, settings: PoseSetti
     SHA-256, the catalog, the settings, the device type and the code version). A run into a folder
     whose poses were made otherwise is refused, saying what differs, unless `overwrite` (then every
     frame is recomputed). Every frame sees the model built for the first usable frame (its camera
-    and table colour), whether the run was resumed or not."""
+    and table colour), whether the run was resumed or not. models: a BOP models folder, the objects
+    that may appear (default the shipped ones); AIR, whatever it was trained on, proposes where."""
     out = Path(out)
     device = resolve_device(device)
     files, _ = frame_files(frames_dir)
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(f"no AIR checkpoint at {checkpoint}")
     camera_file = Path(camera_path) if camera_path else default_camera_file(frames_dir)
-    made_with = provenance(checkpoint, camera_file, settings or PoseSettings(), device)
+    catalog = ObjectCatalog.load(models)
+    unknown = [n for n in (settings.categories or ()) if n not in catalog.names] if settings else []
+    if unknown:  # said before any work (the estimator says it too, for callers of its own)
+        raise ValueError(f"unknown object names {unknown}; the catalog has {', '.join(catalog.names)}")
+    made_with = provenance(checkpoint, camera_file, settings or PoseSettings(), device, catalog)
     lock_output_folder(out)
     try:
         results = _poses_of_frames(frames_dir, files, checkpoint, out, camera_path, settings, write_overlays,
-                                   progress, log, device, made_with, overwrite)
+                                   progress, log, device, made_with, overwrite, catalog)
     finally:
         release_output_folder(out)
     if not results["frames"]:
@@ -108,12 +113,13 @@ def run_poses(frames_dir, checkpoint, out, camera_path=None, settings: PoseSetti
     return results
 
 
-def provenance(checkpoint, camera_file: Path, settings: PoseSettings, device: torch.device) -> dict:
+def provenance(checkpoint, camera_file: Path, settings: PoseSettings, device: torch.device,
+               catalog: ObjectCatalog) -> dict:
     """What poses are made with, as recorded in poses.json (JSON values, so it compares with a loaded one)."""
     return json.loads(json.dumps({
         "model": {"path": str(checkpoint), "sha256": file_digest(checkpoint)},
         "camera": {"path": str(camera_file), "sha256": file_digest(camera_file) if camera_file.is_file() else None},
-        "catalog": ObjectCatalog.load().fingerprint(), "settings": asdict(settings), "device": device.type,
+        "catalog": catalog.fingerprint(), "settings": asdict(settings), "device": device.type,
         "code": code_version()}))
 
 
@@ -127,7 +133,8 @@ def _differences(old: dict | None, new: dict) -> list[str]:
 
 
 def _poses_of_frames(frames_dir, files: list[Path], checkpoint, out: Path, camera_path, settings, write_overlays,
-                     progress: bool, log, device: torch.device, made_with: dict, overwrite: bool) -> dict:
+                     progress: bool, log, device: torch.device, made_with: dict, overwrite: bool,
+                     catalog: ObjectCatalog) -> dict:
     """run_poses' work, in a folder this run holds."""
     results_path = out / "poses.json"
     results = read_json(results_path, "poses file") if results_path.is_file() else {"frames": {}}
@@ -154,7 +161,7 @@ def _poses_of_frames(frames_dir, files: list[Path], checkpoint, out: Path, camer
             continue
         if estimator is None:
             model, _ = load_for_camera(checkpoint, *first, device)
-            estimator = FramePoseEstimator(model, settings)
+            estimator = FramePoseEstimator(model, settings, catalog)
             start = time.perf_counter()  # loading the model is not a frame's time
         detections, timing = estimator.estimate(frame)
         if write_overlays:

@@ -117,11 +117,13 @@ class FramePoseEstimator:
     """AIR proposals + render-and-compare on windows; see the module docstring.
 
     model: an AIR model (air.model.AIR) whose camera is the robot camera at AIR's
-    resolution (view.load_for_camera builds one; adapt.adapt_to_frames trains one)."""
+    resolution (view.load_for_camera builds one; adapt.adapt_to_frames trains one).
+    catalog: the objects that may appear, whose hypotheses render-and-compare weighs (default
+    the model's own). AIR only says where to look, so a catalog it was never trained on works."""
 
-    def __init__(self, model, settings: PoseSettings | None = None):
+    def __init__(self, model, settings: PoseSettings | None = None, catalog: ObjectCatalog | None = None):
         self.model = model.eval()
-        self.catalog: ObjectCatalog = model.catalog
+        self.catalog: ObjectCatalog = catalog or model.catalog
         self.settings = settings or PoseSettings()
         self.renderer = SceneRenderer(self.catalog, RenderSettings(mode="soft"))
         allowed = range(len(self.catalog))
