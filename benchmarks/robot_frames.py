@@ -21,6 +21,7 @@ JSON, CSV and overlay), measured in this run on this machine, after the model is
 """
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -173,8 +174,17 @@ def main() -> None:
     report["headline"] = "rgbd, shipped weights (the default of `inverse-graphics poses`)"
     report["adds_recall"] = head["adds_recall"]
     report["seconds_per_frame"] = head["seconds_per_frame"]
-    report["targets"] = {"adds_recall_at_least_0.9": head["adds_recall"] >= 0.9,
-                         "at_most_1_second_per_frame": head["seconds_per_frame"] <= 1.0}
+    report["max_seconds_per_frame"] = head["seconds_per_frame_max"]
+    if "rgb" in report["variants"]:
+        report["rgb_only"] = {"adds_recall": report["variants"]["rgb"]["shipped"]["adds_recall"]}
+    report["targets"] = {"adds_recall_at_least_0.97": head["adds_recall"] >= 0.97,
+                         "at_most_0.5_seconds_per_frame_mean": head["seconds_per_frame"] <= 0.5,
+                         "at_most_1_second_any_frame": head["seconds_per_frame_max"] <= 1.0,
+                         "rgb_only_adds_recall_at_least_0.85": report.get("rgb_only", {}).get("adds_recall", 0) >= 0.85}
+    previous = json.loads((RESULTS / "robot_frames.json").read_text()) if (RESULTS / "robot_frames.json").is_file() \
+        else {}
+    if "user_objects" in previous:  # benchmarks/user_objects.py's section, measured by that script
+        report["user_objects"] = previous["user_objects"]
     atomic_write_json(RESULTS / "robot_frames.json", report)
     figure(report, RESULTS / "robot_frames.png")
     print(f"wrote {RESULTS / 'robot_frames.json'} and {RESULTS / 'robot_frames.png'}")
