@@ -235,6 +235,10 @@ def test_evaluate_counts_what_was_found_missed_and_made_up(frames, tmp_path, cap
         overall = report["overall"]
         assert overall["misses"] == 1 and overall["false_positives"] == 1
         assert overall["adds_recall"] == pytest.approx((overall["targets"] - 1) / overall["targets"])
+        guide = {g["min_score"]: g for g in report["score"]["guide"]}  # the made-up object scores 0.5, the rest 0.9
+        assert guide[0.0]["precision"] == pytest.approx(overall["found"] / overall["estimated"])
+        assert guide[0.6]["precision"] == 1.0 and guide[0.6]["recall"] == pytest.approx(overall["adds_recall"])
+        assert report["score"]["median_of_false_positives"] == 0.5 and report["score"]["median_of_found"] == 0.9
     json_overall, csv_overall = (r["overall"] for r in reports)  # the CSV keeps fewer digits
     assert csv_overall["translation_err_mm_median"] == pytest.approx(json_overall["translation_err_mm_median"], abs=0.01)
     assert {k: v for k, v in json_overall.items() if k != "translation_err_mm_median"} == {

@@ -10,9 +10,11 @@ frame's number: 000042 -> 42); a ground-truth frame without results counts as on
 was found.
 
 Per frame: objects true and estimated, whether the count is right, and after BOP's ADD-S
-matching (same object id, error below 0.1 x diameter) the objects found, the misses and the
-false positives. Overall: count and identity accuracy, translation error, the ADD-S, MSSD and
-MSPD recalls, and the totals.
+matching (in score order, same object id, error below 0.1 x diameter) the objects found, the
+misses and the false positives. Overall: count and identity accuracy, translation error, the
+ADD-S, MSSD and MSPD recalls, the totals, and a score guide: the median score of found objects
+and of false positives, and for each threshold the precision and recall of the detections that
+score at least that much.
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ from ..assets import ObjectCatalog
 from ..camera import Camera
 from ..data.bop import read_bop_results
 from ..files import read_json
-from ..metrics import evaluate_poses
+from ..metrics import evaluate_poses, evaluation_models
+from ..metrics.bop_recall import ADDS_THRESHOLD, VISIB_TARGET_MIN
+from ..metrics.pose_errors import add_s
 from .frames import default_camera_file, read_camera
 
 EVALUATION_FILE = "evaluation.json"
+SCORE_THRESHOLDS = tuple(round(0.1 * k, 1) for k in range(10))
 
 
 def _category(catalog: ObjectCatalog, obj_id: int, where: str) -> str:
@@ -122,6 +127,40 @@ def _image_size(folder: Path) -> tuple[int, int] | None:
         return im.height, im.width
 
 
+def correct_estimates(estimates: list[dict], truth: list[dict], catalog: ObjectCatalog, models: dict) -> list[bool]:
+    """Which of a frame's estimates BOP's ADD-S matching accepts: in score order, each takes the
+    unmatched true object of its own id, at least 10% visible, with the smallest ADD-S error below
+    0.1 x its diameter."""
+    correct, taken = [False] * len(estimates), set()
+    for i in sorted(range(len(estimates)), key=lambda i: -estimates[i]["score"]):  # stable: ties keep order
+        e = estimates[i]
+        model = models[catalog[catalog.index_of(e["category"])].obj_id]
+        best, best_j = ADDS_THRESHOLD, None
+        for j, t in enumerate(truth):
+            if j in taken or t["category"] != e["category"] or t.get("visib_fract", 1.0) < VISIB_TARGET_MIN:
+                continue
+            error = add_s(model, e["pose"][:3, :3].numpy(), e["pose"][:3, 3].numpy(), t["pose"][:3, :3].numpy(),
+                          t["pose"][:3, 3].numpy()) / model.diameter
+            if error < best:
+                best, best_j = error, j
+        if best_j is not None:
+            taken.add(best_j)
+            correct[i] = True
+    return correct
+
+
+def score_guide(scored: list[tuple[float, bool]], targets: int) -> list[dict]:
+    """What keeping only the detections scoring at least t gives, for t in SCORE_THRESHOLDS:
+    how many are kept, the share of them that are right (precision) and the share of the targets
+    they find (recall). scored: (score, correct) per detection."""
+    guide = []
+    for t in SCORE_THRESHOLDS:
+        kept = [ok for score, ok in scored if score >= t]
+        guide.append({"min_score": t, "kept": len(kept), "precision": sum(kept) / len(kept) if kept else float("nan"),
+                      "recall": sum(kept) / targets if targets else float("nan")})
+    return guide
+
+
 def evaluate_files(results: str | Path, ground_truth: str | Path, catalog: ObjectCatalog | None = None) -> dict:
     """RESULTS scored against GROUND_TRUTH (see the module docstring): {"overall": ..., "frames": [...]}."""
     catalog = catalog or ObjectCatalog.load()
@@ -133,18 +172,26 @@ def evaluate_files(results: str | Path, ground_truth: str | Path, catalog: Objec
                          "same frames?")
     ids = sorted(truth)
     overall = evaluate_poses([estimated.get(i, []) for i in ids], [truth[i] for i in ids], catalog, camera)
-    frames = []
+    frames, scored, models = [], [], evaluation_models(catalog)
     for i in ids:
-        one = evaluate_poses([estimated.get(i, [])], [truth[i]], catalog, camera)
-        found = round(one["adds_recall"] * one["targets"])
-        frames.append({"frame": names[i], "im_id": i, "true": len(truth[i]), "estimated": len(estimated.get(i, [])),
-                       "count_ok": len(truth[i]) == len(estimated.get(i, [])), "found": found,
-                       "misses": one["targets"] - found, "false_positives": len(estimated.get(i, [])) - found,
-                       "adds_recall": one["adds_recall"], "identity_acc": one["identity_acc"]})
+        mine, true = estimated.get(i, []), truth[i]
+        correct = correct_estimates(mine, true, catalog, models)
+        scored += [(e["score"], ok) for e, ok in zip(mine, correct)]
+        targets = sum(t.get("visib_fract", 1.0) >= VISIB_TARGET_MIN for t in true)
+        identity = evaluate_poses([mine], [true], catalog)["identity_acc"] if mine and true else float("nan")
+        frames.append({"frame": names[i], "im_id": i, "true": len(true), "estimated": len(mine),
+                       "count_ok": len(true) == len(mine), "targets": targets, "found": sum(correct),
+                       "misses": targets - sum(correct), "false_positives": len(mine) - sum(correct),
+                       "identity_acc": identity})
     totals = {k: sum(f[k] for f in frames) for k in ("true", "estimated", "found", "misses", "false_positives")}
+    right = sorted(score for score, ok in scored if ok)
+    wrong = sorted(score for score, ok in scored if not ok)
     return {"results": str(results), "ground_truth": str(ground_truth), "frames_without_results":
             [names[i] for i in ids if i not in estimated], "results_without_ground_truth": unknown,
-            "overall": {**overall, **totals}, "frames": frames}
+            "overall": {**overall, **totals}, "frames": frames,
+            "score": {"median_of_found": float(np.median(right)) if right else float("nan"),
+                      "median_of_false_positives": float(np.median(wrong)) if wrong else float("nan"),
+                      "guide": score_guide(scored, overall["targets"])}}
 
 
 def evaluation_lines(report: dict, shown: int = 20) -> list[str]:
@@ -161,6 +208,11 @@ def evaluation_lines(report: dict, shown: int = 20) -> list[str]:
                  f"identity {o['identity_acc']:.3f}, translation error {o['translation_err_mm_median']:.1f} mm "
                  f"(median); ADD-S {o['adds_recall']:.3f}, MSSD {o['mssd_recall']:.3f}, MSPD {o['mspd_recall']:.3f}; "
                  f"{o['found']} found, {o['misses']} missed, {o['false_positives']} false positives")
+    score = report["score"]
+    best = max(score["guide"], key=lambda g: (g["precision"] + g["recall"]) if g["kept"] else -1)
+    lines.append(f"score: found objects' median {score['median_of_found']:.2f}, false positives' "
+                 f"{score['median_of_false_positives']:.2f}; keeping scores >= {best['min_score']:.1f} gives precision "
+                 f"{best['precision']:.3f} at recall {best['recall']:.3f} (the JSON's score.guide has every threshold)")
     if report["frames_without_results"]:
         lines.append(f"{len(report['frames_without_results'])} frames had no results (counted as nothing found)")
     return lines
