@@ -121,6 +121,7 @@ class ObjectCatalog:
         if len(set(names)) != len(names):
             raise AssetError(f"duplicate category names: {names}")
         self.categories = list(categories)
+        self.root: Path | None = None  # the models folder it was loaded from (None: the shipped one)
 
     @classmethod
     def load(cls, models_dir: str | Path | None = None) -> "ObjectCatalog":
@@ -154,7 +155,9 @@ class ObjectCatalog:
                 raise AssetError(f"{info_path}: the entry for obj_id {obj_id} must be a JSON object")
             mesh_path = mesh_dir / f"obj_{obj_id:06d}.ply"
             categories.append(category_from_bop(info[key], obj_id, mesh_path))
-        return cls(categories)
+        catalog = cls(categories)
+        catalog.root = root.resolve() if models_dir is not None else None
+        return catalog
 
     def add(self, name: str, mesh_path: str | Path, units: str = "mm",
             symmetries_discrete: np.ndarray | None = None,
@@ -217,6 +220,11 @@ class ObjectCatalog:
                           *(np.concatenate(s) for s in c.symmetries_continuous)):
                 digest.update(np.ascontiguousarray(array).tobytes())
         return {"names": self.names, "obj_ids": [c.obj_id for c in self.categories], "sha256": digest.hexdigest()}
+
+    def record(self) -> dict:
+        """What a checkpoint records of the catalog it was trained with: the fingerprint and the
+        models folder (None: the shipped objects)."""
+        return {**self.fingerprint(), "models": None if self.root is None else str(self.root)}
 
     def rest_heights(self, device=None) -> torch.Tensor:
         """(C,) metres."""

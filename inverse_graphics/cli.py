@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .air.config import AIRConfig
+from .assets import ObjectCatalog
 from .air.infer import infer_files
 from .air.sleep import SLEEP_ARCHITECTURE
 from .air.train import train_air, train_air_sleep, train_air_wake
@@ -37,7 +38,9 @@ from .training import TrainConfig, export_weights
 
 
 def _tabletop(args) -> Tabletop:
-    return Tabletop(TabletopConfig(image_size=(args.image_size, args.image_size), seed=args.seed))
+    """The tabletop scenes the options describe, with the --models objects where the command has them."""
+    return Tabletop(TabletopConfig(image_size=(args.image_size, args.image_size), seed=args.seed),
+                    ObjectCatalog.load(getattr(args, "models", None)))
 
 
 def _train_config(args, **extra) -> TrainConfig:
@@ -151,7 +154,7 @@ def cmd_demo(args) -> int:
 
 
 def _add_data_commands(sub, g) -> None:
-    p = sub.add_parser("generate", parents=[g["quiet"], g["data"]],
+    p = sub.add_parser("generate", parents=[g["quiet"], g["data"], g["models"]],
                        help="render a tabletop-v1 split to the BOP layout, with a contact sheet")
     p.add_argument("--split", required=True, choices=list(SPLITS))
     p.add_argument("--out", required=True, help="output folder (a BOP dataset root)")
@@ -176,7 +179,7 @@ def _add_data_commands(sub, g) -> None:
 
 def _add_training_commands(sub, g) -> None:
     p = sub.add_parser("train-air", parents=[g["training"], g["resume"], g["renderer"], g["threads"], g["device"],
-                                          g["quiet"], g["data"]],
+                                          g["quiet"], g["data"], g["models"]],
                        help="train AIR without labels: the sleep phase (--sleep), the wake phase on your "
                             "images (--wake), or the ELBO through the renderer (default)")
     p.add_argument("--sleep", action="store_true",
@@ -198,7 +201,7 @@ def _add_training_commands(sub, g) -> None:
     p.set_defaults(func=cmd_train_air)
 
     p = sub.add_parser("train-supervised", parents=[g["training"], g["resume"], g["threads"], g["device"],
-                                                 g["quiet"], g["data"]],
+                                                 g["quiet"], g["data"], g["models"]],
                        help="train the supervised regression baseline on labelled renders")
     p.add_argument("--split", default="train", choices=list(SPLITS), help="training images and their labels")
     p.add_argument("--fresh", action="store_true",
@@ -230,7 +233,8 @@ def _add_inference_commands(sub, g) -> None:
     p.add_argument("--no-generalization", action="store_true")
     p.set_defaults(func=cmd_benchmark)
 
-    p = sub.add_parser("optimise", parents=[g["renderer"], g["threads"], g["device"], g["data"]],
+    p = sub.add_parser("optimise", parents=[g["renderer"], g["threads"], g["device"], g["data"],
+                                            g["models"]],
                        help="fit count, identity and pose per image through the renderer (no model)")
     p.add_argument("images", nargs="+", help="PNG/JPEG files or folders, at the tabletop camera's image size")
     p.add_argument("--out", default="optimise_output")

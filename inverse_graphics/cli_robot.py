@@ -39,7 +39,8 @@ def cmd_frames(args) -> int:
 
 def cmd_fit(args) -> int:
     result = adapt_to_frames(args.frames, args.out, args.camera, args.init, args.minutes, args.iterations,
-                             args.seed, resume=args.resume, progress=not args.quiet, device=args.device)
+                             args.seed, resume=args.resume, progress=not args.quiet, device=args.device,
+                             models=args.models)
     if not current_process_group().is_main:
         return 0
     print(f"fitted AIR on {result['frames']} frames for {result['train_minutes']:.1f} min ({result['iteration']} "
@@ -51,7 +52,8 @@ def cmd_fit(args) -> int:
 def cmd_poses(args) -> int:
     settings = PoseSettings(categories=tuple(args.objects.split(","))) if args.objects else None
     results = run_poses(args.frames, args.model, args.out, args.camera, settings, write_overlays=not args.no_overlay,
-                        progress=not args.quiet, device=args.device, overwrite=args.overwrite, models=args.models)
+                        progress=not args.quiet, device=args.device, overwrite=args.overwrite,
+                        models=args.models)
     print("\n".join(poses_summary(results, args.out)))
     return 0
 
@@ -83,7 +85,8 @@ def add_robot_commands(sub, g) -> None:
     camera.add_argument("frames", help="frames folder (rgb/, optional depth/, camera.json)")
     camera.add_argument("--camera", help="camera.json or BOP scene_camera.json (default FRAMES/camera.json)")
 
-    p = sub.add_parser("fit", parents=[camera, g["resume"], g["threads"], g["device"], g["quiet"]],
+    p = sub.add_parser("fit", parents=[camera, g["resume"], g["threads"], g["device"], g["quiet"],
+                                       g["models"]],
                        help="train AIR without labels on a robot camera's frames (plus synthetic ones)")
     p.add_argument("--out", default="fit_output")
     p.add_argument("--init", default=None, help="AIR weights to start from (default: the shipped tabletop model)")

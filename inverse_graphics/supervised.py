@@ -31,8 +31,8 @@ from .data.prior import PriorConfig, prior_batches
 from .data.tabletop import Tabletop, TabletopConfig
 from .metrics import evaluate_planar
 from .scene import PlanarObjects, SceneBatch
-from .training import (TrainConfig, checkpoint_to_resume, load_weights, read_checkpoint, render_pool, train_loop,
-                       training_device)
+from .training import (TrainConfig, checkpoint_catalog, checkpoint_to_resume, load_weights, read_checkpoint,
+                       render_pool, train_loop, training_device)
 
 POSITION_SCALE = 0.1  # metres per unit of the head's raw position output
 
@@ -146,7 +146,7 @@ def evaluate(model: SetRegressor, images: torch.Tensor, truth: SceneBatch, catal
 def load_supervised(path: str | Path, device: str | torch.device = "cpu") -> tuple[SetRegressor, dict]:
     """(model in eval mode on device, checkpoint dict); a clear error for a missing, corrupt or foreign file."""
     ckpt = read_checkpoint(path, "supervised")
-    data = Tabletop(TabletopConfig.from_fields(ckpt["data_config"]))
+    data = Tabletop(TabletopConfig.from_fields(ckpt["data_config"]), checkpoint_catalog(ckpt, path))
     model = SetRegressor(SupervisedConfig(**ckpt["supervised_config"]), len(data.catalog))
     load_weights(model, ckpt, path)
     model.eval()
@@ -190,7 +190,7 @@ def train_supervised(out: str | Path, config: SupervisedConfig | None = None, tr
             return set_loss(model(images), pool_truth.select(index).to(device), config)
         pool_size = len(pool)
 
-    payload = {"supervised_config": asdict(config), "train_config": asdict(cfg),
+    payload = {"supervised_config": asdict(config), "train_config": asdict(cfg), "catalog": data.catalog.record(),
                "data_config": data.config.to_fields(), "prior_config": fresh.to_dict() if fresh else None}
     return train_loop(out, model, optimizer, cfg, step_loss, lambda: evaluate(model, val_images, val_truth, data.catalog),
                       pool_size, payload, ckpt, progress, log, desc="train-supervised",

@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
+from .assets import ObjectCatalog
 from .data.tabletop import Tabletop
 from .devices import resolve_device, rng_state, set_rng_state
 from .distributed import ProcessGroup, process_group
@@ -95,6 +96,25 @@ def read_checkpoint(path: str | Path, kind: str, resume: bool = False) -> dict:
         raise ValueError(f"{path} is not {'a resumable ' if resume else 'a '}{kind} checkpoint (it lacks "
                          f"{', '.join(missing)}){found}")
     return ckpt
+
+
+def checkpoint_catalog(ckpt: dict, path: str | Path, catalog: ObjectCatalog | None = None) -> ObjectCatalog:
+    """The object catalog a checkpoint goes with: `catalog` if given, else the models folder the
+    checkpoint records (the shipped objects when it records none), checked against the catalog it
+    was trained with. A mismatch is an error that says what to run."""
+    record = ckpt.get("catalog")  # checkpoints from before catalogs were recorded: the shipped objects
+    if catalog is None:
+        models = (record or {}).get("models")
+        if models is not None and not Path(models).is_dir():
+            raise ValueError(f"{path} was trained with the objects in {models}, which is no longer there; pass "
+                             "that models folder again (--models DIR)")
+        catalog = ObjectCatalog.load(models)
+    if record is not None and catalog.fingerprint()["sha256"] != record["sha256"]:
+        raise ValueError(f"{path} was trained with the objects {record['names']} (catalog {record['sha256'][:12]}), "
+                         f"not with these ({', '.join(catalog.names)}, catalog {catalog.fingerprint()['sha256'][:12]}):"
+                         " train for them with `train-air --models DIR` or `fit --models DIR`, or give the models "
+                         "folder it was trained with")
+    return catalog
 
 
 def load_weights(model: torch.nn.Module, ckpt: dict, path: str | Path) -> None:

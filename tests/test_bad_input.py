@@ -18,10 +18,11 @@ from PIL import Image
 from inverse_graphics import files
 from inverse_graphics.air.config import AIRConfig
 from inverse_graphics.air.sleep import SLEEP_ARCHITECTURE, SleepConfig
-from inverse_graphics.air.train import train_air, train_air_sleep
+from inverse_graphics.air.train import load_checkpoint, train_air, train_air_sleep
 from inverse_graphics.assets import ASSETS_DIR, AssetError, ObjectCatalog
 from inverse_graphics.cli import main
 from inverse_graphics.data.prior import PriorConfig, PriorSamples, prior_batches
+from inverse_graphics.data.tabletop import Tabletop, TabletopConfig
 from inverse_graphics.files import lock_output_folder, prepare_output_folder, release_output_folder
 from inverse_graphics.robot.frames import iter_frames, read_camera
 from inverse_graphics.robot.simulate import CaptureConditions, write_frames
@@ -280,3 +281,24 @@ def test_resume_without_a_checkpoint_says_so(tmp_path, tabletop):
                     TrainConfig(iterations=1, batch_size=2, val_size=4), tabletop,
                     SleepConfig(prior=PriorConfig(workers=0)), resume=True, progress=False, log=said.append)
     assert "no checkpoint" in said[0] and "starting from iteration 0" in said[0]
+
+
+def test_a_checkpoint_goes_with_the_objects_it_was_trained_for(tmp_path, tabletop):
+    def four_objects(info, folder):
+        info.pop("5")
+        (folder / "obj_000005.ply").unlink()
+    four = ObjectCatalog.load(_models(tmp_path, four_objects))
+    tiny = dict(iterations=1, batch_size=2, val_size=4, train_pool=4)
+    run = tmp_path / "run"
+    train_air(run, AIRConfig(hidden=32, max_steps=2), TrainConfig(**tiny), Tabletop(TabletopConfig(), four),
+              progress=False, log=lambda m: None)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert ckpt["catalog"]["names"] == four.names and ckpt["catalog"]["models"] == str(four.root)
+    model, _ = load_checkpoint(run / "checkpoint.pt")  # the objects it recorded, found again
+    assert model.catalog.names == four.names
+    with pytest.raises(ValueError, match=r"was trained with the objects .*train-air --models DIR"):
+        load_checkpoint(run / "checkpoint.pt", tabletop)  # the shipped five
+    said = []  # a guide for the shipped five, started from the four-object one: what fits carries over
+    train_air(tmp_path / "five", AIRConfig(hidden=32, max_steps=2), TrainConfig(**tiny), tabletop, progress=False,
+              log=said.append, init=run / "checkpoint.pt")
+    assert any("trained for 4 objects, these are 5" in m and "start fresh" in m for m in said), said

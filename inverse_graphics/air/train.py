@@ -19,8 +19,8 @@ from ..distributed import current
 from ..data.tabletop import Tabletop, TabletopConfig
 from ..metrics import evaluate_planar
 from ..scene import PlanarObjects, SceneBatch
-from ..training import (TrainConfig, checkpoint_to_resume, export_weights, load_weights, read_checkpoint, render_pool,
-                        train_loop, training_device)
+from ..training import (TrainConfig, checkpoint_catalog, checkpoint_to_resume, export_weights, load_weights,
+                        read_checkpoint, render_pool, train_loop, training_device)
 from .config import AIRConfig, air_config_from_dict
 from .model import AIR
 from .sleep import SleepConfig, sleep_loss
@@ -41,11 +41,26 @@ def load_checkpoint(path: str | Path, data: Tabletop | None = None,
         air_config = air_config_from_dict(ckpt["air_config"])
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{path} is not an AIR checkpoint ({exc})") from exc
-    data = data or Tabletop(TabletopConfig.from_fields(ckpt["data_config"]))
+    catalog = checkpoint_catalog(ckpt, path, data.catalog if data is not None else None)
+    data = data or Tabletop(TabletopConfig.from_fields(ckpt["data_config"]), catalog)
     model = build_model(air_config, data)
     load_weights(model, ckpt, path)
     model.eval()
     return model.to(device), ckpt
+
+
+@torch.no_grad()
+def start_guide(model: AIR, start: AIR, init, log=print) -> None:
+    """model's guide from start's: every tensor whose shape fits. Trained for other objects, the
+    layers sized by the number of categories (identity, yaw per category, the step's one-hot
+    input) start fresh, and the rest (attention, glimpse encoders, presence, position) carries over."""
+    theirs = start.guide.state_dict()
+    mine = model.guide.state_dict()
+    fresh = [k for k, v in mine.items() if k not in theirs or theirs[k].shape != v.shape]
+    model.guide.load_state_dict({**mine, **{k: theirs[k] for k in mine if k not in fresh}})
+    if fresh:
+        log(f"{init} was trained for {len(start.catalog)} objects, these are {len(model.catalog)}: "
+            f"{len(fresh)} of the guide's {len(mine)} tensors start fresh ({', '.join(fresh[:4])}...)")
 
 
 @torch.no_grad()
@@ -89,8 +104,8 @@ def train_air(out: str | Path, air_config: AIRConfig | None = None, train_config
     optimizer = torch.optim.Adam([{"params": guide_params, "lr": cfg.lr},
                                   {"params": baselines, "lr": cfg.baseline_lr}])
     if init is not None and ckpt is None:
-        start, start_ckpt = load_checkpoint(init, data, device)
-        model.guide.load_state_dict(start.guide.state_dict())
+        start, start_ckpt = load_checkpoint(init, device=device)  # with the objects it was trained on
+        start_guide(model, start, init, log)
         cfg = replace(cfg, schedule_start=start_ckpt.get("iteration", 0)
                       + start_ckpt.get("train_config", {}).get("schedule_start", 0))
         log(f"starting from the guide of {init} (schedules at iteration {cfg.schedule_start})")
@@ -111,7 +126,8 @@ def train_air(out: str | Path, air_config: AIRConfig | None = None, train_config
                                 cfg.score_weight, enumerate_images)
         return loss, {"objective": info["elbo"], "mean_count": float(info["counts"].float().mean())}
 
-    payload = {"air_config": air_config.to_dict(), "train_config": asdict(cfg), "data_config": data.config.to_fields()}
+    payload = {"air_config": air_config.to_dict(), "train_config": asdict(cfg), "data_config": data.config.to_fields(),
+               "catalog": data.catalog.record()}
     return train_loop(out, model, optimizer, cfg, step_loss, lambda: evaluate(model, val_images, val_truth), len(pool),
                       payload, ckpt, progress, log, desc="train-air", objective_label="ELBO per image (nats, smoothed)",
                       device=device)
@@ -173,6 +189,7 @@ def train_air_sleep(out: str | Path, air_config: AIRConfig | None = None, train_
                       "trace_identity_acc": info["identity_acc"], "trace_presence_acc": info["presence_acc"]}
 
     payload = {"air_config": air_config.to_dict(), "train_config": asdict(cfg), "data_config": data.config.to_fields(),
+               "catalog": data.catalog.record(),
                "sleep_config": sleep.to_dict()}
     return train_loop(out, model, optimizer, cfg, step_loss, lambda: evaluate(model, val_images, val_truth), 1,
                       payload, ckpt, progress, log, desc="train-air (sleep)",
@@ -204,7 +221,7 @@ def train_air_wake(out: str | Path, images: torch.Tensor, air_config: AIRConfig 
         air_config = air_config_from_dict(ckpt["air_config"])
         wake, sleep = WakeConfig.from_dict(ckpt["wake_config"]), SleepConfig.from_dict(ckpt["sleep_config"])
     elif init is not None:
-        start, start_ckpt = load_checkpoint(init, data, device)
+        start, start_ckpt = load_checkpoint(init, device=device)  # with the objects it was trained on
         air_config = air_config or start.config
     air_config, wake = air_config or AIRConfig(), wake or WakeConfig()
     sleep = with_prior_workers(sleep or SleepConfig(), prior_workers)
@@ -213,7 +230,7 @@ def train_air_wake(out: str | Path, images: torch.Tensor, air_config: AIRConfig 
     appearance = model.generative.fit_appearance(wake.fit_gain) if wake.fit_table else None
     model.to(device)
     if start is not None:
-        model.guide.load_state_dict(start.guide.state_dict())
+        start_guide(model, start, init, log)
         fitted = start.generative.appearance
         if appearance is not None and fitted is not None:  # a wake-trained start: its table too
             with torch.no_grad():
@@ -249,6 +266,7 @@ def train_air_wake(out: str | Path, images: torch.Tensor, air_config: AIRConfig 
         return loss, info
 
     payload = {"air_config": air_config.to_dict(), "train_config": asdict(cfg), "data_config": data.config.to_fields(),
+               "catalog": data.catalog.record(),
                "wake_config": wake.to_dict(), "sleep_config": sleep.to_dict()}
     return train_loop(out, model, optimizer, cfg, step_loss, lambda: evaluate(model, val_images, val_truth),
                       len(images), payload, ckpt, progress, log, desc="train-air (wake)",

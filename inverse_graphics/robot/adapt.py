@@ -16,6 +16,7 @@ import torch
 
 from ..air.config import air_config_from_dict
 from ..air.train import TrainConfig, train_air, train_air_wake
+from ..assets import ObjectCatalog
 from ..paths import SHIPPED_ROBOT_AIR
 from ..training import read_checkpoint
 from .frames import iter_frames
@@ -25,20 +26,22 @@ from .view import Workspace, air_input, frames_table_color, rendered_table_rgb, 
 def adapt_to_frames(frames_dir: str | Path, out: str | Path, camera_path: str | Path | None = None,
                     init: str | Path | None = None, minutes: float = 20.0, iterations: int = 100_000, seed: int = 0,
                     train_pool: int = 3000, val_size: int = 100, resume: bool = False, progress: bool = True,
-                    log=print, device: str | torch.device | None = None) -> dict:
+                    log=print, device: str | torch.device | None = None, models=None) -> dict:
     """Trains AIR for the frames' camera, without labels, from `init` (AIR weights; the
     shipped tabletop model by default) on the user's frames (downscaled, white-balanced, as
     view.air_input shows them): by the wake phase with sleep batches for a sleep-trained guide,
     else by the ELBO with `train_pool` synthetic frames of 1-3 objects for that camera added. Validation uses synthetic frames, whose truth is known.
     Writes out/checkpoint.pt, history.json, curves.png. Returns the last validation, with
-    `frames`: how many of the user's frames were used. device: where to train (devices.resolve_device)."""
+    `frames`: how many of the user's frames were used. device: where to train (devices.resolve_device).
+    models: the objects (a BOP models folder; default the shipped ones): the guide starts from
+    `init`'s weights wherever their shapes fit these objects (air.train.start_guide)."""
     frames = list(iter_frames(frames_dir, camera_path,
                               on_problem=lambda p: log(f"skipping frame {p.name}: {p.reason}")))
     if not frames:
         raise ValueError(f"no usable frames in {frames_dir}")
     camera = frames[0].camera
     color = frames_table_color(frames)
-    data = robot_data(camera, color)
+    data = robot_data(camera, color, catalog=ObjectCatalog.load(models))
     init = Path(init) if init else SHIPPED_ROBOT_AIR
     air_config = air_config_from_dict(read_checkpoint(init, "AIR")["air_config"])
     table_rgb = rendered_table_rgb(color)  # the table as the model renders it

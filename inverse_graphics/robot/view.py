@@ -24,7 +24,7 @@ from ..camera import Camera, pixel_to_table
 from ..data.tabletop import Tabletop, TabletopConfig
 from ..rendering.renderer import AMBIENT, DIFFUSE, LIGHT_DIRECTION
 from ..scene import Table
-from ..training import read_checkpoint
+from ..training import checkpoint_catalog, read_checkpoint
 from .frames import Frame
 
 # How far (m) beyond the workspace AIR still looks: an object's footprint reaches past its centre.
@@ -189,7 +189,8 @@ def load_for_camera(checkpoint: str | Path, camera: Camera, table_color=DEFAULT_
     size = tuple(fields["image_size"]) if fields.get("camera_override") else None
     if fields.get("camera_override") and fields.get("table"):
         table_color = fields["table"]["color"]
-    return load_checkpoint(checkpoint, robot_data(camera, table_color, size), device)
+    catalog = checkpoint_catalog(ckpt, checkpoint)  # the objects it was trained with
+    return load_checkpoint(checkpoint, robot_data(camera, table_color, size, catalog), device)
 
 
 @dataclass(frozen=True)
