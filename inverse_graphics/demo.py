@@ -59,7 +59,7 @@ def demo_air(data: Tabletop, out: Path) -> list[str]:
 def demo_robot(out: Path) -> list[str]:
     """Poses in the example robot frames with the shipped weights, scored against their ground truth
     as `inverse-graphics evaluate` scores them (misses and false positives too)."""
-    results = run_poses(EXAMPLE_FRAMES, SHIPPED_ROBOT_AIR, out, progress=False)
+    results = run_poses(EXAMPLE_FRAMES, SHIPPED_ROBOT_AIR, out, progress=False, overwrite=True)
     report = evaluate_files(out / "poses.json", EXAMPLE_FRAMES)
     atomic_write_json(out / EVALUATION_FILE, report)
     seconds = sum(e["seconds"] for e in results["frames"].values()) / len(results["frames"])

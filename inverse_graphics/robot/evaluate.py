@@ -128,12 +128,20 @@ def _image_size(folder: Path) -> tuple[int, int] | None:
 
 
 def correct_estimates(estimates: list[dict], truth: list[dict], catalog: ObjectCatalog, models: dict) -> list[bool]:
-    """Which of a frame's estimates BOP's ADD-S matching accepts: in score order, each takes the
-    unmatched true object of its own id, at least 10% visible, with the smallest ADD-S error below
-    0.1 x its diameter."""
+    """Which of a frame's estimates BOP's ADD-S matching accepts: of each object id, only as many
+    estimates as it has targets (true objects at least 10% visible), the highest scoring; in score
+    order, each takes the unmatched target of its own id with the smallest ADD-S error below 0.1 x
+    its diameter."""
     correct, taken = [False] * len(estimates), set()
+    targets = {}
+    for t in truth:
+        if t.get("visib_fract", 1.0) >= VISIB_TARGET_MIN:
+            targets[t["category"]] = targets.get(t["category"], 0) + 1
     for i in sorted(range(len(estimates)), key=lambda i: -estimates[i]["score"]):  # stable: ties keep order
         e = estimates[i]
+        if targets.get(e["category"], 0) <= 0:
+            continue  # beyond its object's target count (or no such target): not considered
+        targets[e["category"]] -= 1
         model = models[catalog[catalog.index_of(e["category"])].obj_id]
         best, best_j = ADDS_THRESHOLD, None
         for j, t in enumerate(truth):

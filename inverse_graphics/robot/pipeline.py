@@ -126,7 +126,7 @@ def provenance(checkpoint, camera_file: Path, settings: PoseSettings, device: to
 def _differences(old: dict | None, new: dict) -> list[str]:
     """What differs between two provenance records (file paths may move; their contents may not)."""
     if old is None:
-        return ["(the earlier poses do not say how they were made)"]
+        return ["everything (unrecorded)"]
     same = {"model": lambda a, b: a.get("sha256") == b.get("sha256"),
             "camera": lambda a, b: a.get("sha256") == b.get("sha256")}
     return [key for key in new if not same.get(key, lambda a, b: a == b)(old.get(key) or {}, new[key])]
@@ -139,11 +139,13 @@ def _poses_of_frames(frames_dir, files: list[Path], checkpoint, out: Path, camer
     results_path = out / "poses.json"
     results = read_json(results_path, "poses file") if results_path.is_file() else {"frames": {}}
     differs = _differences(results.get("provenance"), made_with) if results.get("frames") else []
+    what = "poses that do not say what made them (written before poses recorded it)" if results.get("frames") \
+        and "provenance" not in results else f"poses made with another {', '.join(differs)}"
     if differs and not overwrite:
-        raise ValueError(f"{results_path} holds poses made with another {', '.join(differs)}; run with --overwrite "
-                         "to recompute every frame, or choose another --out")
+        raise ValueError(f"{results_path} holds {what}; run with --overwrite to recompute every frame, or choose "
+                         "another --out")
     if differs:
-        log(f"--overwrite: recomputing every frame (the earlier poses were made with another {', '.join(differs)})")
+        log(f"--overwrite: recomputing every frame ({results_path} held {what})")
         results = {"frames": {}}
     results["provenance"] = made_with
     ids, scene_id = frame_ids(files), scene_id_of(frames_dir)
