@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from scipy.spatial import ConvexHull
 from tqdm import tqdm
 
 from ..assets import ObjectCatalog
@@ -24,27 +25,46 @@ from ..files import (atomic_write_bytes, atomic_write_json, atomic_write_png, lo
 from ..provenance import code_version, file_digest
 from .frames import Frame, default_camera_file, frame_files, frame_ids, iter_frames
 from .poses import Detection, FramePoseEstimator, PoseSettings
-from .view import frames_table_color, load_for_camera
+from .view import Workspace, frames_table_color, load_for_camera
 
 BOX_EDGES = [(0, 1), (1, 3), (3, 2), (2, 0), (4, 5), (5, 7), (7, 6), (6, 4), (0, 4), (1, 5), (2, 6), (3, 7)]
 PALETTE = [(255, 80, 80), (80, 200, 255), (255, 220, 60), (120, 255, 120), (255, 120, 255), (255, 160, 40)]
 
 
-def overlay(frame: Frame, detections: list[Detection], catalog: ObjectCatalog, path) -> None:
-    """The frame with each detection's model bounding box projected, and its category and score."""
+def overlay(frame: Frame, detections: list[Detection], catalog: ObjectCatalog, path,
+            workspace: Workspace | None = None, rejected: list | None = None) -> None:
+    """The frame with each detection's outline (the convex hull of its projected mesh) and model
+    bounding box, its category and score; the workspace's edge on the table (white); and the
+    proposals rejected, as grey crosses with why."""
     image = Image.fromarray((frame.rgb * 255).round().byte().numpy())
     draw = ImageDraw.Draw(image)
     K = frame.camera.K
+    if workspace is not None:
+        (cx, cy), e = workspace.center, workspace.half_extent
+        square = torch.tensor([[cx - e, cy - e, 0.0], [cx + e, cy - e, 0.0], [cx + e, cy + e, 0.0],
+                               [cx - e, cy + e, 0.0]])
+        uv, depth = frame.camera.project(square)
+        if bool((depth > 0).all()):
+            draw.polygon([tuple(p) for p in uv.tolist()], outline=(255, 255, 255))
+    for u, v, reason in rejected or []:
+        draw.line([(u - 5, v - 5), (u + 5, v + 5)], fill=(160, 160, 160), width=2)
+        draw.line([(u - 5, v + 5), (u + 5, v - 5)], fill=(160, 160, 160), width=2)
+        draw.text((u + 7, v - 6), reason, fill=(200, 200, 200))
+    def project(points: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+        cam = points @ pose[:3, :3].T + pose[:3, 3]
+        return (cam @ K.T)[:, :2] / cam[:, 2:3]
+
     for i, d in enumerate(detections):
-        verts = catalog[catalog.index_of(d.category)].verts
-        lo, hi = verts.min(0).values, verts.max(0).values
-        corners = torch.stack([torch.where(torch.tensor([bool(k & 1), bool(k & 2), bool(k & 4)]), hi, lo)
-                               for k in range(8)])
-        cam = corners @ d.pose_camera[:3, :3].T + d.pose_camera[:3, 3]
-        uv = (cam @ K.T)[:, :2] / cam[:, 2:3]
         color = PALETTE[i % len(PALETTE)]
+        verts = catalog[catalog.index_of(d.category)].verts
+        outline = project(verts, d.pose_camera)
+        draw.polygon([tuple(outline[k].tolist()) for k in ConvexHull(outline.numpy()).vertices], outline=color,
+                     width=2)
+        lo, hi = verts.min(0).values, verts.max(0).values
+        uv = project(torch.stack([torch.where(torch.tensor([bool(k & 1), bool(k & 2), bool(k & 4)]), hi, lo)
+                                  for k in range(8)]), d.pose_camera)
         for a, b in BOX_EDGES:
-            draw.line([tuple(uv[a].tolist()), tuple(uv[b].tolist())], fill=color, width=2)
+            draw.line([tuple(uv[a].tolist()), tuple(uv[b].tolist())], fill=color, width=1)
         top = uv[:, 1].argmin()
         draw.text((float(uv[top, 0]), float(uv[top, 1]) - 12), f"{d.category} {d.score:.2f}", fill=color)
     atomic_write_png(path, np.asarray(image))
@@ -167,7 +187,8 @@ def _poses_of_frames(frames_dir, files: list[Path], checkpoint, out: Path, camer
             start = time.perf_counter()  # loading the model is not a frame's time
         detections, timing = estimator.estimate(frame)
         if write_overlays:
-            overlay(frame, detections, estimator.catalog, out / "overlay" / f"{frame.name}.png")
+            overlay(frame, detections, estimator.catalog, out / "overlay" / f"{frame.name}.png",
+                    Workspace.for_camera(frame.camera), timing["rejected_px"])
         results["frames"][frame.name] = {"scene_id": scene_id, "im_id": ids[frame.name],
                                          "objects": [d.to_json() for d in detections], **timing}
         results["frames"][frame.name]["seconds"] = time.perf_counter() - start

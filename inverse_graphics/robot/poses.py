@@ -265,25 +265,29 @@ class FramePoseEstimator:
                           max(0.0, bare_loss - loss) / max(bare_loss, 1e-6), float(probs[winner]))
 
     def estimate(self, frame: Frame) -> tuple[list[Detection], dict]:
-        """One frame -> detections, and timings (seconds) with the proposals: their count and
-        AIR's pixel centres (u, v) in the frame."""
+        """One frame -> detections, and timings (seconds) with the proposals: their count, AIR's
+        pixel centres (u, v) in the frame, and the rejected ones with why (u, v, reason)."""
         s = self.settings
         t0 = time.perf_counter()
         view = self.view(frame)
         proposals = self.propose(view)
         t1 = time.perf_counter()
         fine = fine_frame(frame, s.fine_scale)
-        detections, accepted = [], []
+        detections, accepted, rejected = [], [], []
 
         def accept(proposals, source):
             for center in proposals:
                 if len(accepted) >= s.max_objects:
                     return
                 hypothesis = self.best_hypothesis(fine, center)
-                if hypothesis.gain < s.min_gain or not view.workspace.contains(hypothesis.position):
+                near = any(float((hypothesis.position - a.position).norm()) < 0.02 for a in accepted)
+                reason = ("explains too little" if hypothesis.gain < s.min_gain
+                          else "outside the workspace" if not view.workspace.contains(hypothesis.position)
+                          else "duplicate" if near  # two proposals for one object
+                          else None)
+                if reason is not None:
+                    rejected.append([round(float(center[0]), 1), round(float(center[1]), 1), reason])
                     continue
-                if any(float((hypothesis.position - a.position).norm()) < 0.02 for a in accepted):
-                    continue  # two proposals for one object
                 accepted.append(hypothesis)
                 detections.append(replace(self._detection(frame.camera, hypothesis), source=source))
 
@@ -295,7 +299,8 @@ class FramePoseEstimator:
             accept(extra, "depth")
         t2 = time.perf_counter()
         return detections, {"proposal_s": t1 - t0, "refine_s": t2 - t1, "proposals": count,
-                            "air_proposals_px": [[round(float(c), 1) for c in p] for p in proposals]}
+                            "air_proposals_px": [[round(float(c), 1) for c in p] for p in proposals],
+                            "rejected_px": rejected}
 
     def _detection(self, camera: Camera, hypothesis: Hypothesis) -> Detection:
         """A hypothesis -> its Detection, the pose in `camera`'s frame (the frame's, full resolution)."""
