@@ -124,7 +124,7 @@ def cmd_benchmark(args) -> int:
     generalization = {} if args.no_generalization else generalization_checkpoints(args.generalization_models)
     config = BenchmarkConfig(split=args.split, num=args.num, optimise_num=args.optimise_num, renderer=args.renderer,
                              seed=args.optimise_seed, generalization=generalization, device=args.device, **checkpoints)
-    report = run_benchmark(config, args.out, progress=not args.quiet)
+    report = run_benchmark(config, args.out, _tabletop(args), progress=not args.quiet)
     print("\n".join(summary_lines(report, Path(args.out))))
     return 0
 
@@ -218,7 +218,8 @@ def _add_training_commands(sub, g) -> None:
 
 
 def _add_inference_commands(sub, g) -> None:
-    p = sub.add_parser("benchmark", parents=[g["renderer"], g["threads"], g["device"], g["quiet"], g["data"]],
+    p = sub.add_parser("benchmark", parents=[g["renderer"], g["threads"], g["device"], g["quiet"], g["data"],
+                                             g["models"]],
                        help="AIR, DAIR, supervised, optimise and AIR+refine side by side -> report")
     p.add_argument("--out", default=str(RESULTS_DIR), help="report folder (default benchmarks/results)")
     p.add_argument("--split", default="test", choices=list(SPLITS))
