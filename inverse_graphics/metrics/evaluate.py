@@ -128,6 +128,17 @@ def evaluate_planar(predicted: PlanarObjects, truth: PlanarObjects, catalog: Obj
     return {**result, **recalls, "count_pairs": count_pairs, "matches": matches}
 
 
+def translation_matches(pred: list[dict], true: list[dict]) -> list[tuple[int, int, float]]:
+    """One frame's estimates paired with its true objects by translation (Hungarian):
+    (estimate index, true index, distance in metres) per pair."""
+    if not pred or not true:
+        return []
+    t_pred = torch.stack([torch.as_tensor(p["pose"], dtype=torch.float64)[:3, 3] for p in pred])
+    t_true = torch.stack([torch.as_tensor(t["pose"], dtype=torch.float64)[:3, 3] for t in true])
+    cost = torch.cdist(t_pred, t_true)
+    return [(int(r), int(c), float(cost[r, c])) for r, c in zip(*linear_sum_assignment(cost.numpy()))]
+
+
 def evaluate_poses(predicted: list[list[dict]], truth: list[list[dict]], catalog: ObjectCatalog,
                    camera: Camera | None = None) -> dict:
     """Camera-frame 6-DoF poses, frame by frame: each object a dict with 'category' (name),
@@ -137,15 +148,10 @@ def evaluate_poses(predicted: list[list[dict]], truth: list[list[dict]], catalog
     count_ok, identity_ok, matched, errors = 0, 0, 0, []
     for pred, true in zip(predicted, truth, strict=True):
         count_ok += int(len(pred) == len(true))
-        if not pred or not true:
-            continue
-        t_pred = torch.stack([torch.as_tensor(p["pose"], dtype=torch.float64)[:3, 3] for p in pred])
-        t_true = torch.stack([torch.as_tensor(t["pose"], dtype=torch.float64)[:3, 3] for t in true])
-        cost = torch.cdist(t_pred, t_true)
-        for r, c in zip(*linear_sum_assignment(cost.numpy())):
+        for r, c, distance in translation_matches(pred, true):
             matched += 1
             identity_ok += int(pred[r]["category"] == true[c]["category"])
-            errors.append(float(cost[r, c]) * 1000)
+            errors.append(distance * 1000)
 
     def image(objects: list[dict], key: str) -> ImagePoses:
         poses = np.array([np.asarray(o["pose"], float) for o in objects]).reshape(-1, 4, 4)

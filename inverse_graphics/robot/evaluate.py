@@ -29,9 +29,11 @@ from ..camera import Camera
 from ..data.bop import read_bop_results
 from ..files import read_json
 from ..metrics import evaluate_poses, evaluation_models
+from ..metrics.evaluate import translation_matches
 from ..metrics.bop_recall import ADDS_THRESHOLD, VISIB_TARGET_MIN
 from ..metrics.pose_errors import add_s
-from .frames import default_camera_file, read_camera
+from ..data.images import read_rgb
+from .frames import default_camera_file, frame_files, read_camera
 
 EVALUATION_FILE = "evaluation.json"
 SCORE_THRESHOLDS = tuple(round(0.1 * k, 1) for k in range(10))
@@ -116,15 +118,12 @@ def read_ground_truth(path: str | Path, catalog: ObjectCatalog) -> tuple[dict[in
 
 
 def _image_size(folder: Path) -> tuple[int, int] | None:
-    """The frames' size, for a BOP scene_camera.json (which gives none): from the first RGB image."""
-    from PIL import Image
-
-    rgb = folder / "rgb" if (folder / "rgb").is_dir() else folder
-    first = next((f for f in sorted(rgb.iterdir()) if f.suffix.lower() in (".png", ".jpg", ".jpeg")), None)
-    if first is None:
+    """The frames' size, for a BOP scene_camera.json (which gives none): the first frame's."""
+    try:
+        files, _ = frame_files(folder)
+    except ValueError:  # no frames beside the ground truth: the camera file must give the size
         return None
-    with Image.open(first) as im:
-        return im.height, im.width
+    return read_rgb(files[0]).shape[:2]
 
 
 def correct_estimates(estimates: list[dict], truth: list[dict], catalog: ObjectCatalog, models: dict) -> list[bool]:
@@ -186,7 +185,9 @@ def evaluate_files(results: str | Path, ground_truth: str | Path, catalog: Objec
         correct = correct_estimates(mine, true, catalog, models)
         scored += [(e["score"], ok) for e, ok in zip(mine, correct)]
         targets = sum(t.get("visib_fract", 1.0) >= VISIB_TARGET_MIN for t in true)
-        identity = evaluate_poses([mine], [true], catalog)["identity_acc"] if mine and true else float("nan")
+        pairs = translation_matches(mine, true)  # as evaluate_poses pairs them, without its recalls again
+        identity = sum(mine[r]["category"] == true[c]["category"] for r, c, _ in pairs) / len(pairs) if pairs \
+            else float("nan")
         frames.append({"frame": names[i], "im_id": i, "true": len(true), "estimated": len(mine),
                        "count_ok": len(true) == len(mine), "targets": targets, "found": sum(correct),
                        "misses": targets - sum(correct), "false_positives": len(mine) - sum(correct),
