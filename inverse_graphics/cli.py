@@ -143,7 +143,8 @@ def cmd_export_weights(args) -> int:
 
 
 def cmd_infer(args) -> int:
-    infer_files(args.images, args.model, args.out, args.samples, args.overlay_max, args.refine, device=args.device)
+    infer_files(args.images, args.model, args.out, args.samples, args.overlay_max, args.refine, device=args.device,
+                models=args.models)
     return 0
 
 
@@ -244,7 +245,7 @@ def _add_inference_commands(sub, g) -> None:
     p.add_argument("--optimise-seed", type=nonnegative_int, default=0)
     p.set_defaults(func=cmd_optimise)
 
-    p = sub.add_parser("infer", parents=[g["threads"], g["device"]],
+    p = sub.add_parser("infer", parents=[g["threads"], g["device"], g["models"]],
                        help="count, identity and pose of the objects in images, with a trained AIR model")
     p.add_argument("images", nargs="+", help="PNG/JPEG files or folders, at the model's image size")
     p.add_argument("--model", required=True, help="AIR checkpoint (checkpoint.pt)")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import trimesh
 from PIL import Image
 
 from inverse_graphics import files
@@ -302,3 +303,34 @@ def test_a_checkpoint_goes_with_the_objects_it_was_trained_for(tmp_path, tableto
     train_air(tmp_path / "five", AIRConfig(hidden=32, max_steps=2), TrainConfig(**tiny), tabletop, progress=False,
               log=said.append, init=run / "checkpoint.pt")
     assert any("trained for 4 objects, these are 5" in m and "start fresh" in m for m in said), said
+
+
+def test_infer_checks_the_models_folder_against_the_checkpoint(tmp_path, tabletop, capsys):
+    def four_objects(info, folder):
+        info.pop("5")
+        (folder / "obj_000005.ply").unlink()
+    four = ObjectCatalog.load(_models(tmp_path / "a", four_objects))
+    run = tmp_path / "run"
+    train_air(run, AIRConfig(hidden=32, max_steps=2), TrainConfig(iterations=1, batch_size=2, val_size=4, train_pool=4),
+              Tabletop(TabletopConfig(), four), progress=False, log=lambda m: None)
+    five = _models(tmp_path / "b", lambda info, folder: None)
+    bigger = _models(tmp_path / "c", four_objects)  # the same names and ids, one mesh 10% larger
+    mesh = trimesh.load(bigger / "obj_000001.ply")
+    mesh.apply_scale(1.1)
+    mesh.export(bigger / "obj_000001.ply")
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(images / "grey.png")
+
+    def infer(model, models):
+        return ["infer", str(images), "--model", str(model), "--models", str(models), "--out", str(tmp_path / "out")]
+    for other in (five, bigger):
+        err = _error(infer(run / "checkpoint.pt", other), capsys)
+        assert "was trained with the objects" in err and "train-air --models DIR" in err, err
+        assert "fit --models DIR" in err, err
+    err = _error(infer(SHIPPED, four.root), capsys)  # records no catalog: trained with the shipped objects
+    assert "was trained with the objects" in err, err
+    assert main(infer(run / "checkpoint.pt", four.root)) == 0
+    assert main(infer(SHIPPED, five)) == 0
+    poses = json.loads((tmp_path / "out" / "poses.json").read_text())
+    assert {o["category"] for p in poses for o in p["objects"]} <= set(ObjectCatalog.load(five).names)

@@ -9,13 +9,16 @@ import matplotlib
 import numpy as np
 import torch
 
+from ..assets import ObjectCatalog
 from ..data.images import load_images
+from ..data.tabletop import Tabletop, TabletopConfig
 from ..devices import resolve_device
 from ..files import atomic_write_json, prepare_output_folder
 from ..optimise import refine_with_second_guess
 from ..rendering.likelihood import make_planar_renderer
 from ..rendering.renderer import SceneRenderer
 from ..scene import PlanarObjects, Scene, SceneBatch
+from ..training import checkpoint_catalog, read_checkpoint
 from ..visualize import save_figure
 from .model import AIR
 from .train import load_checkpoint
@@ -121,16 +124,32 @@ def overlay_figure(model: AIR, images: torch.Tensor, inferences: list[Inference]
     return save_figure(fig, path)
 
 
+def load_model(checkpoint: str | Path, models: str | Path | None = None,
+               device: str | torch.device = "cpu") -> AIR:
+    """The AIR model of a checkpoint, for the objects it was trained with. models: a BOP models
+    folder that must hold those objects (same names, obj_ids and meshes: the catalog's fingerprint);
+    others are an error saying what to train. None: the objects the checkpoint records."""
+    if models is None:
+        return load_checkpoint(checkpoint, device=device)[0]
+    ckpt = read_checkpoint(checkpoint, "AIR")
+    if ckpt.get("catalog") is None:  # recorded before catalogs were: trained with the shipped objects
+        ckpt = {**ckpt, "catalog": ObjectCatalog.load().record()}
+    catalog = checkpoint_catalog(ckpt, checkpoint, ObjectCatalog.load(models))
+    data = Tabletop(TabletopConfig.from_fields(ckpt["data_config"]), catalog)
+    return load_checkpoint(checkpoint, data, device=device)[0]
+
+
 def infer_files(paths: list[str | Path], checkpoint: str | Path, out: str | Path, samples: int = 0,
                 overlay_max: int = 16, refine: bool = False, log=print,
-                device: str | torch.device | None = None) -> list[dict]:
+                device: str | torch.device | None = None, models: str | Path | None = None) -> list[dict]:
     """Images (PNG/JPEG files or folders, at the model's image size) -> out/poses.json (per image:
     objects with category, x_m, y_m, yaw_rad, colour, world and camera poses; presence and
     identity probabilities; `samples` posterior samples) and out/overlay.png (the first overlay_max).
-    device: where the model runs (devices.resolve_device)."""
+    device: where the model runs (devices.resolve_device). models: the objects' BOP models folder,
+    checked against the checkpoint's (load_model); None: the ones it records."""
     device = resolve_device(device)
     out = prepare_output_folder(out)
-    model, _ = load_checkpoint(checkpoint, device=device)
+    model = load_model(checkpoint, models, device)
     images, files = load_images(paths)
     results = infer(model, images, samples=samples, refine=refine)
     payload = [to_json(r, str(f)) for r, f in zip(results, files)]
