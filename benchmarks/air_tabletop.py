@@ -74,7 +74,7 @@ def cmd_train_sleep(args):
 
     torch.set_num_threads(args.threads)  # the prior's renderer runs in a second process
     print(train_sleep_run(RUNS, args.seed, args.minutes, args.iterations, tag=args.tag,
-                          overrides=parse_overrides(args.set), device=args.device))
+                          overrides=parse_overrides(args.set), device=args.device, lr_decay=args.lr_decay))
 
 
 def cmd_train_wake(args):
@@ -243,6 +243,8 @@ def main():
     p.add_argument("--tag", default="rws", help="run-name prefix (rws: the runs `evaluate` reports as AIR)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the sleep guide's AIRConfig, e.g. --set glimpse_encoder=deep")
+    p.add_argument("--lr-decay", choices=("constant", "cosine"), default="constant",
+                   help="learning rate over the run (cosine: down to 2%% of it when --minutes ends)")
     p.set_defaults(func=cmd_train_sleep)
     p = sub.add_parser("train-wake", parents=[on])
     p.add_argument("--init", required=True, help="a sleep-trained AIR checkpoint to start from")

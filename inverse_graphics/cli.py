@@ -45,6 +45,7 @@ def _tabletop(args) -> Tabletop:
 
 def _train_config(args, **extra) -> TrainConfig:
     return TrainConfig(split=args.split, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
+                       lr_decay=args.lr_decay,
                        train_pool=args.train_pool, val_size=args.val_size, val_every=args.val_every,
                        checkpoint_every=args.checkpoint_every, time_limit_minutes=args.minutes,
                        seed=args.train_seed, **extra)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from .rendering.likelihood import RENDERER_NAMES
+from .training import LR_DECAYS
 
 
 def _number(kind, low: float, inclusive: bool, what: str):
@@ -46,6 +47,9 @@ def option_groups() -> dict[str, argparse.ArgumentParser]:
     t.add_argument("--out", required=True, help="run folder: checkpoint.pt, history.json, curves.png")
     t.add_argument("--batch-size", type=positive_int, default=32)
     t.add_argument("--lr", type=positive_float, default=1e-3)
+    t.add_argument("--lr-decay", choices=LR_DECAYS, default="constant",
+                   help="learning rate over the run: constant, or cosine down to 2%% of --lr when the "
+                        "--iterations or --minutes budget ends (default constant)")
     t.add_argument("--train-pool", type=positive_int, default=6000, help="distinct training images, rendered once")
     t.add_argument("--val-size", type=positive_int, default=300)
     t.add_argument("--train-seed", type=nonnegative_int, default=0, help="initialization and batch-order seed")

@@ -42,6 +42,14 @@ class ProcessGroup:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
+    def max(self, value: float) -> float:
+        """The largest of every process's value (every process must call it at the same point)."""
+        if not self.active:
+            return float(value)
+        tensor = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return float(tensor.item())
+
     def barrier(self) -> None:
         if self.active:
             dist.barrier()

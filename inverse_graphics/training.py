@@ -8,6 +8,7 @@ their model; both go through `train_loop`, so their budgets and bookkeeping are 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,10 @@ class TrainConfig:
     # AIR: the annealing schedules' clock at iteration 0. A run started from trained weights
     # continues their schedule rather than re-tempering what they learned.
     schedule_start: int = 0
+    # The learning rate over the run: "constant", or "cosine" from lr down to lr x lr_final_fraction
+    # at the end of whichever budget (iterations or time_limit_minutes) runs out first.
+    lr_decay: str = "constant"
+    lr_final_fraction: float = 0.02
 
     def __post_init__(self):
         for name in ("batch_size", "train_pool", "val_size", "val_every", "checkpoint_every"):
@@ -56,6 +61,21 @@ class TrainConfig:
         for name in ("lr", "baseline_lr", "time_limit_minutes", "grad_clip"):
             if not getattr(self, name) > 0:  # NaN fails too
                 raise ValueError(f"training {name} must be positive, got {getattr(self, name)!r}")
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"training lr_decay must be one of {', '.join(LR_DECAYS)}, got {self.lr_decay!r}")
+        if not 0 <= self.lr_final_fraction <= 1:
+            raise ValueError(f"training lr_final_fraction must be in [0, 1], got {self.lr_final_fraction!r}")
+
+
+LR_DECAYS = ("constant", "cosine")
+
+
+def lr_factor(cfg: TrainConfig, progress: float) -> float:
+    """The learning rate's multiple of cfg.lr at progress in [0, 1] of the run's budget."""
+    if cfg.lr_decay == "constant":
+        return 1.0
+    progress = min(max(progress, 0.0), 1.0)
+    return cfg.lr_final_fraction + (1 - cfg.lr_final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def training_device(device: str | torch.device | None = None) -> torch.device:
@@ -308,6 +328,11 @@ def train_loop(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
         if group.any(train_seconds() > cfg.time_limit_minutes * 60):
             log(f"time limit of {cfg.time_limit_minutes} min reached at iteration {iteration}")
             break
+        if cfg.lr_decay != "constant":  # by the budget used: the processes agree on the largest
+            progress = group.max(max(iteration / max(cfg.iterations, 1), train_seconds() / (cfg.time_limit_minutes * 60)))
+            for param_group in optimizer.param_groups:
+                param_group.setdefault("initial_lr", param_group["lr"])  # saved with the optimizer's state
+                param_group["lr"] = param_group["initial_lr"] * lr_factor(cfg, progress)
         loss, info = stepper(next(batches), iteration)
         problem = _gradient_step(model, optimizer, loss, cfg.grad_clip, group)
         iteration += 1
@@ -315,7 +340,8 @@ def train_loop(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
             skipped += 1
             log(f"iteration {iteration - 1}: {problem}; step skipped ({skipped} so far)")
             continue
-        history.append({"iteration": iteration, **info, "loss": float(loss.detach()), "seconds": train_seconds()})
+        history.append({"iteration": iteration, **info, "loss": float(loss.detach()), "seconds": train_seconds(),
+                        "lr": optimizer.param_groups[0]["lr"]})
         if group.is_main and (iteration % cfg.val_every == 0 or iteration == cfg.iterations):
             last_val = _validation(model, validate)
             history.append({"iteration": iteration, **last_val, "seconds": train_seconds()})

@@ -145,3 +145,23 @@ def test_the_sleep_architecture_round_trips_through_its_config_and_reads_every_p
             changed = window.clone()
             changed[0, :, v, u] += 1.0
             assert not torch.allclose(strided.glimpse_encoder.net[:2](changed), base)
+
+
+def test_cosine_decay_lowers_the_learning_rate_to_the_budget_and_resumes_on_schedule(tmp_path, tabletop):
+    from inverse_graphics.training import lr_factor
+
+    def train(iterations, resume=False):
+        cfg = TrainConfig(iterations=iterations, batch_size=2, val_size=2, val_every=100, lr=2e-3,
+                          lr_decay="cosine")
+        train_air_sleep(tmp_path / "run", AIRConfig(max_steps=2, **SMALL), cfg, tabletop,
+                        SleepConfig(prior=PriorConfig(workers=0)), resume=resume, progress=False, log=lambda m: None)
+        history = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["history"]
+        return cfg, {h["iteration"]: h["lr"] for h in history if "lr" in h}
+
+    cfg, lrs = train(4)
+    # the iteration budget ends first: iteration i (1-based) stepped at progress (i - 1) / 4
+    assert [lrs[i] for i in range(1, 5)] == pytest.approx([2e-3 * lr_factor(cfg, (i - 1) / 4) for i in range(1, 5)],
+                                                          rel=1e-3)
+    assert lrs[1] > lrs[2] > lrs[3] > lrs[4] > 2e-3 * cfg.lr_final_fraction
+    cfg, lrs = train(6, resume=True)  # the schedule goes on from the run's own learning rate, not the decayed one
+    assert lrs[6] == pytest.approx(2e-3 * lr_factor(cfg, 5 / 6), rel=1e-3)
