@@ -3,15 +3,27 @@
 Run once (`python assets/build_assets.py`); the outputs are committed. Meshes are
 written in millimetres (the BOP convention), centred on their bounding box, with
 +Z up so that each rests on the table on its -Z face.
+
+Two models folders:
+- models/ + models_info.json: the default catalog. Each object lists one resting pose, the
+  identity (upright, as modelled): trimesh's stable poses would also lay the bar, the L-block
+  and the cylinder on their sides, and changing the catalog would change the tabletop-v1 scenes
+  and every checkpoint trained on them.
+- models_resting/ (`--models assets/models_resting`): objects that lie on any of their faces, their
+  resting poses computed (inverse_graphics/resting.py) and written into its models_info.json.
 """
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import trimesh
 from scipy.spatial.distance import pdist
 from scipy.spatial.transform import Rotation
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from inverse_graphics.resting import RestingPoses, stable_resting_poses  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -61,11 +73,25 @@ def make_meshes() -> dict:
     return objects
 
 
-def main() -> None:
-    models_dir = HERE / "models"
+def make_resting_meshes() -> dict:
+    """The objects of models_resting/, as make_meshes: name -> (mesh in mm, discrete symmetries, continuous)."""
+    wedge = trimesh.creation.extrude_triangulation(np.array([[0, 0], [80, 0], [0, 40]], float),
+                                                   np.array([[0, 1, 2]]), 50.0)
+    wedge.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0]))  # the triangle in xz
+    return {
+        # 6 x 3 x 10 cm, standing on its small face as modelled; lies on its broad face most often
+        "box": (trimesh.creation.box(extents=[60.0, 30.0, 100.0]), half_turns("xyz"), []),
+        # a right-angled wedge (legs 80 and 40 mm, 50 mm wide): no symmetry, five ways to lie
+        "wedge": (wedge, [], []),
+    }
+
+
+def write_models(objects: dict, models_dir: Path, info_path: Path, upright: bool) -> None:
+    """PLY files and models_info.json; upright: list the identity as the only resting pose, else
+    the computed ones."""
     models_dir.mkdir(parents=True, exist_ok=True)
     info = {}
-    for obj_id, (name, (mesh, discrete, continuous)) in enumerate(make_meshes().items(), start=1):
+    for obj_id, (name, (mesh, discrete, continuous)) in enumerate(objects.items(), start=1):
         mesh = _centred(mesh)
         assert mesh.is_watertight and mesh.is_volume, name
         path = models_dir / f"obj_{obj_id:06d}.ply"
@@ -76,6 +102,9 @@ def main() -> None:
             pose = np.eye(4)
             pose[:3, :3] = rot
             sym_discrete.append([float(round(v, 6)) + 0.0 for v in pose.ravel()])
+        resting = RestingPoses.upright() if upright else stable_resting_poses(
+            mesh.vertices, mesh.faces, np.array(sym_discrete).reshape(-1, 4, 4),
+            [(np.array(a, float), np.zeros(3)) for a in continuous])
         info[str(obj_id)] = {
             "name": name,
             "diameter": float(pdist(mesh.vertices).max()),
@@ -83,9 +112,17 @@ def main() -> None:
             "size_x": float(hi[0] - lo[0]), "size_y": float(hi[1] - lo[1]), "size_z": float(hi[2] - lo[2]),
             **({"symmetries_discrete": sym_discrete} if sym_discrete else {}),
             **({"symmetries_continuous": [{"axis": a, "offset": [0, 0, 0]} for a in continuous]} if continuous else {}),
+            "resting_poses": resting.to_info(),
         }
-        print(f"{name:10s} obj_{obj_id:06d}.ply  {len(mesh.faces):4d} faces  diameter {info[str(obj_id)]['diameter']:.1f} mm")
-    (HERE / "models_info.json").write_text(json.dumps(info, indent=2) + "\n")
+        print(f"{name:10s} obj_{obj_id:06d}.ply  {len(mesh.faces):4d} faces  diameter {info[str(obj_id)]['diameter']:.1f} mm"
+              f"  resting poses {np.round(resting.probabilities, 3).tolist()}")
+    info_path.write_text(json.dumps(info, indent=2) + "\n")
+
+
+def main() -> None:
+    write_models(make_meshes(), HERE / "models", HERE / "models_info.json", upright=True)
+    write_models(make_resting_meshes(), HERE / "models_resting", HERE / "models_resting" / "models_info.json",
+                 upright=False)
 
 
 if __name__ == "__main__":

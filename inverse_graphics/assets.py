@@ -5,8 +5,9 @@ by obj_id with `diameter` and `symmetries_discrete` / `symmetries_continuous`
 in millimetres. Everything this module hands out is in metres.
 
 A category's model frame is the one in its mesh file (+Z up, centred on the
-bounding box for the shipped meshes); `rest_height` is how far above the table
-that frame's origin sits when the object rests on its -Z face.
+bounding box for the shipped meshes). It lies on the table in one of its resting
+poses (resting.py: listed in models_info.json's `resting_poses`, else computed);
+`rest_heights()` says how far above the table that frame's origin sits in each.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 import trimesh
 
 from .paths import ASSETS_DIR
+from .resting import RestingPoseError, RestingPoses, resting_poses_from_info, stable_resting_poses
 
 MAX_FACES_WARNING = 300  # CPU rasterization cost grows with faces x pixels
 
@@ -47,11 +49,26 @@ class Category:
     symmetries_discrete: np.ndarray = field(default_factory=lambda: np.zeros((0, 4, 4)))
     symmetries_continuous: list = field(default_factory=list)
     source: Path | None = None
+    resting: RestingPoses | None = None
+
+    @property
+    def resting_poses(self) -> RestingPoses:
+        """Its resting poses (K of them), pose 0 the most likely (or the first listed)."""
+        if self.resting is None:
+            self.resting = stable_resting_poses(self.verts.double().numpy(), self.faces.numpy(),
+                                                self.symmetries_discrete, self.symmetries_continuous)
+        return self.resting
+
+    def rest_heights(self) -> np.ndarray:
+        """(K,) metres: the model origin's height above the table in each resting pose."""
+        return self.resting_poses.heights(self.verts.double().numpy())
 
     @property
     def rest_height(self) -> float:
-        """Height (m) of the model origin above the table when resting on -Z."""
-        return float(-self.verts[:, 2].min())
+        """Height (m) of the model origin above the table in resting pose 0 (upright: on its -Z face)."""
+        if self.resting_poses.is_upright:  # as it always was, to the last bit
+            return float(-self.verts[:, 2].min())
+        return float(self.rest_heights()[0])
 
     @property
     def symmetry_type(self) -> str:
@@ -64,14 +81,17 @@ class Category:
             return f"{self.yaw_symmetry_order()}-fold"
         return "none"
 
-    def yaw_symmetry_order(self) -> int:
-        """How many yaw angles in [0, 2pi) give the same shape (0 = continuous)."""
-        if self.symmetries_continuous:
+    def yaw_symmetry_order(self, rest: int = 0) -> int:
+        """How many yaw angles in [0, 2pi) give the same shape lying in resting pose `rest` (0 =
+        continuous): the symmetries that keep the pose's up direction where it is."""
+        up = self.resting_poses.up[rest]
+        if any(abs(abs(float(a @ up)) - np.linalg.norm(a)) < 1e-6 for a, _ in self.symmetries_continuous):
+            return 0
+        if len(self.symmetries_continuous) >= 2:
             return 0
         order = 1
         for sym in self.symmetries_discrete:
-            rot = sym[:3, :3]
-            if np.allclose(rot[:, 2], [0, 0, 1], atol=1e-6):
+            if np.allclose(sym[:3, :3] @ up, up, atol=1e-6):
                 order += 1
         return order
 
@@ -161,12 +181,13 @@ class ObjectCatalog:
 
     def add(self, name: str, mesh_path: str | Path, units: str = "mm",
             symmetries_discrete: np.ndarray | None = None,
-            symmetries_continuous: list | None = None) -> Category:
+            symmetries_continuous: list | None = None, resting_poses: list | None = None) -> Category:
         """Adds a user mesh as a new category (next free obj_id) and returns it.
 
         units: 'mm' or 'm', the unit of the mesh file. Symmetries as in
         models_info.json but in metres: discrete (S, 4, 4); continuous a list of
-        {'axis': (3,), 'offset': (3,)}.
+        {'axis': (3,), 'offset': (3,)}. resting_poses as in models_info.json (resting.py);
+        None: computed from the mesh.
         """
         if name in self.names:
             raise AssetError(f"category {name!r} already exists")
@@ -185,6 +206,7 @@ class ObjectCatalog:
             symmetries_continuous=[(np.asarray(s["axis"], float), np.asarray(s.get("offset", [0, 0, 0]), float))
                                    for s in (symmetries_continuous or [])],
             source=Path(mesh_path),
+            resting=None if resting_poses is None else _resting(resting_poses, f"category {name!r}"),
         )
         self.categories.append(category)
         return category
@@ -207,17 +229,49 @@ class ObjectCatalog:
         raise KeyError(f"unknown object {name_or_obj_id!r}; known: {', '.join(self.names)}")
 
     def footprint_radii(self) -> torch.Tensor:
-        """(C,) metres: radius of each category's bounding circle seen from above (about its origin)."""
-        return torch.stack([c.verts[:, :2].norm(dim=1).max() for c in self.categories])
+        """(C,) metres: radius of each category's bounding circle seen from above (about its origin),
+        the largest over its resting poses."""
+        radii = []
+        for c in self.categories:
+            if c.resting_poses.is_upright:
+                radii.append(c.verts[:, :2].norm(dim=1).max())
+            else:
+                lying = torch.einsum("kij,vj->kvi", torch.from_numpy(c.resting_poses.rotations).to(c.verts), c.verts)
+                radii.append(lying[..., :2].norm(dim=-1).max())
+        return torch.stack(radii)
+
+    @property
+    def upright_only(self) -> bool:
+        """Whether every category rests only upright (as every object did before resting poses)."""
+        return all(c.resting_poses.is_upright for c in self.categories)
+
+    def resting_counts(self) -> list[int]:
+        """How many resting poses each category has (C entries)."""
+        return [len(c.resting_poses) for c in self.categories]
+
+    def resting_table(self, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every category's resting poses, padded to the most any has (K): rotations (C, K, 3, 3)
+        and heights (C, K) metres, float32 (padding repeats pose 0)."""
+        K = max(self.resting_counts())
+        rotations, heights = [], []
+        for c in self.categories:
+            rest = c.resting_poses
+            pad = [0] * (K - len(rest))
+            rotations.append(torch.from_numpy(rest.rotations[list(range(len(rest))) + pad]))
+            heights.append(torch.from_numpy(c.rest_heights()[list(range(len(rest))) + pad]))
+        return torch.stack(rotations).float().to(device), torch.stack(heights).float().to(device)
 
     def fingerprint(self) -> dict:
         """What identifies this catalog: its names, obj_ids and a SHA-256 of every category's mesh,
-        diameter and symmetries (recorded with results and checkpoints, compared on reuse)."""
+        diameter, symmetries and resting poses (recorded with results and checkpoints, compared on
+        reuse). An upright-only category's resting pose is not hashed, so catalogs made before resting
+        poses keep their fingerprint (and checkpoints trained on them still load)."""
         digest = hashlib.sha256()
         for c in self.categories:
             digest.update(f"{c.name}|{c.obj_id}|{c.diameter:.9g}|".encode())
+            resting = () if c.resting_poses.is_upright else (c.resting_poses.rotations, c.resting_poses.probabilities)
             for array in (c.verts.numpy(), c.faces.numpy(), np.asarray(c.symmetries_discrete, float),
-                          *(np.concatenate(s) for s in c.symmetries_continuous)):
+                          *(np.concatenate(s) for s in c.symmetries_continuous), *resting):
                 digest.update(np.ascontiguousarray(array).tobytes())
         return {"names": self.names, "obj_ids": [c.obj_id for c in self.categories], "sha256": digest.hexdigest()}
 
@@ -227,7 +281,7 @@ class ObjectCatalog:
         return {**self.fingerprint(), "models": None if self.root is None else str(self.root)}
 
     def rest_heights(self, device=None) -> torch.Tensor:
-        """(C,) metres."""
+        """(C,) metres: each category's model origin above the table in resting pose 0."""
         return torch.tensor([c.rest_height for c in self.categories], device=device)
 
     def models_info(self) -> dict:
@@ -246,6 +300,7 @@ class ObjectCatalog:
             if c.symmetries_continuous:
                 entry["symmetries_continuous"] = [{"axis": a.tolist(), "offset": (o * 1e3).tolist()}
                                                   for a, o in c.symmetries_continuous]
+            entry["resting_poses"] = c.resting_poses.to_info()
             info[str(c.obj_id)] = {k: (float(v) if isinstance(v, np.floating) else v) for k, v in entry.items()}
         return info
 
@@ -294,6 +349,15 @@ def category_from_bop(entry: dict, obj_id: int, mesh_path: Path) -> Category:
         continuous.append((axis, offset * 1e-3))
     discrete = np.array(discrete, dtype=float).reshape(-1, 4, 4)
     discrete[:, :3, 3] *= 1e-3
+    resting = _resting(entry["resting_poses"], where) if "resting_poses" in entry else None
     return Category(name=str(entry.get("name", f"obj_{obj_id:06d}")), obj_id=obj_id, verts=verts, faces=faces,
                     diameter=diameter, symmetries_discrete=discrete, symmetries_continuous=continuous,
-                    source=mesh_path)
+                    source=mesh_path, resting=resting)
+
+
+def _resting(value, where: str) -> RestingPoses:
+    """models_info.json's resting_poses, or an AssetError saying what is wrong with them."""
+    try:
+        return resting_poses_from_info(value, where)
+    except RestingPoseError as exc:
+        raise AssetError(str(exc)) from None

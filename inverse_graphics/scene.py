@@ -5,8 +5,11 @@ Conventions, stated once:
 - Camera: OpenCV. K maps camera coordinates (x right, y down, z forward) to
   pixels (u = column, v = row), with the centre of pixel (row i, col j) at
   (u, v) = (j, i). R, t map world to camera: X_cam = R @ X_world + t.
-- Object pose: object-to-world (R, t). A resting object's planar pose
-  (x, y, yaw) is R = Rz(yaw), t = (x, y, rest_height).
+- Object pose: object-to-world (R, t). An object lying on the table in its
+  category's resting pose k (resting.py) at planar pose (x, y, yaw) has
+  R = Rz(yaw) @ R_rest[k], t = (x, y, height[k]); pose 0 of the shipped objects
+  is upright (R_rest = I), and pose 0 is what an object without a resting-pose
+  index lies in.
 - Colours: linear RGB in [0, 1].
 """
 
@@ -86,6 +89,24 @@ def yaw_to_matrix(yaw: torch.Tensor) -> torch.Tensor:
     return axis_angle_to_matrix(axis_angle)
 
 
+def resting_pose_of(rotation: torch.Tensor, category: torch.Tensor,
+                    catalog: ObjectCatalog) -> tuple[torch.Tensor, torch.Tensor]:
+    """Object-to-world rotations (..., 3, 3) of objects of `category` (...) -> the resting pose
+    each lies in, (...) int64 (the one whose up direction points most nearly up; 0 for empty
+    slots), and the yaw (...) radians in [0, 2pi) that turns it there: R = Rz(yaw) @ R_rest."""
+    rotations, _ = catalog.resting_table(rotation.device)
+    counts = torch.tensor(catalog.resting_counts(), device=rotation.device)
+    c = category.clamp(min=0)
+    R_rest = rotations.to(rotation)[c]  # (..., K, 3, 3)
+    # how far up each pose's model-frame up direction points once the object is turned by `rotation`
+    upness = torch.einsum("...j,...kj->...k", rotation[..., 2, :], R_rest[..., 2, :])
+    valid = torch.arange(rotations.shape[1], device=rotation.device) < counts[c][..., None]
+    rest = torch.where(valid, upness, -2.0).argmax(-1) * (category >= 0)
+    turn = rotation @ R_rest.gather(-3, rest[..., None, None, None].expand(*rest.shape, 1, 3, 3))[..., 0, :, :].transpose(-1, -2)
+    yaw = torch.atan2(turn[..., 1, 0], turn[..., 0, 0]) % (2 * np.pi)
+    return rest, yaw
+
+
 @dataclass
 class ObjectInstance:
     """One object: category name, object-to-world pose (4, 4) metres, colour (3,)."""
@@ -99,16 +120,23 @@ class ObjectInstance:
         self.color = checked_tensor(self.color, (3,), f"colour of {self.category}")
 
     @classmethod
-    def on_table(cls, category: str, x: float, y: float, yaw: float, color, catalog: ObjectCatalog) -> "ObjectInstance":
-        """An object resting on the table at (x, y) metres, rotated by yaw radians."""
+    def on_table(cls, category: str, x: float, y: float, yaw: float, color, catalog: ObjectCatalog,
+                 rest: int = 0) -> "ObjectInstance":
+        """An object lying on the table in resting pose `rest` at (x, y) metres, turned by yaw radians."""
+        c = catalog[catalog.index_of(category)]
+        if not 0 <= rest < len(c.resting_poses):
+            raise ValueError(f"{category} has {len(c.resting_poses)} resting poses; there is no pose {rest}")
         pose = torch.eye(4)
         pose[:3, :3] = yaw_to_matrix(torch.tensor(float(yaw)))
-        pose[:3, 3] = torch.tensor([x, y, catalog[catalog.index_of(category)].rest_height])
+        if not c.resting_poses.is_upright:
+            pose[:3, :3] = pose[:3, :3] @ torch.from_numpy(c.resting_poses.rotations[rest]).float()
+        pose[:3, 3] = torch.tensor([x, y, c.rest_height if rest == 0 else float(c.rest_heights()[rest])])
         return cls(category, pose, torch.as_tensor(color, dtype=torch.float32))
 
     @property
     def planar(self) -> tuple[float, float, float]:
-        """(x, y, yaw): position on the table (m) and yaw (rad, in [0, 2pi))."""
+        """(x, y, yaw): position on the table (m) and yaw (rad, in [0, 2pi)) of an upright object
+        (resting_pose_of reads any resting pose's)."""
         R = self.pose[:3, :3]
         yaw = float(torch.atan2(R[1, 0], R[0, 0])) % (2 * np.pi)
         return float(self.pose[0, 3]), float(self.pose[1, 3]), yaw
@@ -155,7 +183,9 @@ class PlanarObjects(ObjectSlots):
     category: (B, N) int64 catalog index, -1 for an empty slot.  position: (B, N, 2) metres
     on the table.  yaw: (B, N) radians about +Z.  color: (B, N, 3) albedo in [0, 1].
     score: optional (B, N) confidence in [0, 1] of each found object (what BOP ranks estimates
-    by); None where a method gives none. Position, yaw and colour may require grad.
+    by); None where a method gives none. rest: optional (B, N) int64, each object's resting pose
+    (an index into its category's, resting.py); None means pose 0 for every object (what a method
+    that knows no resting poses gives). Position, yaw and colour may require grad.
     """
 
     category: torch.Tensor
@@ -163,6 +193,7 @@ class PlanarObjects(ObjectSlots):
     yaw: torch.Tensor
     color: torch.Tensor
     score: torch.Tensor | None = None
+    rest: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.category.dim() != 2:
@@ -171,9 +202,16 @@ class PlanarObjects(ObjectSlots):
         fields = [("position", self.position, (2,)), ("yaw", self.yaw, ()), ("color", self.color, (3,))]
         if self.score is not None:
             fields.append(("score", self.score, ()))
+        if self.rest is not None:
+            fields.append(("rest", self.rest, ()))
         for name, t, tail in fields:
             if tuple(t.shape) != (B, N, *tail):
                 raise ValueError(f"PlanarObjects {name} must have shape {(B, N, *tail)}, got {tuple(t.shape)}")
+
+    @property
+    def rest_index(self) -> torch.Tensor:
+        """(B, N) int64 resting-pose indices (0 where none are given)."""
+        return torch.zeros_like(self.category) if self.rest is None else self.rest
 
     @classmethod
     def empty(cls, batch_size: int, slots: int = 1, device=None) -> "PlanarObjects":
@@ -187,7 +225,8 @@ class PlanarObjects(ObjectSlots):
         if isinstance(index, int):
             index = slice(index, index + 1)
         return PlanarObjects(self.category[index], self.position[index], self.yaw[index], self.color[index],
-                             None if self.score is None else self.score[index])
+                             None if self.score is None else self.score[index],
+                             None if self.rest is None else self.rest[index])
 
     def padded(self, slots: int) -> "PlanarObjects":
         """The same objects in `slots` slots per scene (empty slots appended)."""
@@ -201,7 +240,8 @@ class PlanarObjects(ObjectSlots):
                              torch.cat([self.position, pad.position.to(self.position)], 1),
                              torch.cat([self.yaw, pad.yaw.to(self.yaw)], 1),
                              torch.cat([self.color, pad.color.to(self.color)], 1),
-                             None if self.score is None else torch.cat([self.score, pad.yaw.to(self.score)], 1))
+                             None if self.score is None else torch.cat([self.score, pad.yaw.to(self.score)], 1),
+                             None if self.rest is None else torch.cat([self.rest, pad.category.clamp(min=0)], 1))
 
     @classmethod
     def cat(cls, parts: list["PlanarObjects"]) -> "PlanarObjects":
@@ -213,22 +253,24 @@ class PlanarObjects(ObjectSlots):
         joined = [torch.cat([getattr(p, name) for p in parts]) for name in ("category", "position", "yaw", "color")]
         scored = any(p.score is not None for p in parts)  # a part without scores counts as scored 1
         score = torch.cat([p.score if p.score is not None else p.present.float() for p in parts]) if scored else None
-        return cls(*joined, score)
+        rest = torch.cat([p.rest_index for p in parts]) if any(p.rest is not None for p in parts) else None
+        return cls(*joined, score, rest)
 
     def to(self, device) -> "PlanarObjects":
         """The same objects on device."""
         return PlanarObjects(self.category.to(device), self.position.to(device), self.yaw.to(device),
-                             self.color.to(device), None if self.score is None else self.score.to(device))
+                             self.color.to(device), None if self.score is None else self.score.to(device),
+                             None if self.rest is None else self.rest.to(device))
 
     def detach(self) -> "PlanarObjects":
         return PlanarObjects(self.category, self.position.detach(), self.yaw.detach(), self.color.detach(),
-                             None if self.score is None else self.score.detach())
+                             None if self.score is None else self.score.detach(), self.rest)
 
     def to_batch(self, catalog: ObjectCatalog, camera: Camera, table: Table | None = None,
                  opacity: torch.Tensor | None = None) -> "SceneBatch":
-        """The SceneBatch these objects make, resting on the table (differentiable in position, yaw, colour)."""
+        """The SceneBatch these objects make, lying on the table (differentiable in position, yaw, colour)."""
         return SceneBatch.from_planar(self.category, self.position, self.yaw, self.color, catalog, camera, table,
-                                      opacity)
+                                      opacity, self.rest)
 
 
 @dataclass
@@ -264,17 +306,30 @@ class SceneBatch(ObjectSlots):
     @classmethod
     def from_planar(cls, category: torch.Tensor, position: torch.Tensor, yaw: torch.Tensor, color: torch.Tensor,
                     catalog: ObjectCatalog, camera: Camera, table: Table | None = None,
-                    opacity: torch.Tensor | None = None) -> "SceneBatch":
-        """Resting objects from planar poses (differentiable in position, yaw, colour).
+                    opacity: torch.Tensor | None = None, rest: torch.Tensor | None = None) -> "SceneBatch":
+        """Objects lying on the table from planar poses (differentiable in position, yaw, colour).
 
         category: (B, N) int64, -1 empty.  position: (B, N, 2) metres.  yaw: (B, N) radians.
-        color: (B, N, 3).  opacity: optional (B, N).
+        color: (B, N, 3).  opacity: optional (B, N).  rest: optional (B, N) int64 resting-pose
+        index of each object (None: pose 0).
         """
         if category.numel() and int(category.max()) >= len(catalog):
             raise ValueError(f"category index {int(category.max())} out of range for {len(catalog)} categories")
-        height = catalog.rest_heights(position.device).to(position)[category.clamp(min=0)] * (category >= 0)
+        if catalog.upright_only:  # the one pose is the identity: exactly the rotations and heights of old
+            height = catalog.rest_heights(position.device).to(position)[category.clamp(min=0)] * (category >= 0)
+            rotation = yaw_to_matrix(yaw)
+        else:
+            rest = torch.zeros_like(category) if rest is None else rest.to(category.device)
+            counts = torch.tensor(catalog.resting_counts(), device=category.device)[category.clamp(min=0)]
+            if bool(((rest < 0) | (rest >= counts))[category >= 0].any()):
+                raise ValueError(f"a resting-pose index is out of range (the categories have "
+                                 f"{catalog.resting_counts()} resting poses)")
+            rotations, heights = catalog.resting_table(position.device)
+            index = (category.clamp(min=0), rest.clamp(min=0) * (category >= 0))
+            height = heights.to(position)[index] * (category >= 0)
+            rotation = yaw_to_matrix(yaw) @ rotations.to(yaw)[index]
         translation = torch.cat([position, height[..., None]], -1)
-        return cls(category, yaw_to_matrix(yaw), translation, color, camera, table or Table(), opacity)
+        return cls(category, rotation, translation, color, camera, table or Table(), opacity)
 
     @classmethod
     def from_scenes(cls, scenes: list[Scene], catalog: ObjectCatalog, max_objects: int | None = None) -> "SceneBatch":
@@ -329,10 +384,14 @@ class SceneBatch(ObjectSlots):
                    torch.cat([b.translation for b in batches]), torch.cat([b.color for b in batches]),
                    first.camera, first.table)
 
-    def planar(self) -> PlanarObjects:
-        """The objects' planar description: position (m) and yaw (radians in [0, 2pi)) about +Z."""
-        yaw = torch.atan2(self.rotation[..., 1, 0], self.rotation[..., 0, 0]) % (2 * np.pi)
-        return PlanarObjects(self.category, self.translation[..., :2], yaw, self.color)
+    def planar(self, catalog: ObjectCatalog | None = None) -> PlanarObjects:
+        """The objects' planar description: position (m), yaw (radians in [0, 2pi)) about +Z and,
+        given the catalog, the resting pose each lies in (resting_pose_of); without it, upright."""
+        if catalog is None or catalog.upright_only:
+            yaw = torch.atan2(self.rotation[..., 1, 0], self.rotation[..., 0, 0]) % (2 * np.pi)
+            return PlanarObjects(self.category, self.translation[..., :2], yaw, self.color)
+        rest, yaw = resting_pose_of(self.rotation, self.category, catalog)
+        return PlanarObjects(self.category, self.translation[..., :2], yaw, self.color, rest=rest)
 
     def model_to_camera(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Objects' poses in the camera frame: R_m2c (B, N, 3, 3) and t_m2c (B, N, 3) metres."""

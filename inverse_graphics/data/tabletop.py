@@ -5,7 +5,10 @@ so a scene is the same whether it is made alone, in a batch, or on another day.
 Counts are uniform over the split's allowed counts; categories uniform; each
 object's colour is drawn independently of its category (identity must come
 from shape); positions uniform over the placement square, rejecting overlaps of
-the objects' bounding circles; yaw uniform in [0, 2pi).
+the objects' bounding circles (their largest over resting poses); yaw uniform in
+[0, 2pi); last, for a category with more than one resting pose, the pose, drawn with
+its probability (resting.py). A category with one resting pose draws nothing for it,
+so the scenes of such catalogs (the shipped one) are what they were before resting poses.
 """
 
 from __future__ import annotations
@@ -110,6 +113,7 @@ class Tabletop:
         self.camera = self.config.camera()
         # Bounding-circle radius (m) of each category seen from above, for rejecting overlaps.
         self.footprint = self.catalog.footprint_radii().double().numpy()
+        self.resting = [c.resting_poses for c in self.catalog.categories]
 
     def split(self, name: str) -> Split:
         if name not in SPLITS:
@@ -143,6 +147,7 @@ class Tabletop:
         position = np.zeros((B, slots, 2))
         yaw = np.zeros((B, slots))
         color = np.zeros((B, slots, 3))
+        rest = np.zeros((B, slots), dtype=np.int64)
         for b, rng in enumerate(rngs):
             count = int(rng.choice(counts))
             cats, xy = self._place(rng, count)
@@ -151,8 +156,12 @@ class Tabletop:
                 position[b, n] = xy[n]
                 yaw[b, n] = rng.uniform(0.0, 2 * np.pi)
                 color[b, n] = colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.45, 1.0), rng.uniform(0.35, 1.0))
+                poses = self.resting[cats[n]]
+                if len(poses) > 1:  # no draw for one pose: those streams stay as they were
+                    rest[b, n] = rng.choice(len(poses), p=poses.probabilities)
         return PlanarObjects(torch.from_numpy(category), torch.from_numpy(position).float(),
-                             torch.from_numpy(yaw).float(), torch.from_numpy(color).float())
+                             torch.from_numpy(yaw).float(), torch.from_numpy(color).float(),
+                             rest=torch.from_numpy(rest))
 
     def _place(self, rng: np.random.Generator, count: int) -> tuple[list[int], list[np.ndarray]]:
         e = self.config.placement_half_extent
