@@ -1,8 +1,8 @@
 """Per-image render-and-compare fitting: count, identity and pose by gradient descent through the renderer.
 
 What a differentiable-renderer user writes today, without a learned proposal:
-objects are added one at a time. For each new object every category is tried from
-`starts` random positions (drawn where the image differs most from the current
+objects are added one at a time. For each new object every category, in each of its
+resting poses, is tried from `starts` random positions (drawn where the image differs most from the current
 render, a pixel's chance growing with its squared residual; random yaw; colour read
 from the image there); each hypothesis, together with the objects already accepted, is fitted by
 `refine.refine`, and the best is kept if it lowers the image loss by more than
@@ -84,22 +84,26 @@ def optimise_scene(renderer: PlanarRenderer, image: torch.Tensor, camera: Camera
         raise ValueError("image has NaN or Inf values")
     C = num_categories
     device = image.device
+    # the shapes a new object may take: every category in each of its resting poses (discrete, like identity)
+    shapes = torch.tensor([(c, k) for c, count in enumerate(renderer.catalog.resting_counts()[:C])
+                           for k in range(count)], device=device)
     accepted = PlanarObjects(torch.empty(1, 0, dtype=torch.long, device=device), image.new_empty(1, 0, 2),
-                             image.new_empty(1, 0), image.new_empty(1, 0, 3))
+                             image.new_empty(1, 0), image.new_empty(1, 0, 3),
+                             rest=torch.empty(1, 0, dtype=torch.long, device=device))
     with torch.no_grad():
         current = renderer(PlanarObjects.empty(1, device=device), camera, table)
         best_loss = float(image_loss(current, image[None], s.refine.blur_end_px)[0])
-    H = C * s.starts  # hypotheses for the next object: every category from each start
+    H = len(shapes) * s.starts  # hypotheses for the next object: every shape from each start
     for _ in range(s.max_objects):
         n = accepted.slots
-        start = _starts(image, current[0], camera, s.starts, generator).repeat(C, 1)
+        start = _starts(image, current[0], camera, s.starts, generator).repeat(len(shapes), 1)
         hypotheses = PlanarObjects(
-            torch.cat([accepted.category.expand(H, n),
-                       torch.arange(C, device=device).repeat_interleave(s.starts)[:, None]], 1),
+            torch.cat([accepted.category.expand(H, n), shapes[:, 0].repeat_interleave(s.starts)[:, None]], 1),
             torch.cat([accepted.position.expand(H, n, 2), start[:, None]], 1),
             torch.cat([accepted.yaw.expand(H, n),
                        torch.rand(H, 1, generator=generator, device="cpu").to(device) * 2 * math.pi], 1),
-            torch.cat([accepted.color.expand(H, n, 3), _color_at(image, camera, start)[:, None]], 1))
+            torch.cat([accepted.color.expand(H, n, 3), _color_at(image, camera, start)[:, None]], 1),
+            rest=torch.cat([accepted.rest_index.expand(H, n), shapes[:, 1].repeat_interleave(s.starts)[:, None]], 1))
         refined = refine(renderer, image.expand(H, -1, -1, -1), hypotheses, camera, table, s.refine)
         h = int(refined.loss.argmin())
         if best_loss - float(refined.loss[h]) <= s.object_penalty:
@@ -149,7 +153,8 @@ def refine_with_second_guess(renderer: PlanarRenderer, images: torch.Tensor, pro
     """AIR + refinement: the answer refined through the renderer; each object whose most likely
     identity has probability below `doubt` (identity_probs (B, N, C), the guide's q) is also
     refined as q's second most likely category, and the fit with the lower image loss is kept.
-    Count is kept. (Trying the second category only where q doubts keeps the cost near one pass.)"""
+    Count is kept; the second category is tried in its resting pose 0. (Trying the second category
+    only where q doubts keeps the cost near one pass.)"""
     s = settings or replace(OptimiseSettings().refine, steps=40, blur_start_px=2.0)
     best = _refine_in_chunks(renderer, images, proposals, camera, table, s, batch_size)
     objects, loss = best.objects, best.loss.clone()
@@ -160,10 +165,10 @@ def refine_with_second_guess(renderer: PlanarRenderer, images: torch.Tensor, pro
         if not len(rows):
             continue
         guess = objects.select(rows)
-        category = guess.category.clone()
-        category[:, n] = second.indices[rows, n, 1]
-        tried = _refine_in_chunks(renderer, images[rows], replace(guess, category=category), camera, table, s,
-                                  batch_size)
+        category, rest = guess.category.clone(), guess.rest_index.clone()
+        category[:, n], rest[:, n] = second.indices[rows, n, 1], 0
+        tried = _refine_in_chunks(renderer, images[rows], replace(guess, category=category, rest=rest), camera,
+                                  table, s, batch_size)
         better = rows[tried.loss < loss[rows]]
         if len(better):
             keep = tried.loss < loss[rows]
@@ -174,17 +179,19 @@ def refine_with_second_guess(renderer: PlanarRenderer, images: torch.Tensor, pro
 
 def _put(objects: PlanarObjects, rows: torch.Tensor, values: PlanarObjects) -> PlanarObjects:
     """objects with the scenes at rows replaced by values."""
-    out = [getattr(objects, f).clone() for f in ("category", "position", "yaw", "color")]
-    for tensor, name in zip(out, ("category", "position", "yaw", "color")):
+    names = ("category", "position", "yaw", "color", "rest_index")
+    out = [getattr(objects, f).clone() for f in names]
+    for tensor, name in zip(out, names):
         tensor[rows] = getattr(values, name)
-    return PlanarObjects(*out)  # scores are recomputed for the final answer
+    return PlanarObjects(*out[:4], rest=out[4])  # scores are recomputed for the final answer
 
 
 def optimise_files(paths: list[str | Path], out: str | Path, data: Tabletop, renderer_name: str = "pytorch3d",
                    settings: OptimiseSettings | None = None, seed: int = 0, log=print,
                    device: str | torch.device | None = None) -> list[dict]:
     """Images (PNG/JPEG files or folders, at the tabletop camera's size) -> out/poses.json (one
-    entry per image: objects with category, x_m, y_m, yaw_rad, colour; image loss; seconds) and
+    entry per image: objects with category, rest (resting-pose index), x_m, y_m, yaw_rad, colour;
+    image loss; seconds) and
     out/optimise_images-test.csv (BOP results; im_id = the image's position in the list). device:
     where the fits run (devices.resolve_device)."""
     settings = settings or OptimiseSettings()
@@ -205,9 +212,10 @@ def optimise_files(paths: list[str | Path], out: str | Path, data: Tabletop, ren
         seconds.append(time.perf_counter() - start)
         answers.append(answer.objects.padded(max(1, settings.max_objects)))
         o = answer.objects
-        objects = [{"category": data.catalog[int(c)].name, "x_m": float(p[0]), "y_m": float(p[1]),
+        objects = [{"category": data.catalog[int(c)].name, "rest": int(k), "x_m": float(p[0]), "y_m": float(p[1]),
                     "yaw_rad": float(y), "color": [float(v) for v in col], "score": round(float(score), 4)}
-                   for c, p, y, col, score in zip(o.category[0], o.position[0], o.yaw[0], o.color[0], o.score[0])]
+                   for c, k, p, y, col, score in zip(o.category[0], o.rest_index[0], o.position[0], o.yaw[0],
+                                                     o.color[0], o.score[0])]
         entries.append({"image": str(name), "count": len(objects), "objects": objects, "image_loss": answer.loss,
                         "seconds": seconds[-1]})
         log(f"{Path(name).name}: {len(objects)} objects: " + ", ".join(e["category"] for e in objects)

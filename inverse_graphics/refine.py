@@ -47,13 +47,13 @@ def image_loss(rendered: torch.Tensor, target: torch.Tensor, blur_px: float) -> 
 def minimise_image_loss(objective, objects: PlanarObjects, settings: RefineSettings | None = None,
                         progress=None) -> Refinement:
     """Adam on the objects' position, yaw (and colour) against objective(objects, blur_px) -> (B,)
-    loss, with the blur annealed from settings.blur_start_px to blur_end_px. Categories stay as
-    given. Scenes are independent (the loss is summed)."""
+    loss, with the blur annealed from settings.blur_start_px to blur_end_px. Categories and resting
+    poses stay as given (they are discrete: callers try each). Scenes are independent (the loss is summed)."""
     s = settings or RefineSettings()
     position = objects.position.detach().clone().requires_grad_()
     yaw = objects.yaw.detach().clone().requires_grad_()
     color = objects.color.detach().clone().requires_grad_(s.fit_color)
-    current = PlanarObjects(objects.category, position, yaw, color)
+    current = PlanarObjects(objects.category, position, yaw, color, rest=objects.rest)
     groups = [{"params": [position], "lr": s.position_lr}, {"params": [yaw], "lr": s.yaw_lr}]
     if s.fit_color:
         groups.append({"params": [color], "lr": s.color_lr})
@@ -77,7 +77,8 @@ def minimise_image_loss(objective, objects: PlanarObjects, settings: RefineSetti
 
 def refine(renderer: PlanarRenderer, image: torch.Tensor, objects: PlanarObjects, camera: Camera,
            table: Table | None = None, settings: RefineSettings | None = None, progress=None) -> Refinement:
-    """Fits position, yaw (and colour) of B scenes' objects to image (B, H, W, 3); categories stay."""
+    """Fits position, yaw (and colour) of B scenes' objects to image (B, H, W, 3); categories and
+    resting poses stay."""
     if image.shape[1:3] != tuple(camera.image_size):
         raise ValueError(f"image is {tuple(image.shape[1:3])} pixels, camera expects {tuple(camera.image_size)}")
 

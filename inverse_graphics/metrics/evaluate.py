@@ -44,8 +44,8 @@ _VISIBILITY: dict[bytes, torch.Tensor] = {}
 def truth_visibility(truth: PlanarObjects, catalog: ObjectCatalog, camera: Camera) -> torch.Tensor:
     """(B, N) visible fraction of each true object (rendering.visibility), remembered for the
     last few truths so that scoring several methods on one split renders it once."""
-    key = b"".join(t.detach().numpy().tobytes() for t in (truth.category, truth.position, truth.yaw, camera.K,
-                                                            camera.R, camera.t))
+    key = b"".join(t.detach().numpy().tobytes() for t in (truth.category, truth.position, truth.yaw,
+                                                            truth.rest_index, camera.K, camera.R, camera.t))
     key += str((camera.image_size, [(c.obj_id, c.name) for c in catalog.categories])).encode()
     if key not in _VISIBILITY:
         if len(_VISIBILITY) >= 8:
@@ -96,7 +96,10 @@ def evaluate_planar(predicted: PlanarObjects, truth: PlanarObjects, catalog: Obj
     visible fractions (rendered here when not given). `matches` lists every matched pair's
     errors and `count_pairs` every scene's (true, predicted) count, for figures.
     """
-    orders = torch.tensor([c.yaw_symmetry_order() for c in catalog.categories])
+    # yaw errors read each true object's symmetry in the resting pose it lies in (the BOP recalls
+    # compare full 3D poses, resting rotation included)
+    orders = [[c.yaw_symmetry_order(k) for k in range(len(c.resting_poses))] for c in catalog.categories]
+    true_rest = truth.rest_index
     count_correct, identity_correct, pos_err, yaw_err, count_pairs, matches = 0, 0, [], [], [], []
     for b in range(len(truth)):
         p_idx = (predicted.category[b] >= 0).nonzero()[:, 0]
@@ -111,7 +114,8 @@ def evaluate_planar(predicted: PlanarObjects, truth: PlanarObjects, catalog: Obj
             pc, tc = int(predicted.category[b, i]), int(truth.category[b, j])
             identity_correct += int(pc == tc)
             pos_err.append(float(cost[r, c]) * 1000)
-            yaw_err.append(float(yaw_error_deg(predicted.yaw[b, i:i + 1], truth.yaw[b, j:j + 1], orders[tc:tc + 1])))
+            order = torch.tensor([orders[tc][int(true_rest[b, j])]])
+            yaw_err.append(float(yaw_error_deg(predicted.yaw[b, i:i + 1], truth.yaw[b, j:j + 1], order)))
             matches.append({"true_category": tc, "pred_category": pc, "pos_err_mm": pos_err[-1],
                             "yaw_err_deg": yaw_err[-1]})
     result = {"scenes": len(truth), "count_acc": count_correct / max(1, len(truth)),

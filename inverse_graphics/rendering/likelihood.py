@@ -79,8 +79,8 @@ class Open3DFiniteDifferenceRenderer(PlanarRenderer):
         self.scenes_rendered = 0  # black-box renders so far, forward and finite-difference
 
     def render_params(self, category: torch.Tensor, params: torch.Tensor, color: torch.Tensor | None,
-                      camera: Camera, table: Table | None) -> torch.Tensor:
-        """params (M, N * D) -> rgb (M, H, W, 3), M = k B (category (B, N) is tiled).
+                      camera: Camera, table: Table | None, rest: torch.Tensor | None = None) -> torch.Tensor:
+        """params (M, N * D) -> rgb (M, H, W, 3), M = k B (category and rest (B, N) are tiled).
 
         D = 6 (x, y, yaw, r, g, b), or D = 3 with a fixed color (B, N, 3), which
         halves the renders of a central-difference gradient.
@@ -92,8 +92,8 @@ class Open3DFiniteDifferenceRenderer(PlanarRenderer):
         s = self.settings.supersample
         H, W = camera.image_size
         fine = camera.resized((H * s, W * s)) if s > 1 else camera
-        batch = PlanarObjects(category.repeat(tiles, 1), p[..., :2], p[..., 2], color).to_batch(self.catalog, fine,
-                                                                                                 table)
+        batch = PlanarObjects(category.repeat(tiles, 1), p[..., :2], p[..., 2], color,
+                              rest=None if rest is None else rest.repeat(tiles, 1)).to_batch(self.catalog, fine, table)
         rgb = self.blackbox(batch.to("cpu")).rgb.to(params.device)  # Open3D renders on the CPU
         self.scenes_rendered += len(batch)
         if s > 1:
@@ -115,7 +115,8 @@ class Open3DFiniteDifferenceRenderer(PlanarRenderer):
         else:
             params, fixed_color = pose, color.detach()
         params = params.reshape(B, -1)
-        return finite_difference_render(lambda p: self.render_params(category, p, fixed_color, camera, table),
+        return finite_difference_render(lambda p: self.render_params(category, p, fixed_color, camera, table,
+                                                                    objects.rest),
                                         params, s.method, params.new_tensor(steps).repeat(N), s.samples, self.generator)
 
 

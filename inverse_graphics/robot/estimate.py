@@ -63,7 +63,8 @@ def estimate(rgb, K, depth=None, camera_to_table=None, model: str | Path = SHIPP
 
     Returns one dict per object: "category", "obj_id", "pose" (4, 4) float64 numpy, model to
     camera, metres; "score" in [0, 1] (a confidence: see the README); "x_m", "y_m", "yaw_rad" on
-    the table.
+    the table and "rest", the resting pose it lies in (an index into its category's; 0 = upright
+    for the shipped objects).
     """
     rgb_t = _rgb(rgb)
     size = tuple(rgb_t.shape[:2])
@@ -83,4 +84,4 @@ def estimate(rgb, K, depth=None, camera_to_table=None, model: str | Path = SHIPP
     settings = PoseSettings(categories=tuple(objects)) if objects else None
     detections, _ = FramePoseEstimator(air, settings, ObjectCatalog.load(models)).estimate(frame)
     return [{"category": d.category, "obj_id": d.obj_id, "pose": d.pose_camera.double().numpy(), "score": d.score,
-             "x_m": d.planar[0], "y_m": d.planar[1], "yaw_rad": d.planar[2]} for d in detections]
+             "x_m": d.planar[0], "y_m": d.planar[1], "yaw_rad": d.planar[2], "rest": d.rest} for d in detections]

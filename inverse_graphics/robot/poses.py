@@ -6,10 +6,11 @@ Pipeline for one Frame (frames.py), with what its steps share (view.FrameView) b
    shows only the workspace; with depth, only what stands above the table in it (view.air_input).
 2. Per proposal, a window of the frame (window.py) at 1 / `fine_scale` (1/4 by default, 160x120 for a
    640x480 frame) is fitted by render-and-compare with the window's own camera:
-   every category at a grid of yaws (fewer for symmetric shapes: 2-fold, 4-fold,
-   continuous) is scored with its best colour (closed form: the render is linear in
-   the albedo); the best `keep` hypotheses are refined by Adam through the renderer
-   (position, yaw, colour) and the lowest loss wins. The loss is a robust (Cauchy)
+   every category in each of its resting poses (a shape) at a grid of yaws (fewer for
+   symmetric shapes: 2-fold, 4-fold, continuous) is scored with its best colour (closed
+   form: the render is linear in the albedo); the best hypothesis of each of the `keep`
+   best shapes is refined by Adam through the renderer (position, yaw, colour; the
+   resting pose is discrete and stays) and the lowest loss wins. The loss is a robust (Cauchy)
    sum over pixels of the colour residual and, with depth, the depth residual, so
    shadows, neighbours and clutter cost a bounded amount per pixel.
 3. An object is kept if it explains its window better than the bare table by
@@ -47,7 +48,7 @@ class PoseSettings:
     fine_scale: int = 4  # render-and-compare at 1 / fine_scale of the frame's resolution
     window_px: int = 44  # side of each object's window at that resolution
     yaw_hypotheses: int = 8  # yaws tried per full turn (a k-fold shape needs 8 / k)
-    keep: int = 2  # categories whose best-scoring hypothesis is refined, per object
+    keep: int = 2  # shapes (category, resting pose) whose best-scoring hypothesis is refined, per object
     refine: RefineSettings = field(default_factory=lambda: RefineSettings(
         steps=10, position_lr=0.002, yaw_lr=0.05, color_lr=0.02, blur_start_px=1.5, blur_end_px=0.5))
     score_blur_px: float = 1.5
@@ -69,7 +70,8 @@ class Detection:
     """category: name; pose_camera (4, 4) model-to-camera, metres; planar (x, y, yaw) on the table;
     color (3,); score in [0, 1]: the share of the window's difference from the bare table that the
     object explains x the category's share of the evidence among categories; source: which
-    proposal found it, 'air' or 'depth' (a blob of points above the table)."""
+    proposal found it, 'air' or 'depth' (a blob of points above the table); rest: the resting pose
+    it lies in (an index into its category's, resting.py)."""
 
     category: str
     obj_id: int
@@ -78,12 +80,13 @@ class Detection:
     color: tuple[float, float, float]
     score: float
     source: str = "air"
+    rest: int = 0
 
     def to_json(self) -> dict:
         x, y, yaw = self.planar
         return {"category": self.category, "obj_id": self.obj_id, "score": round(self.score, 4),
                 "pose_camera": [[round(float(v), 6) for v in row] for row in self.pose_camera],
-                "x_m": round(x, 5), "y_m": round(y, 5), "yaw_rad": round(yaw, 5),
+                "x_m": round(x, 5), "y_m": round(y, 5), "yaw_rad": round(yaw, 5), "rest": self.rest,
                 "color": [round(c, 4) for c in self.color], "source": self.source}
 
 
@@ -110,7 +113,8 @@ def one_scene(hypotheses: list[Hypothesis]) -> PlanarObjects:
     parts = [h.objects for h in hypotheses]
     return PlanarObjects(*(torch.cat([getattr(p, name) for p in parts], 1)
                            for name in ("category", "position", "yaw", "color")),
-                         parts[0].position.new_tensor([[h.explained * h.category_prob for h in hypotheses]]))
+                         parts[0].position.new_tensor([[h.explained * h.category_prob for h in hypotheses]]),
+                         torch.cat([p.rest_index for p in parts], 1))
 
 
 class FramePoseEstimator:
@@ -133,17 +137,23 @@ class FramePoseEstimator:
                 raise ValueError(f"unknown object names {unknown or '(none given)'}; the catalog has "
                                  f"{', '.join(self.catalog.names)}")
             allowed = [self.catalog.index_of(n) for n in self.settings.categories]
-        # hypotheses: (category, yaw) pairs, yaws spread over each shape's symmetry period
-        pairs = []
+        # shapes: (category, resting pose); hypotheses: (shape, yaw), yaws spread over the shape's
+        # symmetry period about the vertical
+        shapes, hypotheses = [], []
         for c in allowed:
-            k = self.catalog.categories[c].yaw_symmetry_order()
-            n = 1 if k == 0 else max(1, self.settings.yaw_hypotheses // k)
-            period = 2 * math.pi / max(k, 1)
-            pairs += [(c, i * period / n) for i in range(n)]
+            for r in range(len(self.catalog[c].resting_poses)):
+                k = self.catalog[c].yaw_symmetry_order(r)
+                n = 1 if k == 0 else max(1, self.settings.yaw_hypotheses // k)
+                period = 2 * math.pi / max(k, 1)
+                hypotheses += [(len(shapes), i * period / n) for i in range(n)]
+                shapes.append((c, r))
         # the frame and its windows are read on the CPU; AIR and the fits run on the model's device
         self.device = model.generative.device
-        self.hyp_category = torch.tensor([p[0] for p in pairs], device=self.device)
-        self.hyp_yaw = torch.tensor([p[1] for p in pairs], dtype=torch.float32, device=self.device)
+        self.shape_category = torch.tensor([c for c, _ in shapes], device=self.device)
+        self.hyp_shape = torch.tensor([h[0] for h in hypotheses], device=self.device)
+        self.hyp_category = self.shape_category[self.hyp_shape]
+        self.hyp_rest = torch.tensor([shapes[h[0]][1] for h in hypotheses], device=self.device)
+        self.hyp_yaw = torch.tensor([h[1] for h in hypotheses], dtype=torch.float32, device=self.device)
         torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # its first use imports ~1 s of modules: now
 
     def view(self, frame: Frame) -> FrameView:
@@ -217,15 +227,15 @@ class FramePoseEstimator:
 
     @torch.no_grad()
     def _score_hypotheses(self, window: Window, position: torch.Tensor):
-        """Every (category, yaw) hypothesis at `position` (2,) m with its best colour -> the bare
-        table's loss (float), the colours (K, 3) and the scores (K,)."""
+        """Every (category, resting pose, yaw) hypothesis at `position` (2,) m with its best colour ->
+        the bare table's loss (float), the colours (K, 3) and the scores (K,)."""
         s = self.settings
         K = len(self.hyp_category)
         bare = self._render(PlanarObjects.empty(1, device=self.device), window.camera, window.table)
         bare_loss = float(self._loss(bare, window.rgb, window.depth, s.refine.blur_end_px)[0])
         white = self._render(PlanarObjects(self.hyp_category[:, None], position.expand(K, 1, 2),
-                                           self.hyp_yaw[:, None], position.new_ones(K, 1, 3)), window.camera,
-                            window.table)
+                                           self.hyp_yaw[:, None], position.new_ones(K, 1, 3),
+                                           rest=self.hyp_rest[:, None]), window.camera, window.table)
         # The render is linear in the albedo: rgb = (1 - m) bare + albedo * shaded, per channel.
         behind = (1 - white.mask[..., None]) * bare.rgb
         shaded = white.rgb - behind
@@ -242,18 +252,20 @@ class FramePoseEstimator:
         position = window.position if window.points is None else blob_centre(window, s.min_height_m)
         window, position = window_on(window, self.device), position.to(self.device)
         bare_loss, color, score = self._score_hypotheses(window, position)
-        # the best yaw of each category, for the `keep` best categories
+        # the best yaw of each shape (category, resting pose), for the `keep` best shapes
+        per_shape = score.new_full((len(self.shape_category),), float("inf")).scatter_reduce(
+            0, self.hyp_shape, score, "amin")
+        best = torch.stack([torch.nonzero((self.hyp_shape == k) & (score == per_shape[k]))[0, 0]
+                            for k in per_shape.argsort()[: s.keep] if per_shape[k].isfinite()])
         per_category = score.new_full((len(self.catalog),), float("inf")).scatter_reduce(
-            0, self.hyp_category, score, "amin")
-        best = torch.stack([torch.nonzero((self.hyp_category == c) & (score == per_category[c]))[0, 0]
-                            for c in per_category.argsort()[: s.keep] if per_category[c].isfinite()])
+            0, self.shape_category, per_shape, "amin")
         category = self.hyp_category[best][:, None]
 
         def objective(objects: PlanarObjects, blur: float) -> torch.Tensor:
             return self._loss(self._render(objects, window.camera, window.table), window.rgb, window.depth, blur)
 
         start = PlanarObjects(category, position.expand(len(best), 1, 2), self.hyp_yaw[best][:, None],
-                              color[best][:, None])
+                              color[best][:, None], rest=self.hyp_rest[best][:, None])
         refined = minimise_image_loss(objective, start, s.refine)
         k = int(refined.loss.argmin())
         loss = float(refined.loss[k])
@@ -312,4 +324,4 @@ class FramePoseEstimator:
         x, y = hypothesis.position.tolist()
         yaw = float(objects.yaw[0, 0])
         return Detection(c.name, c.obj_id, pose, (x, y, yaw % (2 * math.pi)), tuple(objects.color[0, 0].tolist()),
-                         hypothesis.explained * hypothesis.category_prob)
+                         hypothesis.explained * hypothesis.category_prob, rest=int(objects.rest_index[0, 0]))
