@@ -20,6 +20,7 @@ from .air.infer import infer_files
 from .air.sleep import SLEEP_ARCHITECTURE
 from .air.train import train_air, train_air_sleep, train_air_wake
 from .cli_options import nonnegative_int, option_groups, positive_float, positive_int
+from .checkpoints import export_weights
 from .cli_robot import add_robot_commands
 from .distributed import current as current_process_group
 from .data.bop import generate_split, write_contact_sheet
@@ -34,7 +35,7 @@ from .experiments.side_by_side_report import summary_lines
 from .optimise import OptimiseSettings, optimise_files
 from .paths import GENERALIZATION_MODELS, RESULTS_DIR, SHIPPED_AIR, SHIPPED_DAIR, SHIPPED_SUPERVISED
 from .supervised import train_supervised
-from .training import TrainConfig, export_weights
+from .training import TrainConfig
 
 
 def _tabletop(args) -> Tabletop:

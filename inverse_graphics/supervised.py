@@ -31,8 +31,8 @@ from .data.prior import PriorConfig, prior_batches
 from .data.tabletop import Tabletop, TabletopConfig
 from .metrics import evaluate_planar
 from .scene import PlanarObjects, SceneBatch
-from .training import (TrainConfig, checkpoint_catalog, checkpoint_to_resume, load_weights, read_checkpoint,
-                       render_pool, train_loop, training_device)
+from .checkpoints import checkpoint_catalog, load_weights, read_checkpoint
+from .training import TrainConfig, checkpoint_to_resume, render_pool, train_loop, training_device
 
 POSITION_SCALE = 0.1  # metres per unit of the head's raw position output
 

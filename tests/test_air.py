@@ -224,7 +224,7 @@ def test_air_trains_through_the_black_box_renderer_by_name(catalog, tabletop):
 
 
 def test_exported_weights_keep_the_nvil_statistics_finite(tmp_path, tabletop):
-    from inverse_graphics.training import export_weights
+    from inverse_graphics.checkpoints import export_weights
 
     _tiny_train(tmp_path / "run", tabletop, iterations=2)
     full = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"]

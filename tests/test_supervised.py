@@ -4,7 +4,8 @@ import torch
 from inverse_graphics.air.config import AIRConfig
 from inverse_graphics.air.train import train_air
 from inverse_graphics.supervised import SetRegressor, SupervisedConfig, load_supervised, set_loss, train_supervised
-from inverse_graphics.training import TrainConfig, export_weights, render_pool
+from inverse_graphics.checkpoints import export_weights
+from inverse_graphics.training import TrainConfig, render_pool
 
 TINY = dict(batch_size=8, train_pool=16, val_size=8, checkpoint_every=5)
 

@@ -18,7 +18,7 @@ from ..optimise import refine_with_second_guess
 from ..rendering.likelihood import make_planar_renderer
 from ..rendering.renderer import SceneRenderer
 from ..scene import PlanarObjects, Scene, SceneBatch
-from ..training import checkpoint_catalog, read_checkpoint
+from ..checkpoints import checkpoint_catalog, read_checkpoint
 from ..visualize import save_figure
 from .model import AIR
 from .train import load_checkpoint

@@ -19,8 +19,8 @@ from ..distributed import current
 from ..data.tabletop import Tabletop, TabletopConfig
 from ..metrics import evaluate_planar
 from ..scene import PlanarObjects, SceneBatch
-from ..training import (TrainConfig, checkpoint_catalog, checkpoint_to_resume, export_weights, load_weights,
-                        read_checkpoint, render_pool, train_loop, training_device)
+from ..checkpoints import checkpoint_catalog, export_weights, load_weights, read_checkpoint
+from ..training import TrainConfig, checkpoint_to_resume, render_pool, train_loop, training_device
 from .config import AIRConfig, air_config_from_dict
 from .model import AIR
 from .sleep import SleepConfig, sleep_loss

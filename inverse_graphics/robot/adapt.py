@@ -18,7 +18,7 @@ from ..air.config import air_config_from_dict
 from ..air.train import TrainConfig, train_air, train_air_wake
 from ..assets import ObjectCatalog
 from ..paths import SHIPPED_ROBOT_AIR
-from ..training import read_checkpoint
+from ..checkpoints import read_checkpoint
 from .frames import iter_frames
 from .view import Workspace, air_input, frames_table_color, rendered_table_rgb, robot_data
 

@@ -24,7 +24,7 @@ from ..camera import Camera, pixel_to_table
 from ..data.tabletop import Tabletop, TabletopConfig
 from ..rendering.renderer import AMBIENT, DIFFUSE, LIGHT_DIRECTION
 from ..scene import Table
-from ..training import checkpoint_catalog, read_checkpoint
+from ..checkpoints import checkpoint_catalog, read_checkpoint
 from .frames import Frame
 
 # How far (m) beyond the workspace AIR still looks: an object's footprint reaches past its centre.
