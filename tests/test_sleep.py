@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from inverse_graphics.rendering.appearance import AppearanceRanges, apply_appear
 from inverse_graphics.rendering.meshes import TABLE_INSTANCE
 from inverse_graphics.rendering.renderer import SceneRenderer
 from inverse_graphics.scene import PlanarObjects
-from inverse_graphics.training import TrainConfig
+from inverse_graphics.training import TrainConfig, render_pool
 
 SMALL = dict(hidden=64, **SLEEP_ARCHITECTURE)
 
@@ -165,3 +167,35 @@ def test_cosine_decay_lowers_the_learning_rate_to_the_budget_and_resumes_on_sche
     assert lrs[1] > lrs[2] > lrs[3] > lrs[4] > 2e-3 * cfg.lr_final_fraction
     cfg, lrs = train(6, resume=True)  # the schedule goes on from the run's own learning rate, not the decayed one
     assert lrs[6] == pytest.approx(2e-3 * lr_factor(cfg, 5 / 6), rel=1e-3)
+
+
+def test_air_identifies_category_and_resting_pose_for_objects_that_rest_several_ways(tmp_path):
+    from inverse_graphics.air.classes import RestingClasses
+    from inverse_graphics.air.train import as_classes, load_checkpoint, train_air
+    from inverse_graphics.assets import ObjectCatalog
+    from inverse_graphics.data.tabletop import Tabletop, TabletopConfig
+    from inverse_graphics.paths import ASSETS_DIR
+
+    catalog = ObjectCatalog.load(ASSETS_DIR / "models_resting")  # a box (3 ways) and a wedge (5)
+    data = Tabletop(TabletopConfig(), catalog)
+    classes = RestingClasses.of(catalog)
+    assert len(classes) == sum(catalog.resting_counts()) == 8 and not classes.are_categories
+    truth = data.sample("train", range(40))
+    assert (truth.rest_index[truth.category >= 0] > 0).any()  # the sampler lays objects down other ways
+    as_class = classes.of_objects(truth)
+    back = classes.to_objects(replace(truth, category=as_class))
+    assert torch.equal(back.category, truth.category) and torch.equal(back.rest_index, truth.rest_index)
+
+    cfg = TrainConfig(iterations=2, batch_size=2, val_size=2, val_every=2)
+    train_air_sleep(tmp_path / "sleep", AIRConfig(max_steps=2, **SMALL), cfg, data,
+                    SleepConfig(prior=PriorConfig(workers=0)), progress=False, log=lambda m: None)
+    model, _ = load_checkpoint(tmp_path / "sleep" / "checkpoint.pt")
+    assert model.guide.what_head2[-1].out_features == 8 + 3 * 8 + 6 + 2  # class logits and a yaw head per class
+    images, _ = render_pool(data, "test", 4, progress=False)
+    objects = model.objects(model.infer(images.float() / 255, greedy=True))
+    assert objects.rest is not None and (objects.category < len(catalog)).all()
+    for c, r in zip(objects.category.flatten().tolist(), objects.rest.flatten().tolist()):
+        assert c < 0 or 0 <= r < catalog.resting_counts()[c]
+    assert torch.equal(as_classes(model, truth).category, as_class)
+    with pytest.raises(ValueError, match="resting poses"):
+        train_air(tmp_path / "elbo", AIRConfig(max_steps=2, hidden=32), cfg, data, progress=False, log=lambda m: None)

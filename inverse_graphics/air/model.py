@@ -15,6 +15,7 @@ from torch import nn
 from ..assets import ObjectCatalog
 from ..camera import Camera
 from ..scene import PlanarObjects, Table
+from .classes import RestingClasses
 from .config import AIRConfig
 from .generative import GenerativeModel
 from .guide import Guide, Step, found_objects
@@ -28,7 +29,9 @@ class AIR(nn.Module):
     def __init__(self, config: AIRConfig, catalog: ObjectCatalog, camera: Camera, table: Table):
         super().__init__()
         self.config, self.catalog, self.camera, self.table = config, catalog, camera, table
-        self.guide = Guide(config, camera, [max(1, c.yaw_symmetry_order()) for c in catalog.categories])
+        # identity ranges over (category, resting pose) classes: the categories for upright-only catalogs
+        self.classes = RestingClasses.of(catalog)
+        self.guide = Guide(config, camera, [max(1, k) for k in self.classes.yaw_orders])
         self.generative = GenerativeModel(config, catalog, camera, table)
         # NVIL: a learned per-step baseline on the (detached) image code, and running reward statistics.
         self.baseline = nn.Sequential(nn.Linear(config.hidden, 128), nn.ReLU(), nn.Linear(128, config.max_steps))
@@ -59,8 +62,9 @@ class AIR(nn.Module):
         return self.generative.background()
 
     def objects(self, steps: list[Step]) -> PlanarObjects:
-        """The objects the steps found, one slot per step (-1 where z_pres is 0)."""
-        return found_objects(steps)
+        """The objects the steps found, one slot per step (-1 where z_pres is 0), with their
+        categories and resting poses."""
+        return self.classes.to_objects(found_objects(steps))
 
     def render_steps(self, steps: list[Step], hard: bool = False, batch_size: int | None = None) -> torch.Tensor:
         """(B, H, W, 3) soft render of the objects the steps found (hard: the non-differentiable render;
@@ -95,6 +99,9 @@ class AIR(nn.Module):
         estimators config.count_estimator and config.identity_signal choose (objectives.py).
         Training mode moves the estimators' running statistics.
         """
+        if not self.classes.are_categories:
+            raise ValueError("the ELBO objective's estimators enumerate categories, not resting poses: train AIR "
+                             "for objects that rest several ways by the sleep phase (train-air --sleep)")
         steps, image_code = self._run_guide(images, greedy=False)
         objects, presence = self.objects(steps), torch.stack([s.z_pres for s in steps], 1)
         elbo = sample_elbo(self.generative, images, self.render_steps(steps), steps, objects, presence, iteration)

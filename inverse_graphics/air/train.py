@@ -33,6 +33,12 @@ def build_model(air_config: AIRConfig, data: Tabletop) -> AIR:
     return AIR(air_config, data.catalog, data.camera, data.config.table)
 
 
+def as_classes(model: AIR, truth: PlanarObjects) -> PlanarObjects:
+    """truth with AIR's identity classes (a category and resting pose each, air/classes.py) in place
+    of its categories: what the sleep phase's trace scores q's identity against."""
+    return replace(truth, category=model.classes.of_objects(truth))
+
+
 def load_checkpoint(path: str | Path, data: Tabletop | None = None,
                     device: str | torch.device = "cpu") -> tuple[AIR, dict]:
     """(model in eval mode on device, checkpoint dict). Raises a clear error for a missing or corrupt file."""
@@ -174,7 +180,7 @@ def train_air_sleep(out: str | Path, air_config: AIRConfig | None = None, train_
     torch.manual_seed(cfg.seed)
     model = build_model(air_config, data).to(device)
     optimizer = torch.optim.Adam(model.guide.parameters(), lr=cfg.lr)
-    yaw_orders = torch.tensor([c.yaw_symmetry_order() for c in data.catalog.categories], device=device)
+    yaw_orders = torch.tensor(model.classes.yaw_orders, device=device)
     background = model.background()
     val_images, val_truth = render_pool(data, cfg.val_split, cfg.val_size, progress)
     val_images = val_images.float() / 255
@@ -182,7 +188,8 @@ def train_air_sleep(out: str | Path, air_config: AIRConfig | None = None, train_
 
     def step_loss(index, iteration):
         images, truth = next(batches)
-        loss, info = sleep_loss(model.guide, images.to(device), background, truth.to(device), yaw_orders, sleep)
+        loss, info = sleep_loss(model.guide, images.to(device), background, as_classes(model, truth.to(device)),
+                                yaw_orders, sleep)
         weighted = {k: v for k, v in info.items() if k not in ("identity_acc", "presence_acc")}
         return loss, {"objective": -float(loss.detach()), "mean_count": float(truth.counts.float().mean()),
                       **{f"log_q_{k}": v for k, v in weighted.items()},
@@ -248,7 +255,7 @@ def train_air_wake(out: str | Path, images: torch.Tensor, air_config: AIRConfig 
     val_images = val_images.float() / 255
     batches = None
     if wake.sleep_every > 0:
-        yaw_orders = torch.tensor([c.yaw_symmetry_order() for c in data.catalog.categories], device=device)
+        yaw_orders = torch.tensor(model.classes.yaw_orders, device=device)
         done = (ckpt or {}).get("iteration", 0)  # sleep batches so far: one every sleep_every iterations
         batches = prior_batches(data, cfg.batch_size, sleep.prior, seed=cfg.seed,
                                 start=-(-done // wake.sleep_every))
@@ -258,8 +265,8 @@ def train_air_wake(out: str | Path, images: torch.Tensor, air_config: AIRConfig 
         info = {"objective": info["iwae"], **info}
         if batches is not None and iteration % wake.sleep_every == 0:
             sleep_images, truth = next(batches)
-            asleep, sleep_info = sleep_loss(model.guide, sleep_images.to(device), model.background(), truth.to(device),
-                                            yaw_orders, sleep)
+            asleep, sleep_info = sleep_loss(model.guide, sleep_images.to(device), model.background(),
+                                            as_classes(model, truth.to(device)), yaw_orders, sleep)
             loss = loss + asleep
             info.update({"sleep_loss": float(asleep.detach()), "trace_identity_acc": sleep_info["identity_acc"],
                          "trace_presence_acc": sleep_info["presence_acc"]})

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import torch
 from torch.distributions import Bernoulli, Categorical, Normal, StudentT
 
-from .guide import Guide, Step, found_objects
+from .guide import Guide, Step
 from .model import AIR
 
 LIKELIHOODS = ("student_t", "gaussian")
@@ -128,8 +128,11 @@ def draw_samples(model: AIR, images: torch.Tensor, config: WakeConfig, iteration
     x = images.repeat_interleave(K, 0)  # (B K, H, W, 3), image-major
     with torch.no_grad():  # the samples: held fixed by both wake updates
         steps = model.infer(x, greedy=False)
-        objects, presence = found_objects(steps), torch.stack([s.z_pres for s in steps], 1)
+        objects, presence = model.objects(steps), torch.stack([s.z_pres for s in steps], 1)
         log_p_count, log_p_identity = generative.log_prior_discrete(presence, iteration)
+        if not model.classes.are_categories:  # uniform categories, then each resting pose's probability
+            class_prior = torch.tensor(model.classes.log_prior, device=x.device) + math.log(len(model.catalog))
+            log_p_identity = log_p_identity + sum(class_prior[s.identity] * (s.z_pres > 0.5) for s in steps)
         log_p_z = (log_p_count + log_p_identity + sum(s.log_p_continuous for s in steps)
                    + generative.log_prior_overlap(objects, presence))
         log_q = sum(s.log_q_continuous + s.log_q_pres + s.log_q_identity for s in steps)
