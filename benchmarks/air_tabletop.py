@@ -167,7 +167,51 @@ def cmd_evaluate(args):
               "converged_means": "all four AIR-alone targets met: "
                                  + ", ".join(f"{k} {op} {v}" for k, (op, v) in TARGETS.items()),
               "per_seed": per_seed}
-    comparison = {best: {"objective": "sleep", **_brief(per_seed[best])}}
+    comparison = {best: {"objective": f"sleep, the selected {args.tag} run", **_brief(per_seed[best])}}
+    out = Path(args.out)
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    if args.carry:
+        _carry_comparisons(result, comparison, previous, args.tag)
+    else:
+        _evaluate_comparisons(result, comparison, args, test_scenes, shifted_scenes, device)
+    dair = {k: v for k, v in result.get("extrapolation", {}).items() if k.startswith("dair")}
+    if dair:
+        result["dair_extrap_count_acc"] = max(v["count_acc"] for v in dair.values())
+    # sections whose runs' checkpoints are not kept: the figures their last evaluation measured
+    for key in ("estimator_comparison", "extrapolation", "dair_extrap_count_acc"):
+        if key not in result and key in previous:
+            result[key] = _without_old_recalls(previous[key])
+            result.setdefault("carried_from_previous_evaluation", []).append(key)
+    result["device"] = str(device)
+    result["command"] = "python benchmarks/air_tabletop.py evaluate" + (f" --tag {args.tag}" if args.tag != "rws" else "") + (
+        " --carry" if args.carry else "") + (f" --num {args.num}" if args.num != 1000 else "") + (
+        f" --refine-num {args.refine_num}" if args.refine_num != 50 else "")
+    atomic_write_json(out, result)
+    for name, m in per_seed.items():
+        print(name, {k: round(m[k], 4) for k in (*HEADLINE, "images_per_second_batched", "train_minutes",
+                                                  "iterations")}, "appearance",
+              {k: round(m["appearance"][k], 4) for k in ("count_acc", "identity_acc")})
+    print({k: result[k] for k in ("selected_run", "seeds_converged")}, "air_refine", result["air_refine"])
+    print(f"wrote {out}")
+
+
+def _carry_comparisons(result: dict, comparison: dict, previous: dict, tag: str) -> None:
+    """--carry: the comparisons (other objectives and guides, supervised baselines, untrained guide)
+    as the previous evaluation measured them, and the previous main runs, when they were other
+    runs than these, as one more comparison."""
+    carried = [k for k in ("supervised", "untrained_guide") if k in previous]
+    for key in carried:
+        result[key] = previous[key]
+    for name, entry in previous.get("objective_comparison", {}).items():
+        comparison.setdefault(name, entry)
+    for name, metrics in previous.get("per_seed", {}).items():
+        if name not in result["per_seed"]:
+            comparison[name] = {"objective": "sleep, the previous main runs (constant learning rate)", **_brief(metrics)}
+    result["objective_comparison"] = comparison
+    result["carried_from_previous_evaluation"] = carried + ["objective_comparison (all but this evaluation's runs)"]
+
+
+def _evaluate_comparisons(result: dict, comparison: dict, args, test_scenes, shifted_scenes, device) -> None:
     print("evaluating the shipped ELBO-trained AIR ...", flush=True)
     elbo = _on_both_splits(SHIPPED_ROBOT_AIR, args.num, test_scenes, shifted_scenes, device)
     comparison[shown(SHIPPED_ROBOT_AIR)] = {"objective": "elbo, 45 minutes (seed 1 of the ELBO runs, float16)",
@@ -195,24 +239,6 @@ def cmd_evaluate(args):
                 "count_estimator": m["config"]["count_estimator"], "identity_signal": m["config"]["identity_signal"]}
     print("evaluating the untrained guide ...", flush=True)
     result["untrained_guide"] = evaluate_untrained("test", args.num, device=device)
-    dair = {k: v for k, v in result.get("extrapolation", {}).items() if k.startswith("dair")}
-    if dair:
-        result["dair_extrap_count_acc"] = max(v["count_acc"] for v in dair.values())
-    if OUT.exists():  # sections whose runs' checkpoints are not kept: the figures their last evaluation measured
-        previous = json.loads(OUT.read_text())
-        for key in ("estimator_comparison", "extrapolation", "dair_extrap_count_acc"):
-            if key not in result and key in previous:
-                result[key] = _without_old_recalls(previous[key])
-                result.setdefault("carried_from_previous_evaluation", []).append(key)
-    result["device"] = str(device)
-    result["command"] = "python benchmarks/air_tabletop.py evaluate"
-    atomic_write_json(OUT, result)
-    for name, m in per_seed.items():
-        print(name, {k: round(m[k], 4) for k in (*HEADLINE, "images_per_second_batched", "train_minutes",
-                                                  "iterations")}, "appearance",
-              {k: round(m["appearance"][k], 4) for k in ("count_acc", "identity_acc")})
-    print({k: result[k] for k in ("selected_run", "seeds_converged")}, "air_refine", result["air_refine"])
-    print(f"wrote {OUT}")
 
 
 def main():
@@ -257,8 +283,12 @@ def main():
     p = sub.add_parser("evaluate", parents=[on])
     p.add_argument("--num", type=int, default=1000, help="test scenes")
     p.add_argument("--tag", default="rws", help="the runs reported as AIR: <tag>_air_train_seed*")
+    p.add_argument("--out", default=str(OUT), help="the JSON to write (and, with --carry, to carry from)")
+    p.add_argument("--carry", action="store_true",
+                   help="evaluate only the <tag> runs and refinement; carry the comparisons (other objectives, "
+                        "supervised baselines, untrained guide) from the previous evaluation's JSON")
     p.add_argument("--refine-num", type=int, default=50,
-                   help="test scenes for AIR + refinement against per-image optimisation (about 6 s per scene)")
+                   help="test scenes for AIR + refinement against per-image optimisation (per-image optimisation takes about 36 s a scene on 2 cores)")
     p.set_defaults(func=cmd_evaluate)
     args = parser.parse_args()
     args.func(args)
