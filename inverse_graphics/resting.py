@@ -119,7 +119,10 @@ def stable_resting_poses(verts: np.ndarray, faces: np.ndarray, symmetries_discre
     """A mesh's likely resting poses by the rule in the module docstring. verts (V, 3) (any unit),
     faces (F, 3); symmetries as in assets.Category."""
     mesh = trimesh.Trimesh(verts, faces, process=True)
-    transforms, probabilities = mesh.compute_stable_poses()
+    # a mesh that does not enclose a volume (parts stuck together, open shells) has no meaningful
+    # mass integral: its convex hull's centre stands in
+    center = mesh.center_mass if mesh.is_volume else mesh.convex_hull.center_mass
+    transforms, probabilities = mesh.compute_stable_poses(center_mass=center)
     if len(transforms) == 0:  # no stable face found (a degenerate hull): as the mesh stands
         return RestingPoses.upright()
     ups = np.asarray(transforms)[:, 2, :3]  # each pose's up direction in the model frame
