@@ -112,6 +112,20 @@ def train_wake_run(runs_dir: Path, seed: int, minutes: float, init: Path, pool: 
                           resume=(out / "checkpoint.pt").exists(), progress=progress, device=device)
 
 
+def per_category(matches: list[dict], names: list[str]) -> dict:
+    """Per true category: matched objects, identity accuracy and median position and yaw errors
+    (the overall medians mix in the sphere and cylinder, whose yaw error is 0 by symmetry)."""
+    out = {}
+    for c, name in enumerate(names):
+        mine = [m for m in matches if m["true_category"] == c]
+        if mine:
+            out[name] = {"matched": len(mine),
+                         "identity_acc": float(np.mean([m["pred_category"] == c for m in mine])),
+                         "pos_err_mm_median": float(np.median([m["pos_err_mm"] for m in mine])),
+                         "rot_err_deg_median": float(np.median([m["yaw_err_deg"] for m in mine]))}
+    return out
+
+
 def evaluate_run(path: Path, split: str, num: int, scenes: tuple | None = None, device="cpu") -> dict:
     """A run's checkpoint (its folder, or a weights file) on `num` scenes of a split (or of
     APPEARANCE_SPLIT): metrics and inference speed. scenes: (images, truth) already made for that
@@ -129,7 +143,7 @@ def evaluate_run(path: Path, split: str, num: int, scenes: tuple | None = None, 
         images = images.float() / 255
     metrics = evaluate(model, images, truth, pose_recalls=True)
     pairs = metrics.pop("count_pairs")
-    metrics.pop("matches")
+    metrics["per_category"] = per_category(metrics.pop("matches"), data.catalog.names)
     confusion = np.zeros((model.config.max_steps + 1, model.config.max_steps + 1), dtype=int)
     for t, p in pairs:
         confusion[min(t, model.config.max_steps), p] += 1
