@@ -3,17 +3,20 @@ shipped (a mug with a handle and a 6 x 3 x 10 cm box), a camera mounted higher a
 the example's, frames simulated for them, poses found and scored.
 
     python benchmarks/user_objects.py            # 40 frames
-    python benchmarks/user_objects.py --num 10
+    python benchmarks/user_objects.py --num 4 --report /tmp/smoke.json   # a smoke test
 
 Steps, each an `inverse-graphics` command a user would type:
 1. the meshes as a BOP models folder (made here with trimesh: obj_000001.ply the mug, a cylinder of
-   radius 40 mm and height 95 mm with a torus handle; obj_000002.ply the box, standing upright; and
-   models_info.json with their diameters and symmetries) and the camera as camera.json;
+   radius 40 mm and height 95 mm with a torus handle, standing upright (its one resting pose listed
+   in models_info.json); obj_000002.ply the box, lying on any of its faces (no resting poses listed:
+   computed from the mesh and its symmetries, inverse_graphics/resting.py: on its broad face 65%,
+   on its long side 25%, standing 9%); and models_info.json with their diameters and symmetries)
+   and the camera as camera.json;
 2. `frames OUT --models DIR --camera camera.json --num N` (RGB-D with ground truth);
 3. `poses OUT --models DIR` with the shipped AIR weights (trained on other shapes: AIR proposes
    where, render-and-compare over the user's meshes decides what);
 4. `evaluate poses.json OUT --models DIR`.
-Writes the figures into benchmarks/results/robot_frames.json under `user_objects`.
+Writes the figures into benchmarks/results/robot_frames.json under `user_objects` (--report: another file).
 """
 
 import argparse
@@ -48,12 +51,15 @@ def user_models(folder: Path) -> Path:
     box = trimesh.creation.box(extents=[60.0, 30.0, 100.0])
     flips = [np.diag([-1.0, -1.0, 1.0, 1.0]), np.diag([1.0, -1.0, -1.0, 1.0]), np.diag([-1.0, 1.0, -1.0, 1.0])]
     info = {}
-    for obj_id, (name, mesh, symmetries) in enumerate((("mug", mug, []), ("box", box, flips)), start=1):
+    upright = [{"R": np.eye(3).flatten().tolist(), "probability": 1.0}]
+    for obj_id, (name, mesh, symmetries, resting) in enumerate((("mug", mug, [], upright), ("box", box, flips, None)),
+                                                               start=1):
         data = trimesh.exchange.ply.export_ply(mesh, encoding="ascii")
         atomic_write_bytes(folder / f"obj_{obj_id:06d}.ply", data)
         vertices = np.asarray(mesh.vertices)
         info[str(obj_id)] = {"name": name, "diameter": float(np.linalg.norm(vertices.max(0) - vertices.min(0))),
-                             "symmetries_discrete": [m.flatten().tolist() for m in symmetries]}
+                             "symmetries_discrete": [m.flatten().tolist() for m in symmetries],
+                             **({"resting_poses": resting} if resting else {})}
     atomic_write_json(folder / "models_info.json", info)
     return folder
 
@@ -76,6 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num", type=int, default=40)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--report", type=Path, default=REPORT, help="the JSON whose user_objects section is written")
     args = parser.parse_args()
     models = user_models(DATA / "models")
     camera = user_camera(DATA / "camera.json")
@@ -89,17 +96,17 @@ def main() -> None:
     report = json.loads((poses / "evaluation.json").read_text())
     overall = report["overall"]
     seconds = [f["seconds"] for f in json.loads((poses / "poses.json").read_text())["frames"].values()]
-    section = {"frames": args.num, "objects": ["mug (with a handle)", "box 6x3x10 cm, upright"],
+    section = {"frames": args.num, "objects": ["mug (with a handle), upright", "box 6x3x10 cm, on any face"],
                "camera": "0.62 m above the table, looking down at 60 degrees, 640x480",
                **{k: overall[k] for k in ("adds_recall", "mssd_recall", "mspd_recall", "identity_acc", "count_acc",
                                           "translation_err_mm_median", "targets", "found", "misses",
                                           "false_positives")},
                "seconds_per_frame": float(np.mean(seconds)), "wall_seconds": wall,
                "command": "python benchmarks/user_objects.py " + " ".join(sys.argv[1:])}
-    previous = json.loads(REPORT.read_text()) if REPORT.is_file() else {}
-    atomic_write_json(REPORT, {**previous, "user_objects": section})
+    previous = json.loads(args.report.read_text()) if args.report.is_file() else {}
+    atomic_write_json(args.report, {**previous, "user_objects": section})
     print(json.dumps(section, indent=1))
-    print(f"wrote {REPORT} (user_objects)")
+    print(f"wrote {args.report} (user_objects)")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import torch
 import trimesh
 
 from .paths import ASSETS_DIR
-from .resting import RestingPoseError, RestingPoses, resting_poses_from_info, stable_resting_poses
+from .resting import RestingPoses, resting_poses_from_info, stable_resting_poses
 
 MAX_FACES_WARNING = 300  # CPU rasterization cost grows with faces x pixels
 
@@ -66,8 +66,6 @@ class Category:
     @property
     def rest_height(self) -> float:
         """Height (m) of the model origin above the table in resting pose 0 (upright: on its -Z face)."""
-        if self.resting_poses.is_upright:  # as it always was, to the last bit
-            return float(-self.verts[:, 2].min())
         return float(self.rest_heights()[0])
 
     @property
@@ -206,7 +204,8 @@ class ObjectCatalog:
             symmetries_continuous=[(np.asarray(s["axis"], float), np.asarray(s.get("offset", [0, 0, 0]), float))
                                    for s in (symmetries_continuous or [])],
             source=Path(mesh_path),
-            resting=None if resting_poses is None else _resting(resting_poses, f"category {name!r}"),
+            resting=None if resting_poses is None else resting_poses_from_info(resting_poses, f"category {name!r}",
+                                                                               AssetError),
         )
         self.categories.append(category)
         return category
@@ -231,14 +230,9 @@ class ObjectCatalog:
     def footprint_radii(self) -> torch.Tensor:
         """(C,) metres: radius of each category's bounding circle seen from above (about its origin),
         the largest over its resting poses."""
-        radii = []
-        for c in self.categories:
-            if c.resting_poses.is_upright:
-                radii.append(c.verts[:, :2].norm(dim=1).max())
-            else:
-                lying = torch.einsum("kij,vj->kvi", torch.from_numpy(c.resting_poses.rotations).to(c.verts), c.verts)
-                radii.append(lying[..., :2].norm(dim=-1).max())
-        return torch.stack(radii)
+        lying = [torch.einsum("kij,vj->kvi", torch.from_numpy(c.resting_poses.rotations).to(c.verts), c.verts)
+                 for c in self.categories]
+        return torch.stack([v[..., :2].norm(dim=-1).max() for v in lying])
 
     @property
     def upright_only(self) -> bool:
@@ -253,13 +247,11 @@ class ObjectCatalog:
         """Every category's resting poses, padded to the most any has (K): rotations (C, K, 3, 3)
         and heights (C, K) metres, float32 (padding repeats pose 0)."""
         K = max(self.resting_counts())
-        rotations, heights = [], []
-        for c in self.categories:
-            rest = c.resting_poses
-            pad = [0] * (K - len(rest))
-            rotations.append(torch.from_numpy(rest.rotations[list(range(len(rest))) + pad]))
-            heights.append(torch.from_numpy(c.rest_heights()[list(range(len(rest))) + pad]))
-        return torch.stack(rotations).float().to(device), torch.stack(heights).float().to(device)
+        index = [list(range(n)) + [0] * (K - n) for n in self.resting_counts()]
+        rotations = np.stack([c.resting_poses.rotations[i] for c, i in zip(self.categories, index)])
+        heights = np.stack([c.rest_heights()[i] for c, i in zip(self.categories, index)])
+        return torch.tensor(rotations, dtype=torch.float32, device=device), \
+            torch.tensor(heights, dtype=torch.float32, device=device)
 
     def fingerprint(self) -> dict:
         """What identifies this catalog: its names, obj_ids and a SHA-256 of every category's mesh,
@@ -321,7 +313,7 @@ def _numbers(value, count: int, what: str) -> np.ndarray:
 def category_from_bop(entry: dict, obj_id: int, mesh_path: Path) -> Category:
     """One models_info.json entry (mm) plus its mesh file -> Category (m). Every field is checked:
     the diameter positive, each discrete symmetry a rigid transform (a 4x4 rotation and translation,
-    row-major), each continuous symmetry a non-zero axis."""
+    row-major), each continuous symmetry a non-zero axis, each resting pose a rotation."""
     where = f"models_info.json, obj_id {obj_id}"
     verts, faces = load_mesh(mesh_path)
     if "diameter" not in entry:
@@ -349,15 +341,7 @@ def category_from_bop(entry: dict, obj_id: int, mesh_path: Path) -> Category:
         continuous.append((axis, offset * 1e-3))
     discrete = np.array(discrete, dtype=float).reshape(-1, 4, 4)
     discrete[:, :3, 3] *= 1e-3
-    resting = _resting(entry["resting_poses"], where) if "resting_poses" in entry else None
+    resting = resting_poses_from_info(entry["resting_poses"], where, AssetError) if "resting_poses" in entry else None
     return Category(name=str(entry.get("name", f"obj_{obj_id:06d}")), obj_id=obj_id, verts=verts, faces=faces,
                     diameter=diameter, symmetries_discrete=discrete, symmetries_continuous=continuous,
                     source=mesh_path, resting=resting)
-
-
-def _resting(value, where: str) -> RestingPoses:
-    """models_info.json's resting_poses, or an AssetError saying what is wrong with them."""
-    try:
-        return resting_poses_from_info(value, where)
-    except RestingPoseError as exc:
-        raise AssetError(str(exc)) from None

@@ -69,27 +69,27 @@ class RestingPoses:
                 for R, p in zip(self.rotations, self.probabilities)]
 
 
-def resting_poses_from_info(value, where: str) -> RestingPoses:
-    """models_info.json's `resting_poses` (see the module docstring) -> RestingPoses; a clear
-    RestingPoseError naming `where` for anything that is not a list of rotations and probabilities."""
+def resting_poses_from_info(value, where: str, error: type[Exception] = RestingPoseError) -> RestingPoses:
+    """models_info.json's `resting_poses` (see the module docstring) -> RestingPoses; a clear `error`
+    naming `where` for anything that is not a list of rotations and probabilities."""
     if not isinstance(value, list) or not value:
-        raise RestingPoseError(f"{where}: resting_poses must be a non-empty list of "
+        raise error(f"{where}: resting_poses must be a non-empty list of "
                                "{\"R\": [9 numbers, row-major], \"probability\": p}")
     rotations, probabilities = [], []
     for k, pose in enumerate(value):
         if not isinstance(pose, dict) or "R" not in pose:
-            raise RestingPoseError(f"{where}: resting_poses[{k}] must be {{\"R\": [9 numbers, row-major], "
+            raise error(f"{where}: resting_poses[{k}] must be {{\"R\": [9 numbers, row-major], "
                                    "\"probability\": p}")
         try:
             R = np.asarray(pose["R"], dtype=float).reshape(3, 3)
             p = float(pose.get("probability", 1.0 / len(value)))
         except (TypeError, ValueError):
-            raise RestingPoseError(f"{where}: resting_poses[{k}].R must be 9 numbers (a rotation, row-major) "
+            raise error(f"{where}: resting_poses[{k}].R must be 9 numbers (a rotation, row-major) "
                                    "and its probability a number") from None
         if not (np.isfinite(R).all() and np.allclose(R @ R.T, np.eye(3), atol=1e-4) and np.linalg.det(R) > 0):
-            raise RestingPoseError(f"{where}: resting_poses[{k}].R is not a rotation (orthonormal, determinant +1)")
+            raise error(f"{where}: resting_poses[{k}].R is not a rotation (orthonormal, determinant +1)")
         if not (np.isfinite(p) and p > 0):
-            raise RestingPoseError(f"{where}: resting_poses[{k}].probability must be positive, got {p}")
+            raise error(f"{where}: resting_poses[{k}].probability must be positive, got {p}")
         rotations.append(R)
         probabilities.append(p)
     probabilities = np.array(probabilities)

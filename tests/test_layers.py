@@ -20,7 +20,7 @@ LAYERS = [
                    "inverse_graphics.devices", "inverse_graphics.distributed",
                    "inverse_graphics.visualize"]),
     ("assets", ["inverse_graphics.resting", "inverse_graphics.assets"]),
-    ("scene", ["inverse_graphics.camera", "inverse_graphics.scene"]),
+    ("scene", ["inverse_graphics.camera", "inverse_graphics.table", "inverse_graphics.scene"]),
     ("rendering", ["inverse_graphics.rendering"]),
     ("data", ["inverse_graphics.data", "inverse_graphics.metrics"]),
     ("models", ["inverse_graphics.checkpoints", "inverse_graphics.training", "inverse_graphics.air", "inverse_graphics.supervised",
