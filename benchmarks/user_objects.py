@@ -22,6 +22,7 @@ Writes the figures into benchmarks/results/robot_frames.json under `user_objects
 import argparse
 import json
 import math
+import shutil
 import subprocess
 import sys
 import time
@@ -87,6 +88,9 @@ def main() -> None:
     models = user_models(DATA / "models")
     camera = user_camera(DATA / "camera.json")
     frames, poses = DATA / "frames", DATA / "poses"
+    # frames keeps the images already in its folder (a resumed run) but writes the ground truth afresh:
+    # frames of an earlier run, of other objects or another --num, must not stay
+    shutil.rmtree(frames, ignore_errors=True)
     cli("frames", str(frames), "--models", str(models), "--camera", str(camera), "--num", str(args.num),
         "--seed", str(args.seed), "--quiet")
     start = time.perf_counter()
