@@ -50,12 +50,13 @@ def atomic_write_json(path: str | Path, obj) -> Path:
     return atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
 
 
-def atomic_write_png(path: str | Path, array: np.ndarray) -> Path:
-    """(H, W, 3) uint8 RGB, (H, W) uint8 or (H, W) uint16 -> a PNG."""
+def atomic_write_png(path: str | Path, array: np.ndarray, compress_level: int = 6) -> Path:
+    """(H, W, 3) uint8 RGB, (H, W) uint8 or (H, W) uint16 -> a PNG. compress_level: zlib's, 0-9
+    (1 writes a 640x480 frame about 5x faster than the default 6, a somewhat larger file)."""
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=compress_level)
     return atomic_write_bytes(path, buffer.getvalue())
 
 

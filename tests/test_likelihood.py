@@ -49,3 +49,19 @@ def test_spsa_through_the_named_interface_gives_gradients_for_every_parameter(ca
 def test_unknown_renderer_is_named(catalog):
     with pytest.raises(ValueError, match="unknown renderer 'blender'.*pytorch3d, open3d-fd"):
         make_planar_renderer("blender", catalog)
+
+
+@pytest.mark.parametrize("size", [(9, 13), (44, 44), (60, 80)])
+def test_small_images_are_blurred_as_the_convolution_blurs_them(size):
+    """The matrix blur of small images against the depthwise convolution with replicated edges."""
+    images = torch.rand(2, *size, 3, generator=torch.Generator().manual_seed(0))
+    for sigma in (0.5, 1.5, 2.0):
+        radius = max(1, int(3 * sigma))
+        t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+        kernel = kernel / kernel.sum()
+        x = images.permute(0, 3, 1, 2)
+        x = torch.nn.functional.pad(x, (radius, radius, radius, radius), mode="replicate")
+        x = torch.nn.functional.conv2d(x, kernel.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+        x = torch.nn.functional.conv2d(x, kernel.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
+        assert torch.allclose(gaussian_blur(images, sigma), x.permute(0, 2, 3, 1), atol=1e-6)

@@ -123,3 +123,19 @@ def test_soft_render_has_no_seams_where_faces_meet(tabletop):
     # part by more than SEAM_DEPTH (measured: mean 0.004, 2.6% of pixels above 0.05).
     objects = interior & (hard.instance >= 0)
     assert difference[objects].mean() < 0.01 and (difference[objects] > 0.05).float().mean() < 0.04
+
+
+@pytest.mark.parametrize("mode", ["hard", "soft"])
+def test_objects_over_a_rendered_table_are_the_whole_scene(tabletop, mode):
+    """Objects rasterized alone and composited over the bare table's render (behind=) give the
+    render of the whole scene; soft mode may differ only where more than faces_per_pixel object
+    fragments pushed the table out of the whole scene's fragments."""
+    batch = tabletop.scene_batch(tabletop.sample("test", range(4)))
+    renderer = SceneRenderer(tabletop.catalog, mode=mode, gradients="none")
+    empty = SceneBatch(torch.full((1, 1), -1), batch.rotation[:1, :1], batch.translation[:1, :1],
+                       batch.color[:1, :1], batch.camera, batch.table)
+    whole, over = renderer(batch), renderer(batch, renderer(empty))
+    assert torch.equal(whole.instance, over.instance)
+    for name in ("rgb", "mask", "depth"):
+        close = (getattr(whole, name) - getattr(over, name)).abs() <= 1e-5
+        assert close.float().mean() >= (1.0 if mode == "hard" else 0.995), name

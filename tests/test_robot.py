@@ -303,3 +303,15 @@ def test_your_own_meshes_and_camera_through_the_command_line(tmp_path, capsys):
     capsys.readouterr()
     assert main(["poses", str(frames), "--out", str(tmp_path / "shipped"), "--quiet", "--objects", "puck"]) == 2
     assert "unknown object names ['puck']" in capsys.readouterr().err  # not among the shipped objects
+
+
+def test_hypotheses_put_the_middle_of_their_top_where_the_points_centre():
+    """An L-shaped block's top centres 8 mm off its origin, towards its filled corner: its
+    hypotheses stand that far from the blob of points, turned with their yaw; a bar's is on it."""
+    from inverse_graphics.robot.poses import top_centre
+
+    catalog = ObjectCatalog.load()
+    l_block = top_centre(catalog[catalog.index_of("l_block")], 0)
+    assert 0.005 < float(l_block.norm()) < 0.012
+    for name in ("bar", "cube", "cylinder", "sphere"):
+        assert float(top_centre(catalog[catalog.index_of(name)], 0).norm()) < 1e-6, name

@@ -108,21 +108,25 @@ def rasterize(
     """Rasterizes NDC meshes (x, y NDC, z view-space metres) to Fragments.
 
     gradients: 'fast' (no-grad search + vectorized recomputation, see module
-    docstring), 'stock' (PyTorch3D's own autograd), or 'none' (no graph).
+    docstring; without a graph to build, as 'none'), 'stock' (PyTorch3D's own
+    autograd), or 'none' (no graph).
     """
     clip = blur_radius > 0.0  # PyTorch3D's MeshRasterizer default
     kwargs = dict(image_size=image_size, blur_radius=blur_radius, faces_per_pixel=faces_per_pixel, bin_size=0,
                   perspective_correct=perspective_correct, clip_barycentric_coords=clip,
                   cull_backfaces=cull_backfaces)
+    if gradients not in ("fast", "stock", "none"):
+        raise ValueError(f"gradients must be 'fast', 'stock' or 'none', not {gradients!r}")
     if gradients == "stock":
         return Fragments(*rasterize_meshes(meshes_ndc, **kwargs))
-    if gradients == "none":
+    # Fill Meshes' packed cache while grad is on: a cache filled under no_grad has no graph.
+    verts = meshes_ndc.verts_packed()
+    if gradients == "none" or not (torch.is_grad_enabled() and verts.requires_grad):
+        # No graph wanted: the search's own zbuf, barycentrics and distances are the ones the
+        # fast path would recompute (to 1e-9), so they are used as they are.
         with torch.no_grad():
             return Fragments(*rasterize_meshes(meshes_ndc, **kwargs))
-    if gradients != "fast":
-        raise ValueError(f"gradients must be 'fast', 'stock' or 'none', not {gradients!r}")
-    # Fill Meshes' packed cache while grad is on: a cache filled under no_grad has no graph.
-    face_verts = meshes_ndc.verts_packed()[meshes_ndc.faces_packed()]
+    face_verts = verts[meshes_ndc.faces_packed()]
     with torch.no_grad():
         pix_to_face = rasterize_meshes(meshes_ndc, **kwargs)[0]
     return fragments_from_faces(face_verts, pix_to_face, image_size, perspective_correct, clip)

@@ -17,6 +17,7 @@ differentiable in the objects' position, yaw and colour.
 from __future__ import annotations
 
 import abc
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -120,14 +121,40 @@ class Open3DFiniteDifferenceRenderer(PlanarRenderer):
                                         params, s.method, params.new_tensor(steps).repeat(N), s.samples, self.generator)
 
 
-def gaussian_blur(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
-    """(B, H, W, C) -> (B, H, W, C), separable Gaussian of std sigma_px pixels, edges replicated."""
+MATRIX_BLUR_MAX_PX = 128  # up to this side a blur is two small matmuls; beyond, mostly zeros to multiply
+
+
+def _gaussian_kernel(sigma_px: float, dtype, device) -> torch.Tensor:
+    """(2 r + 1,) normalised taps, r = max(1, int(3 sigma_px))."""
     radius = max(1, int(3 * sigma_px))
-    t = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    t = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
     kernel = torch.exp(-0.5 * (t / sigma_px) ** 2)
-    kernel = kernel / kernel.sum()
+    return kernel / kernel.sum()
+
+
+@functools.lru_cache(maxsize=64)
+def blur_matrix(n: int, sigma_px: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(n, n) M with (M @ x) the Gaussian blur of x (n,) along its one axis, edges replicated
+    (the taps that fall beyond an edge are added to the edge's own weight)."""
+    kernel = _gaussian_kernel(sigma_px, dtype, device)
+    radius = (len(kernel) - 1) // 2
+    source = torch.arange(n, device=device)[:, None] + torch.arange(-radius, radius + 1, device=device)
+    source = source.clamp(0, n - 1)
+    return torch.zeros(n, n, dtype=dtype, device=device).scatter_add_(1, source, kernel.expand(n, -1).contiguous())
+
+
+def gaussian_blur(images: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """(B, H, W, C) -> (B, H, W, C), separable Gaussian of std sigma_px pixels, edges replicated.
+    Small images (sides up to MATRIX_BLUR_MAX_PX) are blurred as Mh @ image @ Mw^T: on CPU several
+    times faster than the depthwise convolution, which larger ones use; the two agree to float rounding."""
+    B, H, W, C = images.shape
     x = images.permute(0, 3, 1, 2)
-    C = x.shape[1]
+    if max(H, W) <= MATRIX_BLUR_MAX_PX:
+        x = blur_matrix(H, sigma_px, images.dtype, images.device) @ x \
+            @ blur_matrix(W, sigma_px, images.dtype, images.device).T
+        return x.permute(0, 2, 3, 1)
+    kernel = _gaussian_kernel(sigma_px, images.dtype, images.device)
+    radius = (len(kernel) - 1) // 2
     pad = torch.nn.functional.pad
     x = torch.nn.functional.conv2d(pad(x, (radius, radius, 0, 0), mode="replicate"),
                                    kernel.view(1, 1, 1, -1).expand(C, 1, 1, -1), groups=C)

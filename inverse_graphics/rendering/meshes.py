@@ -46,12 +46,12 @@ class CatalogMeshes:
             self._copies[device] = copy
         return self._copies[device]
 
-    def build(self, batch: SceneBatch, table_cells: int = 1) -> SceneMeshes:
-        """table_cells: the table is split into a grid of table_cells^2 squares. The meshes are
-        made on the device of the batch's poses."""
+    def build(self, batch: SceneBatch, table_cells: int = 1, with_table: bool = True) -> SceneMeshes:
+        """table_cells: the table is split into a grid of table_cells^2 squares; with_table=False:
+        the objects alone. The meshes are made on the device of the batch's poses."""
         device = batch.translation.device
         if self.verts.device != device:
-            return self.on(device).build(batch, table_cells)
+            return self.on(device).build(batch, table_cells, with_table)
         B, N = batch.category.shape
         slots = batch.present.nonzero()  # (M, 2) in scene order
         category = batch.category[slots[:, 0], slots[:, 1]]
@@ -62,6 +62,8 @@ class CatalogMeshes:
         object_verts = posed[keep]  # packed, object after object
         table_verts, table_faces = batch.table.mesh(table_cells, device)
         table_verts = table_verts.to(object_verts)
+        if not with_table:
+            table_verts, table_faces = table_verts[:0], table_faces[:0]
         table_color = object_verts.new_tensor(batch.table.color)
 
         verts_per_scene = torch.zeros(B, dtype=torch.long, device=device).index_add_(0, slots[:, 0], self.num_verts[category])

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from pytorch3d.renderer import MeshRasterizer
+from pytorch3d.renderer.cameras import try_get_projection_transform
 
 from ..assets import ObjectCatalog
+from ..camera import Camera
 from ..scene import SceneBatch
 from .fragments import rasterize
 from .meshes import TABLE_INSTANCE, CatalogMeshes, SceneMeshes
@@ -71,7 +72,8 @@ class RenderOutput:
 
 def composite_front_to_back(colors: torch.Tensor, coverage: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
     """colors (B, H, W, K, 3) and coverage (B, H, W, K) in [0, 1] of depth-sorted fragments
-    -> (B, H, W, 3), each fragment seen through the ones in front of it.
+    over background (3,) or (B, H, W, 3) -> (B, H, W, 3), each fragment seen through the ones
+    in front of it.
 
     Why not PyTorch3D's softmax_rgb_blend: it weighs a fragment by
     coverage * exp(-z / gamma), so an object a few cm in front of the table wins
@@ -106,13 +108,39 @@ class SceneRenderer(torch.nn.Module):
         self.catalog = catalog
         self.settings = settings or RenderSettings(**overrides)
         self.catalog_meshes = CatalogMeshes(catalog)
+        self._ndc_transforms = {}  # camera -> its world-to-view and view-to-NDC matrices, made once
 
-    def forward(self, batch: SceneBatch) -> RenderOutput:
+    def _to_ndc(self, verts: torch.Tensor, camera: Camera) -> torch.Tensor:
+        """(B, V, 3) world metres -> (B, V, 3): PyTorch3D NDC x, y and view-space z (metres), as
+        MeshRasterizer.transform computes them, with the camera's two matrices built once (building
+        PyTorch3D cameras and composing their transforms costs ~6 ms a render)."""
+        key = str((camera.K.tolist(), camera.R.tolist(), camera.t.tolist(), tuple(camera.image_size), verts.device))
+        if key not in self._ndc_transforms:
+            if len(self._ndc_transforms) > 256:  # a window camera per proposal: keep the recent ones
+                self._ndc_transforms.clear()
+            cameras = camera.to_pytorch3d(1, verts.device)
+            to_view = cameras.get_world_to_view_transform().get_matrix()[0]
+            to_ndc = try_get_projection_transform(cameras, {}).compose(cameras.get_ndc_camera_transform())
+            to_ndc = to_ndc.get_matrix()[0]
+            self._ndc_transforms[key] = (to_view.to(verts.dtype), to_ndc.to(verts.dtype))
+        to_view, to_ndc = self._ndc_transforms[key]
+        ones = torch.ones_like(verts[..., :1])
+        view = torch.cat([verts, ones], -1) @ to_view  # row vectors, PyTorch3D's convention
+        view = view[..., :3] / view[..., 3:]
+        ndc = torch.cat([view, ones], -1) @ to_ndc
+        return torch.cat([ndc[..., :2] / ndc[..., 3:], view[..., 2:]], -1)
+
+    def forward(self, batch: SceneBatch, behind: RenderOutput | None = None) -> RenderOutput:
+        """behind: what lies behind the objects, already rendered for this camera (B or 1 scenes;
+        the bare table, say): the objects are rasterized alone and composited over it, which is
+        the render of the whole scene (but for a pixel where more than faces_per_pixel object
+        fragments would have pushed the table out) at a fraction of the cost when the objects
+        cover a small part of the image."""
         s = self.settings
-        cameras = batch.camera.to_pytorch3d(len(batch), batch.translation.device)
         hard = s.mode == "hard"
-        scene = self.catalog_meshes.build(batch, table_cells=1 if hard else SOFT_TABLE_CELLS)
-        meshes_ndc = MeshRasterizer().transform(scene.meshes, cameras=cameras)
+        scene = self.catalog_meshes.build(batch, table_cells=1 if hard else SOFT_TABLE_CELLS, with_table=behind is None)
+        background = batch.translation.new_tensor(BACKGROUND) if behind is None else behind.rgb
+        meshes_ndc = scene.meshes.update_padded(self._to_ndc(scene.meshes.verts_padded(), batch.camera))
         fragments = rasterize(meshes_ndc, batch.camera.image_size, blur_radius=s.blur_radius,
                               faces_per_pixel=1 if hard else s.faces_per_pixel,
                               perspective_correct=hard, gradients=s.gradients, cull_backfaces=not hard)
@@ -125,11 +153,12 @@ class SceneRenderer(torch.nn.Module):
         inside = covered & (fragments.dists <= 0)
         first = inside.float().argmax(-1, keepdim=True)
         hit = inside.any(-1)
-        depth = torch.where(hit, fragments.zbuf.gather(-1, first)[..., 0], 0.0)
-        instance = torch.where(hit, instance_per_fragment.gather(-1, first)[..., 0], TABLE_INSTANCE)
+        depth = torch.where(hit, fragments.zbuf.gather(-1, first)[..., 0], 0.0 if behind is None else behind.depth)
+        instance = torch.where(hit, instance_per_fragment.gather(-1, first)[..., 0],
+                               TABLE_INSTANCE if behind is None else behind.instance)
 
         if hard:
-            rgb = torch.where(covered[..., 0, None], colors[..., 0, :], colors.new_tensor(BACKGROUND))
+            rgb = torch.where(covered[..., 0, None], colors[..., 0, :], background)
             mask = (instance != TABLE_INSTANCE).to(rgb.dtype)
         else:
             # Inside a face: covered. Outside: a soft edge falling from 1 at the face's edge, so that
@@ -145,7 +174,9 @@ class SceneRenderer(torch.nn.Module):
             coverage = torch.where(inside, 1.0, outside * (covered & ~within_surface))
             if scene.face_opacity is not None:
                 coverage = coverage * scene.face_opacity[face]
-            rgb = composite_front_to_back(colors, coverage, colors.new_tensor(BACKGROUND))
+            rgb = composite_front_to_back(colors, coverage, background)
             object_coverage = coverage * (instance_per_fragment != TABLE_INSTANCE)
             mask = 1.0 - torch.prod(1.0 - object_coverage, dim=-1)
+            if behind is not None:
+                mask = 1.0 - (1.0 - mask) * (1.0 - behind.mask)
         return RenderOutput(rgb=rgb, mask=mask, depth=depth, instance=instance)

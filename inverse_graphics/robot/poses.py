@@ -7,8 +7,10 @@ Pipeline for one Frame (frames.py), with what its steps share (view.FrameView) b
 2. Per proposal, a window of the frame (window.py) at 1 / `fine_scale` (1/4 by default, 160x120 for a
    640x480 frame) is fitted by render-and-compare with the window's own camera:
    every category in each of its resting poses (a shape) at a grid of yaws (fewer for
-   symmetric shapes: 2-fold, 4-fold, continuous) is scored with its best colour (closed
-   form: the render is linear in the albedo); the best hypothesis of each of the `keep`
+   symmetric shapes: 2-fold, 4-fold, continuous), placed with the middle of its top on the
+   proposal's blob of points (top_centre), is scored with its best colour (closed
+   form: the render is linear in the albedo; the objects are rendered over the window's bare
+   table, rendered once); the best hypothesis of each of the `keep`
    best shapes is refined by Adam through the renderer (position, yaw, colour; the
    resting pose is discrete and stays) and the lowest loss wins. The loss is a robust (Cauchy)
    sum over pixels of the colour residual and, with depth, the depth residual, so
@@ -117,6 +119,20 @@ def one_scene(hypotheses: list[Hypothesis]) -> PlanarObjects:
                          torch.cat([p.rest_index for p in parts], 1))
 
 
+def top_centre(category, rest: int) -> torch.Tensor:
+    """(2,) metres: the middle (x, y) of a category's top surface, its faces that look up, in its
+    resting pose `rest` at yaw 0, from its origin: where a blob of the points a camera above sees
+    of it centres."""
+    rotation = torch.as_tensor(category.resting_poses.rotations[rest], dtype=torch.float64)
+    verts = category.verts.double() @ rotation.T
+    a, b, c = verts[category.faces].unbind(1)
+    normal = torch.linalg.cross(b - a, c - a)
+    area = normal.norm(dim=-1)
+    up = normal[:, 2] > 0.5 * area  # faces within 60 degrees of facing up
+    middle = ((a + b + c)[up, :2] / 3 * area[up, None]).sum(0) / area[up].sum().clamp(min=1e-12)
+    return middle.float()
+
+
 class FramePoseEstimator:
     """AIR proposals + render-and-compare on windows; see the module docstring.
 
@@ -154,6 +170,11 @@ class FramePoseEstimator:
         self.hyp_category = self.shape_category[self.hyp_shape]
         self.hyp_rest = torch.tensor([shapes[h[0]][1] for h in hypotheses], device=self.device)
         self.hyp_yaw = torch.tensor([h[1] for h in hypotheses], dtype=torch.float32, device=self.device)
+        # where each hypothesis' origin lies from the middle of its top (what the proposal's blob
+        # of points centres on): an L-shaped block's is 8 mm off its origin, a bar's is on it
+        top = torch.stack([top_centre(self.catalog[c], r) for c, r in shapes]).to(self.device)[self.hyp_shape]
+        cos, sin = self.hyp_yaw.cos(), self.hyp_yaw.sin()
+        self.hyp_offset = torch.stack([cos * top[:, 0] - sin * top[:, 1], sin * top[:, 0] + cos * top[:, 1]], -1)
         torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # its first use imports ~1 s of modules: now
 
     def view(self, frame: Frame) -> FrameView:
@@ -214,7 +235,7 @@ class FramePoseEstimator:
         """RenderOutput (B, h, w) vs the window -> (B,) robust loss."""
         s = self.settings
         c2 = s.outlier_scale ** 2
-        r2 = ((gaussian_blur(out.rgb, blur) - gaussian_blur(target[None], blur)) / s.rgb_std) ** 2
+        r2 = (gaussian_blur(out.rgb - target[None], blur) / s.rgb_std) ** 2  # blur is linear: blur the difference
         loss = (c2 * torch.log1p(r2 / c2)).sum((1, 2, 3))
         if target_depth is not None:
             valid = (target_depth > 0)[None] & (out.depth > 0)
@@ -222,27 +243,29 @@ class FramePoseEstimator:
             loss = loss + torch.where(valid, c2 * torch.log1p(d2 / c2), 0.0).sum((1, 2))
         return loss
 
-    def _render(self, objects: PlanarObjects, camera: Camera, table: Table):
-        return self.renderer(objects.to_batch(self.catalog, camera, table))
+    def _render(self, objects: PlanarObjects, camera: Camera, table: Table, behind=None):
+        """behind: the bare table's RenderOutput for this camera, if known (SceneRenderer.forward)."""
+        return self.renderer(objects.to_batch(self.catalog, camera, table), behind)
 
     @torch.no_grad()
     def _score_hypotheses(self, window: Window, position: torch.Tensor):
-        """Every (category, resting pose, yaw) hypothesis at `position` (2,) m with its best colour ->
-        the bare table's loss (float), the colours (K, 3) and the scores (K,)."""
+        """Every (category, resting pose, yaw) hypothesis at `position` (K, 2) m with its best colour ->
+        the bare table's render (RenderOutput (1, n, n)) and loss (float), the colours (K, 3) and
+        the scores (K,)."""
         s = self.settings
         K = len(self.hyp_category)
         bare = self._render(PlanarObjects.empty(1, device=self.device), window.camera, window.table)
         bare_loss = float(self._loss(bare, window.rgb, window.depth, s.refine.blur_end_px)[0])
-        white = self._render(PlanarObjects(self.hyp_category[:, None], position.expand(K, 1, 2),
+        white = self._render(PlanarObjects(self.hyp_category[:, None], position[:, None],
                                            self.hyp_yaw[:, None], position.new_ones(K, 1, 3),
-                                           rest=self.hyp_rest[:, None]), window.camera, window.table)
+                                           rest=self.hyp_rest[:, None]), window.camera, window.table, bare)
         # The render is linear in the albedo: rgb = (1 - m) bare + albedo * shaded, per channel.
         behind = (1 - white.mask[..., None]) * bare.rgb
         shaded = white.rgb - behind
         color = (((window.rgb[None] - behind) * shaded).sum((1, 2))
                  / (shaded ** 2).sum((1, 2)).clamp(min=1e-6)).clamp(0, 1)
         composed = replace(white, rgb=behind + color[:, None, None] * shaded)
-        return bare_loss, color, self._loss(composed, window.rgb, window.depth, s.score_blur_px)
+        return bare, bare_loss, color, self._loss(composed, window.rgb, window.depth, s.score_blur_px)
 
     def best_hypothesis(self, fine: FineFrame, center: torch.Tensor) -> Hypothesis:
         """One proposal, a full-resolution pixel centre (2,) (u, v) -> its best hypothesis."""
@@ -251,7 +274,8 @@ class FramePoseEstimator:
         # centre on the blob of points above the table nearest the proposal
         position = window.position if window.points is None else blob_centre(window, s.min_height_m)
         window, position = window_on(window, self.device), position.to(self.device)
-        bare_loss, color, score = self._score_hypotheses(window, position)
+        position = position - self.hyp_offset  # (K, 2): each hypothesis with its top's middle on the blob's
+        bare, bare_loss, color, score = self._score_hypotheses(window, position)
         # the best yaw of each shape (category, resting pose), for the `keep` best shapes
         per_shape = score.new_full((len(self.shape_category),), float("inf")).scatter_reduce(
             0, self.hyp_shape, score, "amin")
@@ -262,9 +286,10 @@ class FramePoseEstimator:
         category = self.hyp_category[best][:, None]
 
         def objective(objects: PlanarObjects, blur: float) -> torch.Tensor:
-            return self._loss(self._render(objects, window.camera, window.table), window.rgb, window.depth, blur)
+            return self._loss(self._render(objects, window.camera, window.table, bare), window.rgb, window.depth,
+                              blur)
 
-        start = PlanarObjects(category, position.expand(len(best), 1, 2), self.hyp_yaw[best][:, None],
+        start = PlanarObjects(category, position[best][:, None], self.hyp_yaw[best][:, None],
                               color[best][:, None], rest=self.hyp_rest[best][:, None])
         refined = minimise_image_loss(objective, start, s.refine)
         k = int(refined.loss.argmin())
