@@ -139,3 +139,22 @@ def test_objects_over_a_rendered_table_are_the_whole_scene(tabletop, mode):
     for name in ("rgb", "mask", "depth"):
         close = (getattr(whole, name) - getattr(over, name)).abs() <= 1e-5
         assert close.float().mean() >= (1.0 if mode == "hard" else 0.995), name
+
+
+def test_crops_of_one_camera_render_as_one_batch(tabletop):
+    """Scenes seen through crops of one camera at several places (crop_offset) render as each
+    seen by its own cropped camera."""
+    batch = tabletop.scene_batch(tabletop.sample("test", range(3)))
+    camera = batch.camera
+    renderer = SceneRenderer(tabletop.catalog, mode="soft")
+    corners = [(0, 0), (5, 9), (12, 3)]  # (top, left)
+    size = (camera.image_size[0] - 12, camera.image_size[1] - 12)
+    crops = [camera.cropped(top, left, size) for top, left in corners]
+    alone = [renderer(SceneBatch(batch.category[b:b + 1], batch.rotation[b:b + 1], batch.translation[b:b + 1],
+                                 batch.color[b:b + 1], crops[b], batch.table)) for b in range(3)]
+    together = renderer(SceneBatch(batch.category, batch.rotation, batch.translation, batch.color, crops[0],
+                                   batch.table), crop_offset=torch.tensor([[left, top] for top, left in corners]))
+    for b in range(3):
+        assert torch.equal(together.instance[b], alone[b].instance[0])
+        for name in ("rgb", "mask", "depth"):
+            assert _rel(getattr(together, name)[b], getattr(alone[b], name)[0]) <= 1e-4, name

@@ -130,17 +130,28 @@ class SceneRenderer(torch.nn.Module):
         ndc = torch.cat([view, ones], -1) @ to_ndc
         return torch.cat([ndc[..., :2] / ndc[..., 3:], view[..., 2:]], -1)
 
-    def forward(self, batch: SceneBatch, behind: RenderOutput | None = None) -> RenderOutput:
+    def forward(self, batch: SceneBatch, behind: RenderOutput | None = None,
+                crop_offset: torch.Tensor | None = None) -> RenderOutput:
         """behind: what lies behind the objects, already rendered for this camera (B or 1 scenes;
         the bare table, say): the objects are rasterized alone and composited over it, which is
         the render of the whole scene (but for a pixel where more than faces_per_pixel object
         fragments would have pushed the table out) at a fraction of the cost when the objects
-        cover a small part of the image."""
+        cover a small part of the image.
+        crop_offset: (B, 2) pixels (du, dv), or None: scene b is seen by batch.camera cropped
+        that much further right and down (Camera.cropped), its pixel (u, v) the camera's
+        (u + du, v + dv); windows of one frame at several places render as one batch."""
         s = self.settings
         hard = s.mode == "hard"
         scene = self.catalog_meshes.build(batch, table_cells=1 if hard else SOFT_TABLE_CELLS, with_table=behind is None)
         background = batch.translation.new_tensor(BACKGROUND) if behind is None else behind.rgb
-        meshes_ndc = scene.meshes.update_padded(self._to_ndc(scene.meshes.verts_padded(), batch.camera))
+        verts_ndc = self._to_ndc(scene.meshes.verts_padded(), batch.camera)
+        if crop_offset is not None:
+            # NDC x = (W - 2u - 1) / S (+x left), y = (H - 2v - 1) / S, S the shorter side: a
+            # point at the camera's pixel u lies at u - du in the crop
+            S = min(batch.camera.image_size)
+            shift = torch.cat([2 * crop_offset.to(verts_ndc) / S, verts_ndc.new_zeros(len(crop_offset), 1)], -1)
+            verts_ndc = verts_ndc + shift[:, None]
+        meshes_ndc = scene.meshes.update_padded(verts_ndc)
         fragments = rasterize(meshes_ndc, batch.camera.image_size, blur_radius=s.blur_radius,
                               faces_per_pixel=1 if hard else s.faces_per_pixel,
                               perspective_correct=hard, gradients=s.gradients, cull_backfaces=not hard)

@@ -38,11 +38,11 @@ from ..assets import ObjectCatalog
 from ..camera import Camera, pixel_to_table
 from ..refine import RefineSettings, minimise_image_loss
 from ..rendering.likelihood import gaussian_blur
-from ..rendering.renderer import RenderSettings, SceneRenderer
+from ..rendering.renderer import RenderOutput, RenderSettings, SceneRenderer
 from ..scene import OBJECT_HEIGHT, PlanarObjects, Table
 from .frames import Frame
 from .view import FrameView, heights_above_table
-from .window import FineFrame, Window, blob_centre, fine_frame, window_around, window_on
+from .window import FineFrame, blob_centre, fine_frame, window_around, window_on
 
 
 @dataclass
@@ -232,74 +232,108 @@ class FramePoseEstimator:
 
     # --- step 2: render and compare ------------------------------------------------------------
     def _loss(self, out, target: torch.Tensor, target_depth: torch.Tensor | None, blur: float) -> torch.Tensor:
-        """RenderOutput (B, h, w) vs the window -> (B,) robust loss."""
+        """RenderOutput (B, h, w) vs windows (B or 1, h, w, 3) and their depth (B or 1, h, w) or
+        None -> (B,) robust loss."""
         s = self.settings
         c2 = s.outlier_scale ** 2
-        r2 = (gaussian_blur(out.rgb - target[None], blur) / s.rgb_std) ** 2  # blur is linear: blur the difference
+        r2 = (gaussian_blur(out.rgb - target, blur) / s.rgb_std) ** 2  # blur is linear: blur the difference
         loss = (c2 * torch.log1p(r2 / c2)).sum((1, 2, 3))
         if target_depth is not None:
-            valid = (target_depth > 0)[None] & (out.depth > 0)
-            d2 = ((out.depth - target_depth[None]) / s.depth_std_m) ** 2
+            valid = (target_depth > 0) & (out.depth > 0)
+            d2 = ((out.depth - target_depth) / s.depth_std_m) ** 2
             loss = loss + torch.where(valid, c2 * torch.log1p(d2 / c2), 0.0).sum((1, 2))
         return loss
 
-    def _render(self, objects: PlanarObjects, camera: Camera, table: Table, behind=None):
-        """behind: the bare table's RenderOutput for this camera, if known (SceneRenderer.forward)."""
-        return self.renderer(objects.to_batch(self.catalog, camera, table), behind)
-
-    @torch.no_grad()
-    def _score_hypotheses(self, window: Window, position: torch.Tensor):
-        """Every (category, resting pose, yaw) hypothesis at `position` (K, 2) m with its best colour ->
-        the bare table's render (RenderOutput (1, n, n)) and loss (float), the colours (K, 3) and
-        the scores (K,)."""
-        s = self.settings
-        K = len(self.hyp_category)
-        bare = self._render(PlanarObjects.empty(1, device=self.device), window.camera, window.table)
-        bare_loss = float(self._loss(bare, window.rgb, window.depth, s.refine.blur_end_px)[0])
-        white = self._render(PlanarObjects(self.hyp_category[:, None], position[:, None],
-                                           self.hyp_yaw[:, None], position.new_ones(K, 1, 3),
-                                           rest=self.hyp_rest[:, None]), window.camera, window.table, bare)
-        # The render is linear in the albedo: rgb = (1 - m) bare + albedo * shaded, per channel.
-        behind = (1 - white.mask[..., None]) * bare.rgb
-        shaded = white.rgb - behind
-        color = (((window.rgb[None] - behind) * shaded).sum((1, 2))
-                 / (shaded ** 2).sum((1, 2)).clamp(min=1e-6)).clamp(0, 1)
-        composed = replace(white, rgb=behind + color[:, None, None] * shaded)
-        return bare, bare_loss, color, self._loss(composed, window.rgb, window.depth, s.score_blur_px)
+    def _render(self, objects: PlanarObjects, camera: Camera, table: Table, behind=None, crop_offset=None):
+        """behind, crop_offset: as SceneRenderer.forward takes them."""
+        return self.renderer(objects.to_batch(self.catalog, camera, table), behind, crop_offset)
 
     def best_hypothesis(self, fine: FineFrame, center: torch.Tensor) -> Hypothesis:
         """One proposal, a full-resolution pixel centre (2,) (u, v) -> its best hypothesis."""
+        return self.best_hypotheses(fine, [center])[0]
+
+    def best_hypotheses(self, fine: FineFrame, centers: list[torch.Tensor]) -> list[Hypothesis]:
+        """Proposals, full-resolution pixel centres (2,) (u, v) -> each one's best hypothesis. Each
+        is fitted in its own window; the windows render as one batch (the first window's camera,
+        the others' crops offset from it), so that a frame's proposals cost one render per step."""
         s = self.settings
-        window = window_around(fine, center, s.fine_scale, s.window_px)
-        # centre on the blob of points above the table nearest the proposal
-        position = window.position if window.points is None else blob_centre(window, s.min_height_m)
-        window, position = window_on(window, self.device), position.to(self.device)
-        position = position - self.hyp_offset  # (K, 2): each hypothesis with its top's middle on the blob's
-        bare, bare_loss, color, score = self._score_hypotheses(window, position)
-        # the best yaw of each shape (category, resting pose), for the `keep` best shapes
-        per_shape = score.new_full((len(self.shape_category),), float("inf")).scatter_reduce(
-            0, self.hyp_shape, score, "amin")
-        best = torch.stack([torch.nonzero((self.hyp_shape == k) & (score == per_shape[k]))[0, 0]
-                            for k in per_shape.argsort()[: s.keep] if per_shape[k].isfinite()])
-        per_category = score.new_full((len(self.catalog),), float("inf")).scatter_reduce(
-            0, self.shape_category, per_shape, "amin")
-        category = self.hyp_category[best][:, None]
+        if not centers:
+            return []
+        windows, positions = [], []
+        for center in centers:
+            window = window_around(fine, center, s.fine_scale, s.window_px)
+            # centre on the blob of points above the table nearest the proposal
+            positions.append(window.position if window.points is None else blob_centre(window, s.min_height_m))
+            windows.append(window_on(window, self.device))
+        P, K = len(windows), len(self.hyp_category)
+        camera = windows[0].camera
+        crop = torch.stack([camera.K[:2, 2] - w.camera.K[:2, 2] for w in windows]).float().to(self.device)  # (P, 2)
+        rgb = torch.stack([w.rgb for w in windows])  # (P, n, n, 3)
+        depth = None if windows[0].depth is None else torch.stack([w.depth for w in windows])
+        with torch.no_grad():
+            bares = [self._render(PlanarObjects.empty(1, device=self.device), w.camera, w.table) for w in windows]
+        fields = ("rgb", "mask", "depth", "instance")
+        bare = RenderOutput(*(torch.cat([getattr(b, f) for b in bares]) for f in fields))
+        bare_loss = self._loss(bare, rgb, depth, s.refine.blur_end_px).tolist()
+
+        def batch_of(owner: torch.Tensor):
+            """The windows' stacks for scenes owned by proposals `owner` (M,)."""
+            return (RenderOutput(*(getattr(bare, f)[owner] for f in fields)),
+                    crop[owner], rgb[owner], None if depth is None else depth[owner])
+
+        # every (category, resting pose, yaw) hypothesis, with the middle of its top on the blob,
+        # scored with its best colour
+        owner = torch.arange(P, device=self.device).repeat_interleave(K)
+        position = (torch.stack(positions).to(self.device)[:, None] - self.hyp_offset).flatten(0, 1)  # (P K, 2)
+        behind, offset, target, target_depth = batch_of(owner)
+        with torch.no_grad():
+            white = self._render(PlanarObjects(self.hyp_category.repeat(P)[:, None], position[:, None],
+                                               self.hyp_yaw.repeat(P)[:, None], position.new_ones(P * K, 1, 3),
+                                               rest=self.hyp_rest.repeat(P)[:, None]),
+                                 camera, windows[0].table, behind, offset)
+            # The render is linear in the albedo: rgb = (1 - m) bare + albedo * shaded, per channel.
+            under = (1 - white.mask[..., None]) * behind.rgb
+            shaded = white.rgb - under
+            color = (((target - under) * shaded).sum((1, 2)) / (shaded ** 2).sum((1, 2)).clamp(min=1e-6)).clamp(0, 1)
+            composed = replace(white, rgb=under + color[:, None, None] * shaded)
+            scores = self._loss(composed, target, target_depth, s.score_blur_px).view(P, K)
+
+        # per proposal, the best yaw of each shape (category, resting pose), for the `keep` best shapes
+        starts, per_category = [], []
+        for p in range(P):
+            score = scores[p]
+            per_shape = score.new_full((len(self.shape_category),), float("inf")).scatter_reduce(
+                0, self.hyp_shape, score, "amin")
+            starts += [(p, p * K + int(torch.nonzero((self.hyp_shape == k) & (score == per_shape[k]))[0, 0]))
+                       for k in per_shape.argsort()[: s.keep] if per_shape[k].isfinite()]
+            per_category.append(score.new_full((len(self.catalog),), float("inf")).scatter_reduce(
+                0, self.shape_category, per_shape, "amin"))
+        owner = torch.tensor([p for p, _ in starts], device=self.device)
+        best = torch.tensor([h for _, h in starts], device=self.device)
+        behind, offset, target, target_depth = batch_of(owner)
 
         def objective(objects: PlanarObjects, blur: float) -> torch.Tensor:
-            return self._loss(self._render(objects, window.camera, window.table, bare), window.rgb, window.depth,
+            return self._loss(self._render(objects, camera, windows[0].table, behind, offset), target, target_depth,
                               blur)
 
-        start = PlanarObjects(category, position[best][:, None], self.hyp_yaw[best][:, None],
-                              color[best][:, None], rest=self.hyp_rest[best][:, None])
-        refined = minimise_image_loss(objective, start, s.refine)
-        k = int(refined.loss.argmin())
-        loss = float(refined.loss[k])
-        winner = int(category[k, 0])
-        # the categories' evidence: each category's best score, as a softmax on a 5% scale of the loss
-        per_category[winner] = min(loss, float(per_category[winner]))
-        probs = torch.softmax(-(per_category - per_category.min()) / (0.05 * float(per_category.min()) + 1e-6), 0)
-        return Hypothesis(refined.objects.select(k).to("cpu"), loss, bare_loss - loss,
-                          max(0.0, bare_loss - loss) / max(bare_loss, 1e-6), float(probs[winner]))
+        category = self.hyp_category.repeat(P)[best][:, None]
+        start = PlanarObjects(category, position[best][:, None], self.hyp_yaw.repeat(P)[best][:, None],
+                              color[best][:, None], rest=self.hyp_rest.repeat(P)[best][:, None])
+        refined = minimise_image_loss(objective, start, s.refine)  # the scenes are independent
+        hypotheses = []
+        for p in range(P):
+            mine = torch.nonzero(owner == p)[:, 0]
+            k = int(mine[refined.loss[mine].argmin()])
+            loss = float(refined.loss[k])
+            winner = int(category[k, 0])
+            # the categories' evidence: each category's best score, as a softmax on a 5% scale of the loss
+            evidence = per_category[p]
+            evidence[winner] = min(loss, float(evidence[winner]))
+            probs = torch.softmax(-(evidence - evidence.min()) / (0.05 * float(evidence.min()) + 1e-6), 0)
+            hypotheses.append(Hypothesis(refined.objects.select(k).to("cpu"), loss, bare_loss[p] - loss,
+                                         max(0.0, bare_loss[p] - loss) / max(bare_loss[p], 1e-6),
+                                         float(probs[winner])))
+        return hypotheses
 
     def estimate(self, frame: Frame) -> tuple[list[Detection], dict]:
         """One frame -> detections, and timings (seconds) with the proposals: their count, AIR's
@@ -313,10 +347,9 @@ class FramePoseEstimator:
         detections, accepted, rejected = [], [], []
 
         def accept(proposals, source):
-            for center in proposals:
+            for center, hypothesis in zip(proposals, self.best_hypotheses(fine, proposals)):
                 if len(accepted) >= s.max_objects:
                     return
-                hypothesis = self.best_hypothesis(fine, center)
                 near = any(float((hypothesis.position - a.position).norm()) < 0.02 for a in accepted)
                 reason = ("explains too little" if hypothesis.gain < s.min_gain
                           else "outside the workspace" if not view.workspace.contains(hypothesis.position)
