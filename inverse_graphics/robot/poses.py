@@ -50,10 +50,10 @@ from .window import FineFrame, blob_centre, fine_frame, window_around, window_on
 class PoseSettings:
     fine_scale: int = 4  # render-and-compare at 1 / fine_scale of the frame's resolution
     window_px: int = 44  # side of each object's window at that resolution
-    yaw_hypotheses: int = 8  # yaws tried per full turn (a k-fold shape needs 8 / k)
+    yaw_hypotheses: int = 16  # yaws tried per full turn (a k-fold shape needs 16 / k)
     keep: int = 2  # shapes (category, resting pose) whose best-scoring hypothesis is refined, per object
     refine: RefineSettings = field(default_factory=lambda: RefineSettings(
-        steps=10, position_lr=0.002, yaw_lr=0.05, color_lr=0.02, blur_start_px=1.5, blur_end_px=0.5))
+        steps=6, position_lr=0.003, yaw_lr=0.075, color_lr=0.02, blur_start_px=1.5, blur_end_px=0.5))
     score_blur_px: float = 1.5
     rgb_std: float = 0.06  # per channel
     depth_std_m: float = 0.004
@@ -80,7 +80,9 @@ class FramePoseEstimator:
         self.model = model.eval()
         self.catalog: ObjectCatalog = catalog or model.catalog
         self.settings = settings or PoseSettings()
-        self.renderer = SceneRenderer(self.catalog, RenderSettings(mode="soft"))
+        # the table is rendered once per window and composited behind (SceneRenderer's behind=), so
+        # it takes no fragment slot: 5 leave the objects as many as the default 6 did with it
+        self.renderer = SceneRenderer(self.catalog, RenderSettings(mode="soft", faces_per_pixel=5))
         allowed = range(len(self.catalog))
         if self.settings.categories is not None:
             unknown = [n for n in self.settings.categories if n not in self.catalog.names]
