@@ -308,7 +308,7 @@ def test_your_own_meshes_and_camera_through_the_command_line(tmp_path, capsys):
 def test_hypotheses_put_the_middle_of_their_top_where_the_points_centre():
     """An L-shaped block's top centres 8 mm off its origin, towards its filled corner: its
     hypotheses stand that far from the blob of points, turned with their yaw; a bar's is on it."""
-    from inverse_graphics.robot.poses import top_centre
+    from inverse_graphics.robot.detection import top_centre
 
     catalog = ObjectCatalog.load()
     l_block = top_centre(catalog[catalog.index_of("l_block")], 0)
