@@ -21,6 +21,7 @@ Where a category's resting poses come from (assets.category_from_bop):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import trimesh
@@ -49,7 +50,7 @@ class RestingPoses:
         """The mesh's own frame only (the identity)."""
         return cls(np.eye(3)[None], np.ones(1))
 
-    @property
+    @cached_property  # read on every render's from_planar: computed once (the rotations never change)
     def is_upright(self) -> bool:
         """Whether the only pose is the identity (an object as every object was before resting poses)."""
         return len(self) == 1 and np.allclose(self.rotations[0], np.eye(3), atol=1e-9)
