@@ -97,9 +97,9 @@ def _finished(prefix: str) -> list[Path]:
     return sorted(p for p in RUNS.glob(prefix + "*") if (p / "checkpoint.pt").exists()) if RUNS.exists() else []
 
 
-def _on_both_splits(path: Path, num: int, test_scenes, shifted_scenes, device) -> dict:
-    metrics = evaluate_run(path, "test", num, test_scenes, device)
-    shifted = evaluate_run(path, APPEARANCE_SPLIT, num, shifted_scenes, device)
+def _on_both_splits(path: Path, num: int, test_scenes, shifted_scenes, device, glimpse_repeats=None) -> dict:
+    metrics = evaluate_run(path, "test", num, test_scenes, device, glimpse_repeats)
+    shifted = evaluate_run(path, APPEARANCE_SPLIT, num, shifted_scenes, device, glimpse_repeats)
     metrics["appearance"] = {k: shifted[k] for k in (*HEADLINE, "count_confusion")}
     return metrics
 
@@ -151,7 +151,7 @@ def cmd_evaluate(args):
     per_seed = {}
     for p in main_runs:
         print(f"evaluating {p.name} on {args.num} test scenes and {APPEARANCE_SPLIT} ...", flush=True)
-        per_seed[p.name] = _on_both_splits(p, args.num, test_scenes, shifted_scenes, device)
+        per_seed[p.name] = _on_both_splits(p, args.num, test_scenes, shifted_scenes, device, args.glimpse_repeats)
     best = max(per_seed, key=lambda k: per_seed[k]["val_count_acc"] or 0)
     print(f"AIR + refinement vs per-image optimisation on {args.refine_num} test scenes ({best}) ...", flush=True)
     result = {"method": "AIR (no labels), trained by the sleep phase of reweighted wake-sleep through the renderer",
@@ -161,7 +161,9 @@ def cmd_evaluate(args):
                                                   "images_per_second_batched", "train_minutes")},
               "infer_images_per_s": per_seed[best]["images_per_second_batched"],
               "appearance": per_seed[best]["appearance"],
-              "air_refine": evaluate_refinement(RUNS / best, args.refine_num, device=device),
+              "air_refine": evaluate_refinement(RUNS / best, args.refine_num, device=device,
+                                                glimpse_repeats=args.glimpse_repeats),
+              "glimpse_repeats": per_seed[best]["config"]["glimpse_repeats"],
               "mean_over_seeds": {k: float(np.mean([r[k] for r in per_seed.values()])) for k in HEADLINE},
               "seeds_converged": sum(meets_targets(r) for r in per_seed.values()),
               "converged_means": "all four AIR-alone targets met: "
@@ -185,7 +187,8 @@ def cmd_evaluate(args):
     result["device"] = str(device)
     result["command"] = "python benchmarks/air_tabletop.py evaluate" + (f" --tag {args.tag}" if args.tag != "rws" else "") + (
         " --carry" if args.carry else "") + (f" --num {args.num}" if args.num != 1000 else "") + (
-        f" --refine-num {args.refine_num}" if args.refine_num != 50 else "")
+        f" --refine-num {args.refine_num}" if args.refine_num != 50 else "") + (
+        f" --glimpse-repeats {args.glimpse_repeats}" if args.glimpse_repeats is not None else "")
     atomic_write_json(out, result)
     for name, m in per_seed.items():
         print(name, {k: round(m[k], 4) for k in (*HEADLINE, "images_per_second_batched", "train_minutes",
@@ -287,6 +290,9 @@ def main():
     p.add_argument("--carry", action="store_true",
                    help="evaluate only the <tag> runs and refinement; carry the comparisons (other objectives, "
                         "supervised baselines, untrained guide) from the previous evaluation's JSON")
+    p.add_argument("--glimpse-repeats", type=int, default=None, metavar="N",
+                   help="evaluate the main runs with this inference setting (AIRConfig.glimpse_repeats) in "
+                        "place of their checkpoints' own")
     p.add_argument("--refine-num", type=int, default=50,
                    help="test scenes for AIR + refinement against per-image optimisation (per-image optimisation takes about 36 s a scene on 2 cores)")
     p.set_defaults(func=cmd_evaluate)

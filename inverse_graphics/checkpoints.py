@@ -84,12 +84,17 @@ def _as_half_if_it_fits(value: torch.Tensor) -> torch.Tensor:
     return value.half() if bool(value.abs().max() <= torch.finfo(torch.float16).max) else value
 
 
-def export_weights(checkpoint: str | Path, path: str | Path) -> Path:
+def export_weights(checkpoint: str | Path, path: str | Path, glimpse_repeats: int | None = None) -> Path:
     """A small file for shipping: the model's weights in float16, its configurations and its
-    validation history, without optimizer or RNG state. Loaders read it like a full checkpoint."""
+    validation history, without optimizer or RNG state. Loaders read it like a full checkpoint.
+    glimpse_repeats: AIR's inference setting (AIRConfig.glimpse_repeats) to record in its place."""
     ckpt = read_checkpoint(checkpoint, "training")
     slim = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "torch_rng", "torch_rng_per_rank",
                                                         "history")}
+    if glimpse_repeats is not None:
+        if "air_config" not in slim:
+            raise ValueError(f"{checkpoint} is not an AIR checkpoint: glimpse_repeats is an AIR setting")
+        slim["air_config"] = {**slim["air_config"], "glimpse_repeats": glimpse_repeats}
     slim["model"] = {k: _as_half_if_it_fits(v) for k, v in ckpt["model"].items()}
     slim["history"] = [h for h in ckpt["history"] if "val_count_acc" in h]
     atomic_torch_save(slim, Path(path))

@@ -139,7 +139,7 @@ def cmd_optimise(args) -> int:
 
 
 def cmd_export_weights(args) -> int:
-    path = export_weights(args.checkpoint, args.out)
+    path = export_weights(args.checkpoint, args.out, args.glimpse_repeats)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, float16)")
     return 0
 
@@ -217,6 +217,9 @@ def _add_training_commands(sub, g) -> None:
     p = sub.add_parser("export-weights", help="a training checkpoint -> a small float16 file for shipping")
     p.add_argument("checkpoint", help="checkpoint.pt of a train-air or train-supervised run")
     p.add_argument("out", help="output file")
+    p.add_argument("--glimpse-repeats", type=int, default=None, metavar="N",
+                   help="AIR: record this inference setting (re-read the second glimpse N times where the last "
+                        "placed the object; see docs/method.md) in place of the checkpoint's")
     p.set_defaults(func=cmd_export_weights)
 
 

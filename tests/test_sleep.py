@@ -199,3 +199,27 @@ def test_air_identifies_category_and_resting_pose_for_objects_that_rest_several_
     assert torch.equal(as_classes(model, truth).category, as_class)
     with pytest.raises(ValueError, match="resting poses"):
         train_air(tmp_path / "elbo", AIRConfig(max_steps=2, hidden=32), cfg, data, progress=False, log=lambda m: None)
+
+
+def test_glimpse_repeats_read_again_where_the_last_glimpse_placed_the_object_and_leave_training_alone(
+        catalog, tabletop, tmp_path):
+    torch.manual_seed(0)
+    once = AIR(AIRConfig(**SMALL), catalog, tabletop.camera, tabletop.config.table)
+    thrice = AIR(AIRConfig(**{**SMALL, "glimpse_repeats": 2}), catalog, tabletop.camera, tabletop.config.table)
+    thrice.load_state_dict(once.state_dict())  # no new weights
+    truth = tabletop.sample("train", range(8))
+    images = _render(tabletop, truth).rgb
+    orders = torch.tensor([c.yaw_symmetry_order() for c in catalog.categories])
+    config = SleepConfig(prior=PriorConfig(workers=0, appearance=AppearanceRanges.none()))
+    losses = []
+    for model in (once, thrice):  # the sleep phase takes its glimpses at the true objects either way
+        torch.manual_seed(1)
+        losses.append(float(sleep_loss(model.guide, images, model.background(), truth, orders, config)[0]))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    with torch.no_grad():
+        placed = [torch.stack([s.position for s in m.infer(images, greedy=True)], 1) for m in (once, thrice)]
+    assert (placed[0] - placed[1]).abs().max() > 1e-4  # the repeated glimpses moved the estimates
+    with pytest.raises(ValueError, match="glimpse_repeats"):
+        AIRConfig(**{**SMALL, "glimpse_repeats": -1})
+    with pytest.raises(ValueError, match="second_glimpse"):
+        AIRConfig(glimpse_repeats=1)

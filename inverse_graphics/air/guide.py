@@ -190,9 +190,11 @@ class Guide(nn.Module):
         uv = logits.softmax(-1) @ cells
         return pixel_to_table(self.camera, uv, OBJECT_HEIGHT), logits.logsumexp(-1)
 
-    def attend(self, code: torch.Tensor, image: torch.Tensor, where_maps, state: GuideState) -> Attention:
+    def attend(self, code: torch.Tensor, image: torch.Tensor, where_maps, state: GuideState,
+               second_glimpse: bool = True) -> Attention:
         """The step's distributions before anything is drawn.  code (B, hidden); image (B, 3, H, W);
-        where_maps from WhereMap."""
+        where_maps from WhereMap. second_glimpse=False: the first glimpse's only (for a caller that
+        takes the second glimpse itself, where it chooses)."""
         cfg = self.config
         h, c = self.lstm(torch.cat([code, state.previous], -1), (state.h, state.c))
         where = self.where_head(h)
@@ -209,13 +211,14 @@ class Guide(nn.Module):
         prob = torch.sigmoid(pres_logit).clamp(1e-4, 1 - 1e-4)
         what = self.what_head(torch.cat([glimpse_code, h], -1))
         mean = coarse = mean + what.position_offset
-        if cfg.second_glimpse:
-            center = self.project(mean.detach())
-            window, glimpse_code, second = self.read_at(image, h, center)
-            if cfg.second_glimpse_offset:
-                mean, what = self.placed_at(center, second), second
-            else:
-                what = second._replace(position_offset=what.position_offset)
+        if cfg.second_glimpse and second_glimpse:
+            for _ in range(1 + cfg.glimpse_repeats):  # each glimpse where the last placed the object
+                center = self.project(mean.detach())
+                window, glimpse_code, second = self.read_at(image, h, center)
+                if cfg.second_glimpse_offset:
+                    mean, what = self.placed_at(center, second), second
+                else:
+                    what = second._replace(position_offset=what.position_offset)
         return Attention(h, c, prob, mean, std, window, glimpse_code, what, coarse)
 
     def placed_at(self, center_px: torch.Tensor, what: WhatOutput) -> torch.Tensor:

@@ -114,7 +114,7 @@ def trace_log_q(guide: Guide, images: torch.Tensor, background: torch.Tensor, tr
     right, seen, presence_right = 0, 0, 0
     at_truth = guide.config.second_glimpse and config.truth_glimpse_jitter_px is not None
     for _ in range(guide.config.max_steps):
-        attention = guide.attend(code, x, where_maps, state)
+        attention = guide.attend(code, x, where_maps, state, second_glimpse=not at_truth)  # taken below
         if at_truth:
             coarse = _position_terms(attention.coarse_mean, attention.position_std, truth, config)
             pick = coarse.detach().masked_fill(~available, -math.inf).argmax(1)

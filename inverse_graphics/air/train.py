@@ -39,10 +39,13 @@ def as_classes(model: AIR, truth: PlanarObjects) -> PlanarObjects:
     return replace(truth, category=model.classes.of_objects(truth))
 
 
-def load_checkpoint(path: str | Path, data: Tabletop | None = None,
-                    device: str | torch.device = "cpu") -> tuple[AIR, dict]:
-    """(model in eval mode on device, checkpoint dict). Raises a clear error for a missing or corrupt file."""
+def load_checkpoint(path: str | Path, data: Tabletop | None = None, device: str | torch.device = "cpu",
+                    glimpse_repeats: int | None = None) -> tuple[AIR, dict]:
+    """(model in eval mode on device, checkpoint dict). Raises a clear error for a missing or corrupt file.
+    glimpse_repeats: an inference setting (AIRConfig) in place of the checkpoint's (None: its own)."""
     ckpt = read_checkpoint(path, "AIR")
+    if glimpse_repeats is not None:
+        ckpt["air_config"] = {**ckpt["air_config"], "glimpse_repeats": glimpse_repeats}
     try:
         air_config = air_config_from_dict(ckpt["air_config"])
     except (KeyError, TypeError) as exc:

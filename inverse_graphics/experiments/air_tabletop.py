@@ -126,13 +126,14 @@ def per_category(matches: list[dict], names: list[str]) -> dict:
     return out
 
 
-def evaluate_run(path: Path, split: str, num: int, scenes: tuple | None = None, device="cpu") -> dict:
+def evaluate_run(path: Path, split: str, num: int, scenes: tuple | None = None, device="cpu",
+                 glimpse_repeats: int | None = None) -> dict:
     """A run's checkpoint (its folder, or a weights file) on `num` scenes of a split (or of
     APPEARANCE_SPLIT): metrics and inference speed. scenes: (images, truth) already made for that
     split (APPEARANCE_SPLIT takes ~50 ms per scene to make; make it once for several runs). device:
     where the model runs (the timing includes moving images there and answers back)."""
     model, ckpt = load_checkpoint(Path(path) if Path(path).is_file() else Path(path) / "checkpoint.pt",
-                                  device=device)
+                                  device=device, glimpse_repeats=glimpse_repeats)
     data = Tabletop(TabletopConfig.from_fields(ckpt["data_config"]))
     if scenes is not None:
         images, truth = scenes
@@ -152,7 +153,7 @@ def evaluate_run(path: Path, split: str, num: int, scenes: tuple | None = None, 
     return {**metrics, **timing, "count_confusion": confusion.tolist(),
             "train_minutes": ckpt["train_seconds"] / 60, "iterations": ckpt["iteration"],
             "skipped_steps": ckpt.get("skipped", 0), "val_count_acc": val[-1]["val_count_acc"] if val else None,
-            "config": ckpt["air_config"], "split": split}
+            "config": model.config.to_dict(), "split": split}
 
 
 def evaluate_supervised_checkpoint(path: Path, scenes: dict[str, tuple[torch.Tensor, SceneBatch]],
@@ -170,11 +171,11 @@ def evaluate_supervised_checkpoint(path: Path, scenes: dict[str, tuple[torch.Ten
     return result
 
 
-def evaluate_refinement(path: Path, num: int, seed: int = 0, device="cpu") -> dict:
+def evaluate_refinement(path: Path, num: int, seed: int = 0, device="cpu", glimpse_repeats: int | None = None) -> dict:
     """AIR alone, AIR + refinement (q's two most likely categories where it doubts) and per-image
     optimisation from random starts, on the same first `num` test scenes, in this run: metrics
     and seconds per image of each, and how many times faster AIR + refinement is."""
-    model, ckpt = load_checkpoint(Path(path) / "checkpoint.pt", device=device)
+    model, ckpt = load_checkpoint(Path(path) / "checkpoint.pt", device=device, glimpse_repeats=glimpse_repeats)
     data = Tabletop(TabletopConfig.from_fields(ckpt["data_config"]))
     images, truth = render_pool(data, "test", num, progress=False)
     images = (images.float() / 255).to(device)
