@@ -49,6 +49,11 @@ class Hypothesis:
     category_prob: float
 
     @property
+    def score(self) -> float:
+        """In [0, 1]: the share of the window it explains x its category's share of the evidence."""
+        return self.explained * self.category_prob
+
+    @property
     def position(self) -> torch.Tensor:
         """(2,) metres on the table."""
         return self.objects.position[0, 0]
@@ -59,7 +64,7 @@ def one_scene(hypotheses: list[Hypothesis]) -> PlanarObjects:
     parts = [h.objects for h in hypotheses]
     return PlanarObjects(*(torch.cat([getattr(p, name) for p in parts], 1)
                            for name in ("category", "position", "yaw", "color")),
-                         parts[0].position.new_tensor([[h.explained * h.category_prob for h in hypotheses]]),
+                         parts[0].position.new_tensor([[h.score for h in hypotheses]]),
                          torch.cat([p.rest_index for p in parts], 1))
 
 

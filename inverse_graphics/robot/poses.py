@@ -16,8 +16,11 @@ Pipeline for one Frame (frames.py), with what its steps share (view.FrameView) b
    sum over pixels of the colour residual and, with depth, the depth residual, so
    shadows, neighbours and clutter cost a bounded amount per pixel.
 3. An object is kept if it explains its window better than the bare table by
-   `min_gain` and lies in the workspace (view.Workspace). With depth, blobs of points
-   standing above the table that no kept object covers are proposed and fitted in turn.
+   `min_gain` and lies in the workspace (view.Workspace); of two within 2 cm (two proposals for
+   one object) the one with the higher score stays. With depth, blobs of points standing above
+   the table that no kept object covers are proposed and fitted in turn (window.standing_blobs:
+   cut where neighbouring points jump in space, so an object touching clutter in the image
+   keeps a blob, and a centre, of its own).
    Poses in the camera frame follow from the table frame.
 A folder of frames is run by pipeline.run_poses.
 
@@ -32,7 +35,6 @@ from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from ..assets import ObjectCatalog
 from ..camera import Camera, pixel_to_table
@@ -42,8 +44,8 @@ from ..rendering.renderer import RenderOutput, RenderSettings, SceneRenderer
 from ..scene import OBJECT_HEIGHT, PlanarObjects, Table
 from .detection import Detection, Hypothesis, one_scene, top_centre
 from .frames import Frame
-from .view import FrameView, heights_above_table
-from .window import FineFrame, blob_centre, fine_frame, window_around, window_on
+from .view import FrameView, table_points
+from .window import FineFrame, blob_centre, fine_frame, standing_blobs, window_around, window_on
 
 
 @dataclass
@@ -144,12 +146,13 @@ class FramePoseEstimator:
         s = self.settings
         h, w = fine.camera.image_size
         H, W = view.frame.camera.image_size
-        above = heights_above_table(fine.depth, fine.camera) > s.min_height_m
+        covered = None
         if accepted:
             with torch.no_grad():
                 out = self._render(one_scene(accepted).to(self.device), fine.camera, self.model.table)
-            above &= F.max_pool2d(out.mask[None], 5, 1, 2)[0, 0].cpu() < 0.5
-        labels, count = ndimage.label(ndimage.binary_opening(above.numpy(), iterations=1))
+            covered = F.max_pool2d(out.mask[None], 5, 1, 2)[0, 0].cpu() >= 0.5
+        labels, count = standing_blobs(table_points(fine.depth, fine.camera), s.min_height_m, open_iterations=1,
+                                       exclude=covered)
         extra = []
         for k in range(1, count + 1):
             rows, cols = (labels == k).nonzero()
@@ -281,21 +284,30 @@ class FramePoseEstimator:
         proposals = self.propose(view)
         t1 = time.perf_counter()
         fine = fine_frame(frame, s.fine_scale)
-        detections, accepted, rejected = [], [], []
+        detections, accepted, centers, rejected = [], [], [], []
+
+        def reject(center, reason):
+            rejected.append([round(float(center[0]), 1), round(float(center[1]), 1), reason])
 
         def accept(proposals, source):
             for center, hypothesis in zip(proposals, self.best_hypotheses(fine, proposals)):
                 if len(accepted) >= s.max_objects:
                     return
-                near = any(float((hypothesis.position - a.position).norm()) < 0.02 for a in accepted)
                 reason = ("explains too little" if hypothesis.gain < s.min_gain
                           else "outside the workspace" if not view.workspace.contains(hypothesis.position)
-                          else "duplicate" if near  # two proposals for one object
                           else None)
+                # two proposals for one object: the better explanation stays, whichever came first
+                near = [i for i, a in enumerate(accepted) if float((hypothesis.position - a.position).norm()) < 0.02]
+                if reason is None and any(accepted[i].score >= hypothesis.score for i in near):
+                    reason = "duplicate"
                 if reason is not None:
-                    rejected.append([round(float(center[0]), 1), round(float(center[1]), 1), reason])
+                    reject(center, reason)
                     continue
+                for i in reversed(near):
+                    reject(centers.pop(i), "duplicate")
+                    del accepted[i], detections[i]
                 accepted.append(hypothesis)
+                centers.append(center)
                 detections.append(replace(self._detection(frame.camera, hypothesis), source=source))
 
         accept(proposals, "air")
@@ -319,4 +331,4 @@ class FramePoseEstimator:
         x, y = hypothesis.position.tolist()
         yaw = float(objects.yaw[0, 0])
         return Detection(c.name, c.obj_id, pose, (x, y, yaw % (2 * math.pi)), tuple(objects.color[0, 0].tolist()),
-                         hypothesis.explained * hypothesis.category_prob, rest=int(objects.rest_index[0, 0]))
+                         hypothesis.score, rest=int(objects.rest_index[0, 0]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from scipy import ndimage
 
@@ -81,16 +82,46 @@ def window_on(window: Window, device: torch.device) -> Window:
                            position=moved(window.position))
 
 
+def standing_blobs(points: torch.Tensor, min_height_m: float, jump_m: float = 0.01, open_iterations: int = 0,
+                   exclude: torch.Tensor | None = None) -> tuple[np.ndarray, int]:
+    """(h, w, 3) points in the table frame (NaN: no reading) -> (labels (h, w), count): the blobs
+    of points standing more than min_height_m above the table, but for exclude (h, w) bool
+    (then open_iterations of binary opening), cut where two standing neighbours lie more than
+    jump_m apart in space, then each grown back over the standing pixels within 2 pixels of it
+    (the cut ones: edges, mixed pixels)."""
+    above = points[..., 2] > min_height_m
+    above = (above if exclude is None else above & ~exclude).numpy()
+    if open_iterations:
+        above = ndimage.binary_opening(above, iterations=open_iterations)
+    # Why the cut: an object beside clutter or another object touches it in the image, not in
+    # space; one blob would centre between them (and the objects' hypotheses start there)
+    above_t = torch.from_numpy(above)
+    jump = torch.zeros_like(above_t)
+    for dim in (0, 1):
+        first, second = [slice(None)] * 2, [slice(None)] * 2
+        first[dim], second[dim] = slice(None, -1), slice(1, None)
+        step = (((points.diff(dim=dim) ** 2).sum(-1) > jump_m ** 2) & above_t[tuple(first)]
+                & above_t[tuple(second)])  # NaN compares False: no cut
+        jump[tuple(first)] |= step
+        jump[tuple(second)] |= step
+    labels, count = ndimage.label(above & ~jump.numpy())
+    if count:
+        distance, nearest = ndimage.distance_transform_edt(labels == 0, return_indices=True)
+        labels = np.where(above & (distance <= 2), labels[tuple(nearest)], 0)
+    return labels, count
+
+
 def blob_centre(window: Window, min_height_m: float) -> torch.Tensor:
-    """(2,) m: the centre of the blob of the window's depth points standing more than
-    min_height_m above the table nearest the proposal, or the proposal's position where no
-    blob of more than 10 points lies within 4 cm. The window must have depth."""
+    """(2,) m: the centre of the blob (standing_blobs) of more than 10 of the window's depth
+    points nearest the proposal, or the proposal's position where none lies within 4 cm. The
+    window must have depth."""
     points, position = window.points, window.position
-    labels, count = ndimage.label((points[..., 2] > min_height_m).numpy())
+    labels, count = standing_blobs(points, min_height_m)
     if count:
         labels = torch.from_numpy(labels)
-        distance = torch.where(labels > 0, (points[..., :2] - position).norm(dim=-1), float("inf"))
-        blob = labels == labels.flatten()[distance.argmin()]
-        if int(blob.sum()) > 10 and float(distance.min()) < 0.04:
-            return points[blob][:, :2].mean(0)
+        large = torch.bincount(labels.flatten(), minlength=count + 1) > 10
+        large[0] = False
+        distance = torch.where(large[labels], (points[..., :2] - position).norm(dim=-1), float("inf"))
+        if float(distance.min()) < 0.04:
+            return points[labels == labels.flatten()[distance.argmin()]][:, :2].mean(0)
     return position
