@@ -41,16 +41,17 @@ RUNS = ROOT / "results" / "air_runs"
 OUT = ROOT / "results" / "air_tabletop.json"
 
 
-def parse_overrides(pairs: list[str]) -> dict:
-    """['key=value', ...] -> {key: value parsed as JSON where it parses, else the string}."""
+def parse_overrides(pairs: list[str], config: type | None = None, option: str = "--set") -> dict:
+    """['key=value', ...] -> {key: value parsed as JSON where it parses, else the string}; keys are
+    fields of config (a dataclass; default AIRConfig)."""
     from inverse_graphics.air.config import AIRConfig
 
-    fields = AIRConfig.__dataclass_fields__
+    fields = (config or AIRConfig).__dataclass_fields__
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or key not in fields:
-            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
+            raise SystemExit(f"{option} {pair!r}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -73,8 +74,11 @@ def cmd_train_sleep(args):
     import torch
 
     torch.set_num_threads(args.threads)  # the prior's renderer runs in a second process
+    from inverse_graphics.air.sleep import SleepConfig
+
     print(train_sleep_run(RUNS, args.seed, args.minutes, args.iterations, tag=args.tag,
-                          overrides=parse_overrides(args.set), device=args.device, lr_decay=args.lr_decay))
+                          overrides=parse_overrides(args.set), device=args.device, lr_decay=args.lr_decay,
+                          sleep_overrides=parse_overrides(args.sleep_set, SleepConfig, "--sleep-set")))
 
 
 def cmd_train_wake(args):
@@ -272,6 +276,8 @@ def main():
     p.add_argument("--tag", default="rws", help="run-name prefix (rws: the runs `evaluate` reports as AIR)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the sleep guide's AIRConfig, e.g. --set glimpse_encoder=deep")
+    p.add_argument("--sleep-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the SleepConfig (term weights, std floors), e.g. --sleep-set yaw_weight=5")
     p.add_argument("--lr-decay", choices=("constant", "cosine"), default="constant",
                    help="learning rate over the run (cosine: down to 2%% of it when --minutes ends)")
     p.set_defaults(func=cmd_train_sleep)

@@ -34,9 +34,11 @@ from .guide import Attention, Guide
 # object. The image encoder and the where-map are the slim ones (a fifth of the full ones' cost).
 # The strided glimpse encoder (a quarter of the deep one's cost) placed the first glimpse worse and
 # cost identity: 85-87% against 93%, with the deep one only at the second glimpse too.
+# At inference the second glimpse is read twice more, each where the last placed the object
+# (AIRConfig.glimpse_repeats).
 SLEEP_ARCHITECTURE = {"glimpse_size": 24, "glimpse_encoder": "deep", "second_glimpse": True,
                       "second_glimpse_offset": True, "glimpse_presence": True, "encoder_channels": (16, 32, 64, 64),
-                      "where_map": "pooled"}
+                      "where_map": "pooled", "glimpse_repeats": 2}
 
 
 @dataclass

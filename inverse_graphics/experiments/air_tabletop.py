@@ -50,14 +50,16 @@ def train_run(runs_dir: Path, seed: int, minutes: float, iterations: int, dair: 
 
 def train_sleep_run(runs_dir: Path, seed: int, minutes: float, iterations: int, tag: str = "sleep",
                     progress: bool = True, overrides: dict | None = None, device=None,
-                    lr_decay: str = "constant") -> dict:
-    """One sleep-phase AIR run on tabletop-v1's camera and table (resumed if it exists)."""
+                    lr_decay: str = "constant", sleep_overrides: dict | None = None) -> dict:
+    """One sleep-phase AIR run on tabletop-v1's camera and table (resumed if it exists).
+    overrides: AIRConfig fields over SLEEP_ARCHITECTURE; sleep_overrides: SleepConfig fields."""
     data = Tabletop()
     out = Path(runs_dir) / run_name(seed, False, "train", tag)
     config = AIRConfig(**{**SLEEP_ARCHITECTURE, **(overrides or {})})
     train_cfg = TrainConfig(iterations=iterations, time_limit_minutes=minutes, seed=seed, val_every=500,
                             lr_decay=lr_decay)
-    return train_air_sleep(out, config, train_cfg, data, SleepConfig(), resume=(out / "checkpoint.pt").exists(),
+    return train_air_sleep(out, config, train_cfg, data, SleepConfig(**(sleep_overrides or {})),
+                           resume=(out / "checkpoint.pt").exists(),
                            progress=progress, device=device)
 
 
