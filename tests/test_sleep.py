@@ -204,7 +204,7 @@ def test_air_identifies_category_and_resting_pose_for_objects_that_rest_several_
 def test_glimpse_repeats_read_again_where_the_last_glimpse_placed_the_object_and_leave_training_alone(
         catalog, tabletop, tmp_path):
     torch.manual_seed(0)
-    once = AIR(AIRConfig(**SMALL), catalog, tabletop.camera, tabletop.config.table)
+    once = AIR(AIRConfig(**{**SMALL, "glimpse_repeats": 0}), catalog, tabletop.camera, tabletop.config.table)
     thrice = AIR(AIRConfig(**{**SMALL, "glimpse_repeats": 2}), catalog, tabletop.camera, tabletop.config.table)
     thrice.load_state_dict(once.state_dict())  # no new weights
     truth = tabletop.sample("train", range(8))
