@@ -2,9 +2,10 @@
 
 Scenes come from the tabletop distribution (count uniform over `counts`, identity, position
 where the tabletop camera and table put objects, yaw, colour) and each image gets its own
-appearance nuisances (rendering.appearance). A DataLoader with worker processes renders while
-the training process trains, so both cores work. Used by AIR's sleep phase (no labels are
-read: these are the model's own samples) and by the supervised baseline (as labelled data).
+appearance nuisances (rendering.appearance): a light to be rendered under, then what the camera
+adds. A DataLoader with worker processes renders while the training process trains, so both
+cores work. Used by AIR's sleep phase (no labels are read: these are the model's own samples)
+and by the supervised baseline (as labelled data).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..distributed import current
-from ..rendering.appearance import AppearanceRanges, apply_appearance
-from ..rendering.renderer import SceneRenderer
+from ..rendering.appearance import AppearanceRanges, apply_appearance, draw_light
+from ..rendering.renderer import Light, SceneRenderer
 from .tabletop import Tabletop
 
 
@@ -28,12 +29,12 @@ class PriorConfig:
     workers: int = 1  # renderer processes beside the training process (0: render in it)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "counts": list(self.counts)}
+        return {**asdict(self), "counts": list(self.counts), "appearance": self.appearance.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "PriorConfig":
-        return cls(counts=tuple(d["counts"]), workers=d["workers"],
-                   appearance=AppearanceRanges(**{k: tuple(v) for k, v in d["appearance"].items()}))
+        """The config to_dict wrote; one written before the light was drawn keeps the renderer's light."""
+        return cls(counts=tuple(d["counts"]), workers=d["workers"], appearance=AppearanceRanges.from_dict(d["appearance"]))
 
 
 class PriorSamples(IterableDataset):
@@ -49,15 +50,21 @@ class PriorSamples(IterableDataset):
         self.data, self.batch_size, self.config, self.seed, self.rank = data, batch_size, config, seed, rank
         self.start = start
 
-    def batch(self, k: int, renderer: SceneRenderer) -> tuple[torch.Tensor, object]:
-        """Batch k of the stream."""
+    def draw(self, k: int) -> tuple[object, Light | None, torch.Generator]:
+        """Batch k's scenes (PlanarObjects), their lights (None: the renderer's own) and the
+        generator that draws the rest of their nuisances, all from batch k's seed."""
         rng = np.random.default_rng([self.seed, self.rank, k])
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         truth = self.data.draw(rng, self.batch_size, self.config.counts)
+        return truth, draw_light(self.config.appearance, self.batch_size, generator), generator
+
+    def batch(self, k: int, renderer: SceneRenderer) -> tuple[torch.Tensor, object]:
+        """Batch k of the stream."""
+        truth, light, generator = self.draw(k)
         with torch.no_grad():
-            out = renderer(self.data.scene_batch(truth))
+            out = renderer(self.data.scene_batch(truth), light=light)
             images = apply_appearance(out, self.data.camera, self.data.config.table, self.config.appearance,
-                                      generator)
+                                      generator, light)
         return images, truth
 
     def __iter__(self):

@@ -1,22 +1,22 @@
 """What a camera adds to a render: the appearance nuisances of the generative model's prior.
 
-Drawn per image, applied to a hard render (RenderOutput: rgb, instance, depth) in image space:
+Drawn per image. One acts in the render itself: the light's direction and its ambient/diffuse
+balance (draw_light, before rendering: renderer.Light), so faces are lit from any side. The rest
+apply_appearance applies to the hard render (RenderOutput: rgb, instance, depth) in image space:
 - the table's albedo (any hue, low saturation: wood, laminate, grey) and its texture:
   planks of random width and direction with dark seams, wood-like grain and speckle;
 - light: a brightness per object and for the table, a planar illumination gradient across
-  the image, and a soft cast shadow (each object's silhouette shifted away from the light,
-  blurred, darkening the table under it);
+  the image, and a soft cast shadow (each object's silhouette shifted away from the render's
+  light, blurred, darkening the table under it);
 - the sensor: exposure, white balance, Gaussian blur and pixel noise.
-The faces keep the renderer's fixed light direction: the light varies in intensity and over
-the image, not in which faces it reaches (a stated simplification; the renderer has one light).
-Lengths in metres, blur and shifts in pixels of the render.
+Lengths in metres, angles in degrees, blur and shifts in pixels of the render.
 """
 
 from __future__ import annotations
 
 import colorsys
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -24,12 +24,13 @@ from ..camera import Camera, pixel_to_table
 from ..scene import Table
 from .likelihood import gaussian_blur
 from .meshes import TABLE_INSTANCE
-from .renderer import RenderOutput
+from .renderer import LIGHT_DIRECTION, Light, RenderOutput
 
 
 @dataclass
 class AppearanceRanges:
-    """Uniform ranges (low, high) of each nuisance; (0, 0) or (1, 1) switches one off."""
+    """Uniform ranges (low, high) of each nuisance; (0, 0) or (1, 1) switches one off, and None
+    keeps the renderer's own light (LIGHT_DIRECTION; AMBIENT and DIFFUSE)."""
 
     table_saturation: tuple[float, float] = (0.0, 0.5)
     table_value: tuple[float, float] = (0.3, 0.9)
@@ -47,14 +48,48 @@ class AppearanceRanges:
     white_balance: tuple[float, float] = (0.88, 1.12)  # per channel
     blur_px: tuple[float, float] = (0.0, 0.8)
     noise: tuple[float, float] = (0.0, 0.03)  # pixel noise std, [0, 1] units
+    # The light, in the render: azimuth about +Z from world +X (any side), elevation above the
+    # table from a low window or lamp to nearly overhead (the renderer's own: 308 and 55 degrees).
+    # Ambient's share of the light, diffuse the rest (the renderer's own: 0.45 of 1.0).
+    light_azimuth_deg: tuple[float, float] = (0.0, 360.0)
+    light_elevation_deg: tuple[float, float] | None = (20.0, 85.0)  # None: LIGHT_DIRECTION
+    light_ambient: tuple[float, float] | None = (0.3, 0.6)  # None: AMBIENT and DIFFUSE
 
     @classmethod
     def none(cls) -> "AppearanceRanges":
-        """The renderer's own image: nothing added."""
+        """The renderer's own image: nothing added, its own light."""
         return cls(table_saturation=(-1.0, -1.0), texture=(0.0, 0.0), seam_darkening=(0.0, 0.0),
                    speckle=(0.0, 0.0), object_gain=(1.0, 1.0), table_gain=(1.0, 1.0), gradient=(0.0, 0.0),
                    shadow=(0.0, 0.0), exposure=(1.0, 1.0), white_balance=(1.0, 1.0), blur_px=(0.0, 0.0),
-                   noise=(0.0, 0.0))
+                   noise=(0.0, 0.0), light_elevation_deg=None, light_ambient=None)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AppearanceRanges":
+        """The ranges to_dict wrote. A dict from before the light was drawn (an older checkpoint's)
+        lacks the light's fields: it keeps the renderer's own light, the prior it was trained under."""
+        light = {"light_elevation_deg": None, "light_ambient": None}
+        return cls(**{**light, **{k: None if v is None else tuple(v) for k, v in d.items()}})
+
+
+def draw_light(ranges: AppearanceRanges, num: int, generator: torch.Generator) -> Light | None:
+    """Each of num scenes' light drawn from `ranges` (renderer.Light), or None where the ranges keep
+    the renderer's own light (then nothing is drawn from the generator)."""
+    r, g = ranges, generator
+    if r.light_elevation_deg is None and r.light_ambient is None:
+        return None
+    if r.light_elevation_deg is None:
+        direction = torch.tensor(LIGHT_DIRECTION).expand(num, 3)
+    else:
+        azimuth = torch.deg2rad(_uniform(r.light_azimuth_deg, num, g))
+        elevation = torch.deg2rad(_uniform(r.light_elevation_deg, num, g))
+        direction = torch.stack([elevation.cos() * azimuth.cos(), elevation.cos() * azimuth.sin(), elevation.sin()], 1)
+    if r.light_ambient is None:
+        return Light(direction)
+    ambient = _uniform(r.light_ambient, num, g)
+    return Light(direction, ambient, 1.0 - ambient)
 
 
 def _uniform(bounds: tuple[float, float], shape, generator: torch.Generator) -> torch.Tensor:
@@ -79,9 +114,10 @@ def _table_pattern(xy: torch.Tensor, r: AppearanceRanges, g: torch.Generator) ->
 
 
 def apply_appearance(out: RenderOutput, camera: Camera, table: Table, ranges: AppearanceRanges,
-                     generator: torch.Generator) -> torch.Tensor:
+                     generator: torch.Generator, light: Light | None = None) -> torch.Tensor:
     """A hard render (B, H, W) -> rgb (B, H, W, 3) in [0, 1] as a camera might see it, each image
-    with its own nuisances drawn from `ranges`."""
+    with its own nuisances drawn from `ranges`. light: the Light the render was lit by (draw_light);
+    the shadows fall away from it. None: they fall in a random direction."""
     r, g = ranges, generator
     rgb, instance = out.rgb.clone(), out.instance
     B, H, W, _ = rgb.shape
@@ -101,7 +137,8 @@ def apply_appearance(out: RenderOutput, camera: Camera, table: Table, ranges: Ap
     slots = int(instance.max()) + 1 if instance.numel() else 0
     gains = torch.cat([_uniform(r.table_gain, (B, 1), g), _uniform(r.object_gain, (B, max(slots, 1)), g)], 1)
     rgb = rgb * gains.gather(1, (instance + 1).clamp(min=0).flatten(1)).view(B, H, W, 1)
-    rgb = rgb * (1 - _shadow(instance >= 0, r, g) * on_table.to(rgb.dtype))[..., None]
+    away = None if light is None else _away_from(light, camera)
+    rgb = rgb * (1 - _shadow(instance >= 0, r, g, away) * on_table.to(rgb.dtype))[..., None]
     direction = torch.randn(B, 2, generator=g)
     direction = direction / direction.norm(dim=1, keepdim=True).clamp(min=1e-6)
     ramp = (direction[:, 0, None, None] * (u - W / 2) / W + direction[:, 1, None, None] * (v - H / 2) / H) * 2
@@ -114,11 +151,25 @@ def apply_appearance(out: RenderOutput, camera: Camera, table: Table, ranges: Ap
     return rgb.clamp(0.0, 1.0)
 
 
-def _shadow(objects: torch.Tensor, r: AppearanceRanges, g: torch.Generator) -> torch.Tensor:
+def _away_from(light: Light, camera: Camera) -> torch.Tensor:
+    """(B,) radians: the direction in the image, atan2(dv, du), of a step along the table away from
+    each scene's light, taken at the table point under the image's centre."""
+    H, W = camera.image_size
+    centre = pixel_to_table(camera, torch.tensor([[(W - 1) / 2, (H - 1) / 2]]), 0.0)  # (1, 2)
+    away = -torch.nn.functional.normalize(light.direction[:, :2].float(), dim=1)  # a light overhead: any way
+    step = torch.cat([centre + 0.01 * away, torch.zeros(len(away), 1)], 1)
+    uv, _ = camera.project(step)
+    start, _ = camera.project(torch.cat([centre, torch.zeros(1, 1)], 1))
+    return torch.atan2(uv[:, 1] - start[:, 1], uv[:, 0] - start[:, 0])
+
+
+def _shadow(objects: torch.Tensor, r: AppearanceRanges, g: torch.Generator,
+            angle: torch.Tensor | None = None) -> torch.Tensor:
     """(B, H, W) bool object pixels -> (B, H, W) shadow strength in [0, 1): the silhouettes moved
-    away from a random light direction, blurred."""
+    `angle` (B,) radians in the image (atan2(dv, du); None: a random direction), blurred. The shift's
+    length is drawn from r.shadow_shift_px whatever the light's elevation."""
     B, H, W = objects.shape
-    angle = _uniform((0, 2 * math.pi), B, g)
+    angle = _uniform((0, 2 * math.pi), B, g) if angle is None else angle
     shift = _uniform(r.shadow_shift_px, B, g)
     theta = torch.zeros(B, 2, 3)
     theta[:, 0, 0] = theta[:, 1, 1] = 1.0

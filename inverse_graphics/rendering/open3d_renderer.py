@@ -19,7 +19,7 @@ from ..assets import ObjectCatalog
 from ..camera import Camera
 from ..scene import SceneBatch
 from .meshes import TABLE_INSTANCE, CatalogMeshes
-from .renderer import BACKGROUND, RenderOutput, shade_faces
+from .renderer import BACKGROUND, Light, RenderOutput, shade_faces
 
 
 def camera_rays(camera: Camera) -> np.ndarray:
@@ -41,11 +41,12 @@ class Open3DRenderer:
         self.catalog_meshes = CatalogMeshes(catalog)
 
     @torch.no_grad()
-    def __call__(self, batch: SceneBatch) -> RenderOutput:
+    def __call__(self, batch: SceneBatch, light: Light | None = None) -> RenderOutput:
+        """light: each scene's light, as SceneRenderer takes it (None: LIGHT_DIRECTION for all)."""
         import open3d as o3d  # imported here: it needs the system's libusb-1.0, the rest of the package does not
 
         scene = self.catalog_meshes.build(batch)
-        colors = shade_faces(scene)  # (F, 3) packed over the batch
+        colors = shade_faces(scene, light)  # (F, 3) packed over the batch
         rays = o3d.core.Tensor(camera_rays(batch.camera))
         verts_list, faces_list = scene.meshes.verts_list(), scene.meshes.faces_list()
         face_offset = scene.meshes.mesh_to_faces_packed_first_idx().tolist()

@@ -10,8 +10,9 @@ Two modes:
   and they are alpha-composited front to back over the background.
 
 Shading model (shared with every renderer of this project): flat Lambertian,
-colour = albedo * (ambient + diffuse * max(0, n . l)), n the face normal and l a
-fixed world-space direction towards the light; no specular term.
+colour = albedo * (ambient + diffuse * max(0, n . l)), n the face normal and l the
+world-space direction towards the light; no specular term. One light for every scene
+(LIGHT_DIRECTION, AMBIENT, DIFFUSE) unless a render is given a Light, one per scene.
 """
 
 from __future__ import annotations
@@ -58,6 +59,17 @@ class RenderSettings:
 
 
 @dataclass
+class Light:
+    """Each scene's light, for a batch whose scenes are lit differently (the prior's samples).
+    direction: (B, 3) world, towards the light (any length: it is normalized).  ambient, diffuse:
+    (B,) strengths, or None for AMBIENT and DIFFUSE. Any of them may require grad."""
+
+    direction: torch.Tensor
+    ambient: torch.Tensor | None = None
+    diffuse: torch.Tensor | None = None
+
+
+@dataclass
 class RenderOutput:
     """rgb: (B, H, W, 3) in [0, 1].  mask: (B, H, W) object coverage in [0, 1]
     (table excluded; soft in soft mode).  depth: (B, H, W) metres along the
@@ -86,8 +98,9 @@ def composite_front_to_back(colors: torch.Tensor, coverage: torch.Tensor, backgr
     return (in_front[..., None] * coverage[..., None] * colors).sum(-2) + transmittance[..., -1:] * background
 
 
-def shade_faces(scene: SceneMeshes) -> torch.Tensor:
-    """(F, 3) colour of each packed face under the flat Lambertian model.
+def shade_faces(scene: SceneMeshes, light: Light | None = None) -> torch.Tensor:
+    """(F, 3) colour of each packed face under the flat Lambertian model, lit by LIGHT_DIRECTION
+    or, given a Light, each face by its own scene's light.
 
     Flat shading is constant over a face, so it is computed once per face rather
     than per fragment; normals come from a torch cross product because
@@ -96,8 +109,17 @@ def shade_faces(scene: SceneMeshes) -> torch.Tensor:
     verts = scene.meshes.verts_packed()
     v0, v1, v2 = verts[scene.meshes.faces_packed()].unbind(1)
     normals = torch.nn.functional.normalize(torch.linalg.cross(v1 - v0, v2 - v0), dim=-1)
-    light = torch.nn.functional.normalize(verts.new_tensor(LIGHT_DIRECTION), dim=0)
-    return scene.face_color * (AMBIENT + DIFFUSE * torch.relu(normals @ light))[:, None]
+    if light is None:
+        light = torch.nn.functional.normalize(verts.new_tensor(LIGHT_DIRECTION), dim=0)
+        return scene.face_color * (AMBIENT + DIFFUSE * torch.relu(normals @ light))[:, None]
+    B = len(scene.meshes)
+    if tuple(light.direction.shape) != (B, 3):
+        raise ValueError(f"Light direction must have shape {(B, 3)}, got {tuple(light.direction.shape)}")
+    scene_of_face = scene.meshes.faces_packed_to_mesh_idx()
+    direction = torch.nn.functional.normalize(light.direction.to(verts), dim=-1)[scene_of_face]
+    ambient = AMBIENT if light.ambient is None else light.ambient.to(verts)[scene_of_face]
+    diffuse = DIFFUSE if light.diffuse is None else light.diffuse.to(verts)[scene_of_face]
+    return scene.face_color * (ambient + diffuse * torch.relu((normals * direction).sum(-1)))[:, None]
 
 
 class SceneRenderer(torch.nn.Module):
@@ -131,7 +153,7 @@ class SceneRenderer(torch.nn.Module):
         return torch.cat([ndc[..., :2] / ndc[..., 3:], view[..., 2:]], -1)
 
     def forward(self, batch: SceneBatch, behind: RenderOutput | None = None,
-                crop_offset: torch.Tensor | None = None) -> RenderOutput:
+                crop_offset: torch.Tensor | None = None, light: Light | None = None) -> RenderOutput:
         """behind: what lies behind the objects, already rendered for this camera (B or 1 scenes;
         the bare table, say): the objects are rasterized alone and composited over it, which is
         the render of the whole scene (but for a pixel where more than faces_per_pixel object
@@ -157,7 +179,7 @@ class SceneRenderer(torch.nn.Module):
                               perspective_correct=hard, gradients=s.gradients, cull_backfaces=not hard)
         covered = fragments.pix_to_face >= 0
         face = fragments.pix_to_face.clamp(min=0)
-        colors = torch.where(covered[..., None], shade_faces(scene)[face], 0.0)  # (B, H, W, K, 3)
+        colors = torch.where(covered[..., None], shade_faces(scene, light)[face], 0.0)  # (B, H, W, K, 3)
         instance_per_fragment = torch.where(covered, scene.face_instance[face], TABLE_INSTANCE)
 
         # The nearest fragment that truly covers the pixel (blurred ones lie outside their face).
