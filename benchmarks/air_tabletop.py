@@ -213,7 +213,8 @@ def _carry_comparisons(result: dict, comparison: dict, previous: dict, tag: str)
         comparison.setdefault(name, entry)
     for name, metrics in previous.get("per_seed", {}).items():
         if name not in result["per_seed"]:
-            comparison[name] = {"objective": "sleep, the previous main runs (constant learning rate)", **_brief(metrics)}
+            comparison[name] = {"objective": f"sleep, the previous main runs (measured by {previous.get('command')})",
+                                **_brief(metrics)}
     result["objective_comparison"] = comparison
     result["carried_from_previous_evaluation"] = carried + ["objective_comparison (all but this evaluation's runs)"]
 
@@ -277,7 +278,7 @@ def main():
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the sleep guide's AIRConfig, e.g. --set glimpse_encoder=deep")
     p.add_argument("--sleep-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a field of the SleepConfig (term weights, std floors), e.g. --sleep-set yaw_weight=5")
+                   help="override a field of the SleepConfig (term weights, std floors), e.g. --sleep-set identity_weight=10")
     p.add_argument("--lr-decay", choices=("constant", "cosine"), default="constant",
                    help="learning rate over the run (cosine: down to 2%% of it when --minutes ends)")
     p.set_defaults(func=cmd_train_sleep)

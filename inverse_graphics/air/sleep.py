@@ -51,10 +51,14 @@ class SleepConfig:
     # Presence x10: in the layers it shares with position (LSTM, where-map, encoder) its gradient
     # norm at the start is then 4.0 against position's 4.8; at x3 (1.2) a 25-minute run undercounted
     # 2- and 3-object scenes (count 89.7%, 95.5% of presence decisions right on its own samples).
+    # Yaw x5: at x1 the guide learned the bar's yaw (5 deg) but not the cube's (12-23 deg) or the
+    # l_block's (29-80 deg; errors spread over every angle, not 180-degree flips). At x5, same
+    # iterations, the cube's and the l_block's fell to a few degrees and identity rose (results.md,
+    # the cos and yw5 runs).
     presence_weight: float = 10.0
     position_weight: float = 1.0
     identity_weight: float = 20.0
-    yaw_weight: float = 1.0
+    yaw_weight: float = 5.0
     color_weight: float = 1.0
     position_std_floor_m: float = 0.002
     yaw_std_floor: float = 0.05  # radians of k yaw
