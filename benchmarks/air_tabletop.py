@@ -97,6 +97,15 @@ def meets_targets(metrics: dict) -> bool:
     return all(metrics[k] >= v if op == ">=" else metrics[k] <= v for k, (op, v) in TARGETS.items())
 
 
+def _by_validation(metrics: dict) -> tuple:
+    """How a run ranks on its own validation figures (never the test split's): the AIR-alone targets
+    it meets there, then identity. (Validation count alone picked a run 2 val scenes better at
+    counting and 6.7 points worse at identity.)"""
+    val = metrics["validation"] or {}
+    met = sum(k in val and (val[k] >= v if op == ">=" else val[k] <= v) for k, (op, v) in TARGETS.items())
+    return met, val.get("identity_acc", 0.0)
+
+
 def _finished(prefix: str) -> list[Path]:
     return sorted(p for p in RUNS.glob(prefix + "*") if (p / "checkpoint.pt").exists()) if RUNS.exists() else []
 
@@ -156,10 +165,12 @@ def cmd_evaluate(args):
     for p in main_runs:
         print(f"evaluating {p.name} on {args.num} test scenes and {APPEARANCE_SPLIT} ...", flush=True)
         per_seed[p.name] = _on_both_splits(p, args.num, test_scenes, shifted_scenes, device, args.glimpse_repeats)
-    best = max(per_seed, key=lambda k: per_seed[k]["val_count_acc"] or 0)
+    best = max(per_seed, key=lambda k: _by_validation(per_seed[k]))
     print(f"AIR + refinement vs per-image optimisation on {args.refine_num} test scenes ({best}) ...", flush=True)
     result = {"method": "AIR (no labels), trained by the sleep phase of reweighted wake-sleep through the renderer",
-              "test_scenes": args.num, "selected_run": best, "selected_by": "validation count accuracy",
+              "test_scenes": args.num, "selected_run": best,
+              "selected_by": "validation (300 val scenes, the checkpoint's last): most of the four AIR-alone "
+                             "targets met, then identity",
               **{k: per_seed[best][k] for k in HEADLINE},
               **{k: per_seed[best][k] for k in ("infer_ms_per_image", "infer_ms_single_image",
                                                   "images_per_second_batched", "train_minutes")},
@@ -173,6 +184,10 @@ def cmd_evaluate(args):
               "converged_means": "all four AIR-alone targets met: "
                                  + ", ".join(f"{k} {op} {v}" for k, (op, v) in TARGETS.items()),
               "per_seed": per_seed}
+    print(f"{best} with 0 and 1 glimpse repeats on the test split ...", flush=True)
+    result["glimpse_repeats_comparison"] = {
+        str(r): {k: m[k] for k in (*HEADLINE, "images_per_second_batched")}
+        for r in (0, 1) for m in [evaluate_run(RUNS / best, "test", args.num, test_scenes, device, r)]}
     comparison = {best: {"objective": f"sleep, the selected {args.tag} run", **_brief(per_seed[best])}}
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.exists() else {}

@@ -155,6 +155,7 @@ def evaluate_run(path: Path, split: str, num: int, scenes: tuple | None = None, 
     return {**metrics, **timing, "count_confusion": confusion.tolist(),
             "train_minutes": ckpt["train_seconds"] / 60, "iterations": ckpt["iteration"],
             "skipped_steps": ckpt.get("skipped", 0), "val_count_acc": val[-1]["val_count_acc"] if val else None,
+            "validation": {k: val[-1][f"val_{k}"] for k in HEADLINE[:4]} if val else None,
             "config": model.config.to_dict(), "split": split}
 
 
