@@ -47,9 +47,9 @@ class AIRConfig:
     # where the attention points, left the position 7.6 mm off at 1000 sleep iterations.
     second_glimpse_offset: bool = False
     # The second glimpse is read again this many times, each where the last one placed the object
-    # (no new weights). The sleep phase trains it on glimpses about a pixel from the object; at the
-    # first glimpse's estimate the shipped guide read 91.8% identity, 4.30 mm, 3.34 deg, one glimpse
-    # later 93.7%, 3.96 mm, 2.74 deg (tabletop-v1 test, 1000 scenes).
+    # (no new weights). The sleep phase trains it on glimpses about a pixel from the object; the
+    # shipped guide with 0 / 2 repeats: identity 93.1 / 95.8%, 4.68 / 4.40 mm (tabletop-v1 test,
+    # `glimpse_repeats_comparison` in benchmarks/results/air_tabletop.json).
     glimpse_repeats: int = 0
     # z_pres also reads the first glimpse ('is there an object where the attention points?'): from the
     # LSTM state and the attention's peak alone, presence stalled at 97.8% of a trace's decisions right.
