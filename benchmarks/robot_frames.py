@@ -55,7 +55,7 @@ def fit_example(minutes: float, device: str = "auto") -> Path:
     """Runs `inverse-graphics fit` (from the shipped weights) on FIT_FRAMES unlabelled frames of
     the example camera, resuming a run this script started before."""
     frames = write_frames(DATA / "fit_frames", FIT_FRAMES, CaptureConditions(), seed=FIT_SEED, split="frames-train",
-                          progress=False)
+                          progress=False, overwrite=True)
     result = adapt_to_frames(frames, FITTED.parent, minutes=minutes, resume=FITTED.is_file(), device=device)
     print(f"fit: {result['iteration']} iterations, synthetic validation count {result['val_count_acc']:.3f}, "
           f"identity {result['val_identity_acc']:.3f}")
@@ -66,14 +66,15 @@ def make_variant(name: str, num: int) -> Path:
     folder = DATA / name
     if name == "rgb":  # the rgbd frames without their depth
         source = make_variant("rgbd", num)
+        shutil.rmtree(folder / "rgb", ignore_errors=True)  # exactly rgbd's frames, none left from another run
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(source / "rgb", folder / "rgb", dirs_exist_ok=True)
+        shutil.copytree(source / "rgb", folder / "rgb")
         for f in ("camera.json", "scene_gt.json", "scene_gt_info.json", "scene_camera.json"):
             shutil.copy(source / f, folder / f)
         return folder
     conditions = CaptureConditions.ideal() if name == "ideal" else CaptureConditions()
     return write_frames(folder, num, conditions, seed=TEST_SEED, with_extrinsic=name != "rgbd-plane",
-                        progress=False)
+                        progress=False, overwrite=True)  # the benchmark's own frames: remade if settings changed
 
 
 def run(variant: str, model: Path, num: int, catalog: ObjectCatalog, device: str = "auto") -> dict:

@@ -22,7 +22,6 @@ Writes the figures into benchmarks/results/robot_frames.json under `user_objects
 import argparse
 import json
 import math
-import shutil
 import subprocess
 import sys
 import time
@@ -88,11 +87,10 @@ def main() -> None:
     models = user_models(DATA / "models")
     camera = user_camera(DATA / "camera.json")
     frames, poses = DATA / "frames", DATA / "poses"
-    # frames keeps the images already in its folder (a resumed run) but writes the ground truth afresh:
-    # frames of an earlier run, of other objects or another --num, must not stay
-    shutil.rmtree(frames, ignore_errors=True)
+    # frames made by an earlier run with other objects, camera or seed are remade (--overwrite); the same
+    # ones are kept, and frames beyond --num dropped
     cli("frames", str(frames), "--models", str(models), "--camera", str(camera), "--num", str(args.num),
-        "--seed", str(args.seed), "--quiet")
+        "--seed", str(args.seed), "--quiet", "--overwrite")
     start = time.perf_counter()
     cli("poses", str(frames), "--models", str(models), "--out", str(poses), "--quiet", "--overwrite")
     wall = time.perf_counter() - start

@@ -31,7 +31,7 @@ def cmd_frames(args) -> int:
         camera = setup.camera()
     out = write_frames(args.out, args.num, conditions, seed=args.seed, camera=camera, catalog=ObjectCatalog.load(
                        args.models), with_extrinsic=not args.no_extrinsic, rgb_format="jpg" if args.jpeg else "png",
-                       progress=not args.quiet)
+                       progress=not args.quiet, overwrite=args.overwrite)
     print(f"wrote {args.num} frames to {out} (rgb/, depth/, camera.json; a BOP scene folder too: scene_gt.json, "
           "scene_gt_info.json, scene_camera.json)")
     return 0
@@ -79,6 +79,8 @@ def add_robot_commands(sub, g) -> None:
     p.add_argument("--ideal", action="store_true", help="the renderer's own model: no lighting change, noise or clutter")
     p.add_argument("--no-extrinsic", action="store_true", help="leave the extrinsic out of camera.json (found from depth)")
     p.add_argument("--jpeg", action="store_true", help="RGB as JPEG (quality 92) instead of PNG")
+    p.add_argument("--overwrite", action="store_true",
+                   help="remake every frame when the folder holds frames made with other settings (else refused)")
     p.set_defaults(func=cmd_frames)
 
     camera = argparse.ArgumentParser(add_help=False)

@@ -7,6 +7,7 @@ import hashlib
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Callable
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,3 +34,13 @@ def code_version() -> str:
     except (OSError, subprocess.TimeoutExpired):
         return version
     return f"{version} ({commit.stdout.strip()})" if commit.returncode == 0 and commit.stdout.strip() else version
+
+
+def differences(old: dict | None, new: dict, same: dict[str, Callable[[dict, dict], bool]] | None = None) -> list[str]:
+    """The keys of a provenance record `new` whose values differ in `old` (None: nothing recorded,
+    so everything differs). same: a comparison per key where equality is too strict (a file's
+    path may move while its contents stay)."""
+    if old is None:
+        return ["everything (unrecorded)"]
+    same = same or {}
+    return [key for key in new if not same.get(key, lambda a, b: a == b)(old.get(key) or {}, new[key])]

@@ -315,3 +315,22 @@ def test_hypotheses_put_the_middle_of_their_top_where_the_points_centre():
     assert 0.005 < float(l_block.norm()) < 0.012
     for name in ("bar", "cube", "cylinder", "sphere"):
         assert float(top_centre(catalog[catalog.index_of(name)], 0).norm()) < 1e-6, name
+
+
+def test_frames_folder_never_mixes_frames_made_otherwise(tmp_path, capsys):
+    out = tmp_path / "frames"
+    args = ["frames", str(out), "--num", "2", "--quiet", "--ideal", "--seed", "4"]
+    assert main(args) == 0
+    first = (out / "rgb" / "000000.png").read_bytes()
+    (out / "rgb" / "000001.png").unlink()  # a killed run: the same settings resume, keeping frame 0
+    assert main(args) == 0 and (out / "rgb" / "000001.png").is_file()
+    assert (out / "rgb" / "000000.png").read_bytes() == first
+    truth = (out / "scene_gt.json").read_text()
+    capsys.readouterr()
+    assert main([*args[:-1], "5"]) == 2  # another seed: other scenes, so not these images
+    assert "made with another seed" in capsys.readouterr().err
+    assert (out / "scene_gt.json").read_text() == truth  # nothing lost
+    assert main(["frames", str(out), "--num", "1", "--seed", "5", "--quiet", "--ideal", "--overwrite"]) == 0
+    assert sorted(p.name for p in (out / "rgb").iterdir()) == ["000000.png"]  # none left from seed 4
+    assert (out / "rgb" / "000000.png").read_bytes() != first
+    assert list(json.loads((out / "scene_gt.json").read_text())) == ["000000"]

@@ -214,7 +214,8 @@ def test_glimpse_repeats_read_again_where_the_last_glimpse_placed_the_object_and
     losses = []
     for model in (once, thrice):  # the sleep phase takes its glimpses at the true objects either way
         torch.manual_seed(1)
-        losses.append(float(sleep_loss(model.guide, images, model.background(), truth, orders, config)[0]))
+        with torch.no_grad():
+            losses.append(float(sleep_loss(model.guide, images, model.background(), truth, orders, config)[0]))
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
     with torch.no_grad():
         placed = [torch.stack([s.position for s in m.infer(images, greedy=True)], 1) for m in (once, thrice)]

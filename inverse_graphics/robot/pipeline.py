@@ -22,7 +22,7 @@ from ..data.bop import BOP_RESULTS_HEADER, bop_result_line
 from ..devices import resolve_device
 from ..files import (atomic_write_bytes, atomic_write_json, atomic_write_png, lock_output_folder, read_json,
                      release_output_folder)
-from ..provenance import code_version, file_digest
+from ..provenance import code_version, differences, file_digest
 from .frames import Frame, default_camera_file, frame_files, frame_ids, iter_frames
 from .poses import Detection, FramePoseEstimator, PoseSettings
 from .view import Workspace, frames_table_color, load_for_camera
@@ -143,13 +143,13 @@ def provenance(checkpoint, camera_file: Path, settings: PoseSettings, device: to
         "code": code_version()}))
 
 
+def _same_file(old: dict, new: dict) -> bool:
+    return old.get("sha256") == new.get("sha256")
+
+
 def _differences(old: dict | None, new: dict) -> list[str]:
     """What differs between two provenance records (file paths may move; their contents may not)."""
-    if old is None:
-        return ["everything (unrecorded)"]
-    same = {"model": lambda a, b: a.get("sha256") == b.get("sha256"),
-            "camera": lambda a, b: a.get("sha256") == b.get("sha256")}
-    return [key for key in new if not same.get(key, lambda a, b: a == b)(old.get(key) or {}, new[key])]
+    return differences(old, new, {"model": _same_file, "camera": _same_file})
 
 
 def _poses_of_frames(frames_dir, files: list[Path], checkpoint, out: Path, camera_path, settings, write_overlays,

@@ -17,7 +17,8 @@ scene_gt_info.json and scene_camera.json.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from ..camera import Camera, pixel_to_table
 from ..data.bop import targets_file, write_models
 from ..files import atomic_write_bytes, atomic_write_json, atomic_write_png, prepare_output_folder, read_json
 from ..metrics.bop_recall import target_counts
+from ..provenance import differences
 from ..rendering.meshes import CatalogMeshes
 from ..rendering.open3d_renderer import camera_rays
 from ..rendering.renderer import BACKGROUND, LIGHT_DIRECTION
@@ -193,13 +195,19 @@ def example_camera(image_size: tuple[int, int] = (480, 640)) -> Camera:
 
 def write_frames(out: str | Path, count: int, conditions: CaptureConditions | None = None, seed: int = 0,
                  camera: Camera | None = None, catalog: ObjectCatalog | None = None, split: str = "frames-test",
-                 with_extrinsic: bool = True, rgb_format: str = "png", progress: bool = True) -> Path:
+                 with_extrinsic: bool = True, rgb_format: str = "png", progress: bool = True,
+                 overwrite: bool = False) -> Path:
     """`count` frames of 1-3 objects to a frames folder: rgb/, depth/, camera.json and scene_gt.json
-    ({frame name: [{obj_id, category, cam_R_m2c, cam_t_m2c (mm)}]}). Frames already written are kept."""
+    ({frame name: [{obj_id, category, cam_R_m2c, cam_t_m2c (mm)}]}), and capture.json (what they
+    were made with). Frames already written with the same settings are kept (a killed run resumes);
+    a folder holding frames made otherwise is refused, or with `overwrite` emptied of them, so its
+    images and its ground truth always agree. Frames beyond `count` are removed."""
     out = prepare_output_folder(out, "frames folder")
     catalog = catalog or ObjectCatalog.load()
     camera = camera or example_camera()
     conditions = conditions or CaptureConditions()
+    _claim_frames_folder(out, _made_with(camera, catalog, conditions, seed, split, with_extrinsic, rgb_format),
+                         count, overwrite)
     # objects lie in the workspace view.Workspace derives from the camera, as in adapt_to_frames' synthetic frames
     data = robot_data(camera, table_color=(0.55, 0.50, 0.44), air_size=camera.image_size, catalog=catalog,
                       seed=seed)
@@ -225,6 +233,34 @@ def write_frames(out: str | Path, count: int, conditions: CaptureConditions | No
     atomic_write_json(out / "scene_gt.json", truth)
     write_bop_scene_files(out, camera, catalog)
     return out
+
+
+def _made_with(camera: Camera, catalog: ObjectCatalog, conditions: CaptureConditions, seed: int, split: str,
+               with_extrinsic: bool, rgb_format: str) -> dict:
+    """What a folder's frames are made with, as capture.json records it (JSON values)."""
+    T = torch.eye(4, dtype=torch.float64)
+    T[:3, :3], T[:3, 3] = camera.R.double(), camera.t.double()
+    return json.loads(json.dumps({
+        "camera": {"K": camera.K.tolist(), "image_size": list(camera.image_size), "table_to_camera": T.tolist()},
+        "catalog": catalog.fingerprint(), "conditions": asdict(conditions), "seed": seed, "split": split,
+        "with_extrinsic": with_extrinsic, "rgb_format": rgb_format}))
+
+
+def _claim_frames_folder(out: Path, made_with: dict, count: int, overwrite: bool) -> None:
+    """Check the frames already in `out` were made as these will be (else refuse, or with overwrite
+    remove them), drop those beyond `count`, and record made_with before any frame is written."""
+    record = out / "capture.json"
+    frames = sorted(f for d in ("rgb", "depth") if (out / d).is_dir() for f in (out / d).iterdir() if f.is_file())
+    if frames:
+        old = read_json(record, "capture record") if record.is_file() else None
+        differs = differences(old, made_with)
+        if differs and not overwrite:
+            raise ValueError(f"{out} holds frames made with another {', '.join(differs)}; run with --overwrite to "
+                             "remake every frame, or choose another folder")
+        for f in frames:
+            if differs or not f.stem.isdigit() or int(f.stem) >= count:
+                f.unlink()
+    atomic_write_json(record, made_with)
 
 
 def write_bop_scene_files(folder: str | Path, camera: Camera, catalog: ObjectCatalog) -> None:

@@ -67,11 +67,6 @@ def table_points(depth: torch.Tensor, camera: Camera) -> torch.Tensor:
     return torch.where((depth > 0)[..., None], world, float("nan"))
 
 
-def heights_above_table(depth: torch.Tensor, camera: Camera) -> torch.Tensor:
-    """(H, W) depth metres -> (H, W) height of each point above the table (m), NaN where no reading."""
-    return table_points(depth, camera)[..., 2]
-
-
 # --- the table's colour ------------------------------------------------------------------------
 def table_shading() -> float:
     """The renderer's shading of the table top (normal +z): rendered colour = albedo x this."""
