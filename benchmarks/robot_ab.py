@@ -6,11 +6,12 @@ frame included, writing nothing; then each arm's BOP recalls over the same frame
     python benchmarks/robot_ab.py old=rgbd:inverse_graphics.robot.old_poses new=rgbd
     python benchmarks/robot_ab.py keep2=rgbd keep1=rgbd::'{"keep": 1}' --num 20
 
-An arm is NAME=VARIANT[:MODULE[:SETTINGS]]: VARIANT a folder of robot_frames_data (rgbd,
-rgbd-plane, ideal), MODULE the module whose FramePoseEstimator and PoseSettings it uses
+An arm is NAME=VARIANT[:MODULE[:SETTINGS[:MODEL]]]: VARIANT a folder of robot_frames_data (rgbd,
+rgbd-plane, rgb, ideal), MODULE the module whose FramePoseEstimator and PoseSettings it uses
 (default inverse_graphics.robot.poses; for the code before a change, a copy of the old file
 beside it), SETTINGS a JSON object of PoseSettings fields ("refine.steps" sets a RefineSettings
-field). The shipped weights; one thread unless --threads.
+field), MODEL the AIR checkpoint that proposes (default the robot pipeline's shipped one). One
+thread unless --threads.
 """
 
 import argparse
@@ -39,7 +40,7 @@ DATA = ROOT / "results" / "robot_frames_data"
 
 def make_arm(spec: str, catalog: ObjectCatalog) -> dict:
     name, rest = spec.split("=", 1)
-    variant, module, settings = (rest.split(":", 2) + ["", ""])[:3]
+    variant, module, settings, model_path = (rest.split(":", 3) + ["", "", ""])[:4]
     folder = DATA / variant
     files, depth_dir = frame_files(folder)
     setup = read_camera(default_camera_file(folder))
@@ -49,14 +50,14 @@ def make_arm(spec: str, catalog: ObjectCatalog) -> dict:
     pose_settings.refine = replace(pose_settings.refine, **{k[7:]: v for k, v in fields.items()
                                                             if k.startswith("refine.")})
     first = load_frame(files[0], depth_dir, setup)  # the model sees the first frame's camera, as run_poses does
-    model, _ = load_for_camera(SHIPPED_ROBOT_AIR, first.camera, frames_table_color([first]), "cpu")
+    model, _ = load_for_camera(model_path or SHIPPED_ROBOT_AIR, first.camera, frames_table_color([first]), "cpu")
     return {"name": name, "folder": folder, "files": {f.stem: f for f in files}, "depth": depth_dir, "setup": setup,
             "estimator": code.FramePoseEstimator(model, pose_settings, catalog), "cpu": [], "wall": [], "frames": {}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("arms", nargs="+", help="NAME=VARIANT[:MODULE[:SETTINGS]]")
+    parser.add_argument("arms", nargs="+", help="NAME=VARIANT[:MODULE[:SETTINGS[:MODEL]]]")
     parser.add_argument("--num", type=int, default=60)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
