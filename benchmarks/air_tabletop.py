@@ -2,6 +2,7 @@
 tabletop-v1-appearance.
 
     python benchmarks/air_tabletop.py train-sleep --seed 0 --minutes 25  # AIR by the sleep phase (air/sleep.py)
+    python benchmarks/air_tabletop.py train-sleep --seed 0 --minutes 25 --dair --split extrap-train  # DAIR, 0-2 objects
     python benchmarks/air_tabletop.py train-wake --minutes 10 \
         --init benchmarks/results/air_runs/sleep15_air_train_seed0/checkpoint.pt  # then the wake phase (air/wake.py)
     python benchmarks/air_tabletop.py train --seed 0 --minutes 45        # AIR by the ELBO (the earlier objective)
@@ -15,7 +16,9 @@ sleep-phase runs (`rws_air_train_seed*`) on the test split and on
 tabletop-v1-appearance, the headline figures of the seed with the best validation
 count accuracy, how many seeds meet the targets, inference speed, AIR + refinement
 against per-image optimisation, the objectives compared (ELBO, sleep, sleep then
-wake), the gradient-estimator comparison, and DAIR on extrap-test.
+wake), the gradient-estimator comparison, DAIR on extrap-test, and the sleep-trained DAIR runs
+(`rws_dair_extrap-train_seed*`, `rws_dair_interp-train_seed*`; --dair-tag) on extrap-test and
+interp-test beside the ELBO's DAIR, against the targets (count 80% and 95%).
 """
 
 import argparse
@@ -29,7 +32,8 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
 from inverse_graphics.data.tabletop import Tabletop  # noqa: E402
-from inverse_graphics.experiments.air_tabletop import (APPEARANCE_SPLIT, HEADLINE, appearance_split,  # noqa: E402
+from inverse_graphics.experiments.air_tabletop import (APPEARANCE_SPLIT, GENERALIZATION_TEST,  # noqa: E402
+                                                       HEADLINE, appearance_split, evaluate_dair_generalization,
                                                        evaluate_refinement, evaluate_supervised_checkpoint,
                                                        evaluate_run, evaluate_untrained,
                                                        train_run, train_sleep_run, train_wake_run)
@@ -78,7 +82,8 @@ def cmd_train_sleep(args):
 
     print(train_sleep_run(RUNS, args.seed, args.minutes, args.iterations, tag=args.tag,
                           overrides=parse_overrides(args.set), device=args.device, lr_decay=args.lr_decay,
-                          sleep_overrides=parse_overrides(args.sleep_set, SleepConfig, "--sleep-set")))
+                          sleep_overrides=parse_overrides(args.sleep_set, SleepConfig, "--sleep-set"),
+                          dair=args.dair, split=args.split, max_steps=args.max_steps))
 
 
 def cmd_train_wake(args):
@@ -203,17 +208,28 @@ def cmd_evaluate(args):
         if key not in result and key in previous:
             result[key] = _without_old_recalls(previous[key])
             result.setdefault("carried_from_previous_evaluation", []).append(key)
+    elbo_dair = {k: v for k, v in result.get("extrapolation", {}).items() if k.startswith("dair")}
+    dair_sleep = evaluate_dair_generalization(RUNS, args.dair_tag, args.num, elbo_dair, device)
+    if dair_sleep:
+        result["dair_sleep"] = dair_sleep
+    elif "dair_sleep" in previous:  # measured after the pose recalls required the right identity: kept whole
+        result["dair_sleep"] = previous["dair_sleep"]
+        result.setdefault("carried_from_previous_evaluation", []).append("dair_sleep")
     result["device"] = str(device)
     result["command"] = "python benchmarks/air_tabletop.py evaluate" + (f" --tag {args.tag}" if args.tag != "rws" else "") + (
         " --carry" if args.carry else "") + (f" --num {args.num}" if args.num != 1000 else "") + (
         f" --refine-num {args.refine_num}" if args.refine_num != 50 else "") + (
-        f" --glimpse-repeats {args.glimpse_repeats}" if args.glimpse_repeats is not None else "")
+        f" --glimpse-repeats {args.glimpse_repeats}" if args.glimpse_repeats is not None else "") + (
+        f" --dair-tag {args.dair_tag}" if args.dair_tag != "rws" else "")
     atomic_write_json(out, result)
     for name, m in per_seed.items():
         print(name, {k: round(m[k], 4) for k in (*HEADLINE, "images_per_second_batched", "train_minutes",
                                                   "iterations")}, "appearance",
               {k: round(m["appearance"][k], 4) for k in ("count_acc", "identity_acc")})
     print({k: result[k] for k in ("selected_run", "seeds_converged")}, "air_refine", result["air_refine"])
+    for test, entry in result.get("dair_sleep", {}).items():
+        print(f"DAIR on {test} (target count {entry['count_target']:.0%}):",
+              {name: round(m["count_acc"], 4) for name, m in {**entry["sleep"], **entry["elbo"]}.items()})
     print(f"wrote {out}")
 
 
@@ -296,6 +312,12 @@ def main():
                    help="override a field of the SleepConfig (term weights, std floors), e.g. --sleep-set identity_weight=10")
     p.add_argument("--lr-decay", choices=("constant", "cosine"), default="constant",
                    help="learning rate over the run (cosine: down to 2%% of it when --minutes ends)")
+    p.add_argument("--dair", action="store_true", help="DAIR: each step reads what the objects before it leave "
+                   "unexplained (in the sleep trace: the true objects assigned to the earlier steps)")
+    p.add_argument("--split", default="train", choices=["train", *GENERALIZATION_TEST],
+                   help="the object counts the prior draws: train 0-3, extrap-train 0-2, interp-train 0, 1, 3")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="guide steps (default: 3; extrap-train 4, so that 3 objects are counted, not truncated)")
     p.set_defaults(func=cmd_train_sleep)
     p = sub.add_parser("train-wake", parents=[on])
     p.add_argument("--init", required=True, help="a sleep-trained AIR checkpoint to start from")
@@ -315,6 +337,9 @@ def main():
     p.add_argument("--glimpse-repeats", type=int, default=None, metavar="N",
                    help="evaluate the main runs with this inference setting (AIRConfig.glimpse_repeats) in "
                         "place of their checkpoints' own")
+    p.add_argument("--dair-tag", default="rws",
+                   help="the sleep-trained DAIR runs reported on extrap-test and interp-test: "
+                        "<dair-tag>_dair_{extrap,interp}-train_seed*")
     p.add_argument("--refine-num", type=int, default=50,
                    help="test scenes for AIR + refinement against per-image optimisation (per-image optimisation takes about 36 s a scene on 2 cores)")
     p.set_defaults(func=cmd_evaluate)

@@ -144,19 +144,26 @@ class Guide(nn.Module):
             if self.config.dair:  # what the objects found so far (none at first: the bare table) leave unexplained
                 with torch.no_grad():
                     residual = (images - render_found(steps, B)).permute(0, 3, 1, 2)
-                code = self.encoder(residual)
-                where_maps = self.where_map(torch.cat([x, residual], 1))
+                code, where_maps = self.read_unexplained(x, residual)
             # DAIR, too, suppresses the cells of objects already found, as AIR does.
             step, state = self.step(code, x, where_maps, state, greedy)
             steps.append(step)
         return steps, image_code
 
+    def read_unexplained(self, x: torch.Tensor, residual: torch.Tensor):
+        """What a DAIR step reads: the code (B, hidden) of residual (B, 3, H, W), the image x (B, 3, H, W)
+        minus a hard render of the objects found before this step (the bare table at the first), and
+        the where-maps of both. The forward pass and the sleep phase's trace (air/sleep.py) share it."""
+        return self.encoder(residual), self.where_map(torch.cat([x, residual], 1))
+
     def read_image(self, images: torch.Tensor, background: torch.Tensor):
         """What every step of a teacher-forced trace (the sleep and wake phases) reads of images
         (B, H, W, 3): the image (B, 3, H, W), its code (B, hidden), the where-maps and the initial
-        state. AIR only: DAIR reads what the objects found so far leave unexplained at each step."""
+        state. AIR only: DAIR reads what the objects found so far leave unexplained at each step
+        (read_unexplained; the sleep phase's trace does so, the wake phase's replay does not)."""
         if self.config.dair:
-            raise ValueError("teacher-forced traces (sleep and wake phases) are implemented for AIR, not DAIR")
+            raise ValueError("this teacher-forced trace reads the image as AIR does; DAIR reads what the objects "
+                             "found so far leave unexplained (the sleep phase does, the wake phase does not)")
         B = images.shape[0]
         x = images.permute(0, 3, 1, 2)
         where_maps = self.where_map(torch.cat([x, x - background.expand(B, -1, -1, -1)], 1))

@@ -71,15 +71,22 @@ class AIR(nn.Module):
         no steps: the bare table, batch_size times)."""
         if not steps:
             return self.generative.render_hard(PlanarObjects.empty(batch_size, device=self.generative.device))
-        objects = self.objects(steps)
         if hard:
-            return self.generative.render_hard(objects.detach())
+            return self.render_found(found_objects(steps))
+        objects = self.objects(steps)
         if self.config.count_estimator == "concrete" and self.training:
             # the Concrete relaxation: every step's object is drawn, with opacity its relaxed z_pres
             presence = torch.stack([s.z_pres for s in steps], 1)
             identity = torch.stack([s.identity for s in steps], 1)
             return self.generative.render(replace(objects, category=identity), opacity=presence)
         return self.generative.render(objects)
+
+    def render_found(self, found: PlanarObjects) -> torch.Tensor:
+        """(B, H, W, 3) the hard render, without gradients, of objects whose `category` holds identity
+        classes (-1: none; the guide's steps, or the true objects the sleep phase's trace has assigned
+        to steps so far): what DAIR's steps read the image against."""
+        with torch.no_grad():
+            return self.generative.render_hard(self.classes.to_objects(found).detach())
 
     def log_likelihood(self, images: torch.Tensor, rendered: torch.Tensor, iteration: int | None = None) -> torch.Tensor:
         """(B, H, W) Gaussian log p(x | z) per pixel (GenerativeModel.log_likelihood)."""

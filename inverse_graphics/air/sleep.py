@@ -13,12 +13,20 @@ whole trace:
   layers: with plain log q, the position and colour stds shrank to 0.1 mm and identity stalled
   at 37.6% after 608 iterations (notes/air-training.md). Yaw is scored in k-fold coordinates
   (k yaw for a k-fold symmetric shape), and not at all for shapes with continuous symmetry.
+
+DAIR (AIRConfig.dair) is trained the same way. At each step its guide reads what the objects found
+so far leave unexplained, as at inference (Guide.forward), where 'found so far' are the true objects
+the trace assigned to the earlier steps: the image minus their hard render (AIR.render_found, no
+gradients; the bare table at the first step). So DAIR's encoder learns from the same kind of
+residual that its own found objects leave at inference: the render has the renderer's one light and
+plain table, so the prior's light, table texture and shadows stay in it, as a camera's do.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
 
 import torch
 from torch.distributions import Bernoulli, Normal, VonMises
@@ -105,13 +113,35 @@ def _candidate_terms(guide: Guide, attention: Attention, truth: PlanarObjects, y
     return {"position": position, "identity": identity, "yaw": yaw, "color": color}
 
 
+def unexplained(x: torch.Tensor, background: torch.Tensor, truth: PlanarObjects,
+                assigned: torch.Tensor, render_found: Callable[[PlanarObjects], torch.Tensor]) -> torch.Tensor:
+    """(B, 3, H, W) what truth's objects assigned to earlier steps (assigned (B, N) bool) leave
+    unexplained of the image x (B, 3, H, W): x minus their hard render (the bare table, background
+    (1, 3, H, W), where none is assigned yet), without gradients."""
+    with torch.no_grad():
+        if not assigned.any():
+            return x - background.expand(x.shape[0], -1, -1, -1)
+        found = replace(truth, category=torch.where(assigned, truth.category, -1))
+        return x - render_found(found).permute(0, 3, 1, 2)
+
+
 def trace_log_q(guide: Guide, images: torch.Tensor, background: torch.Tensor, truth: PlanarObjects,
-                yaw_orders: torch.Tensor, config: SleepConfig) -> tuple[dict[str, torch.Tensor], dict]:
+                yaw_orders: torch.Tensor, config: SleepConfig,
+                render_found: Callable[[PlanarObjects], torch.Tensor] | None = None,
+                ) -> tuple[dict[str, torch.Tensor], dict]:
     """Per term, (B,) log q of the trace that explains truth's objects (steps assigned greedily,
     teacher-forced); and diagnostics: identity and presence accuracy of the steps.
-    images (B, H, W, 3); background (1, 3, H, W) the bare table. DAIR is not supported here."""
+    images (B, H, W, 3); background (1, 3, H, W) the bare table. DAIR needs render_found: objects
+    (B, N slots, identity classes as truth's, -1: none) -> (B, H, W, 3) their hard render
+    (AIR.render_found); each step then reads images minus the render of the objects assigned before it."""
     B = images.shape[0]
-    x, code, where_maps, state = guide.read_image(images, background)
+    if guide.config.dair:
+        if render_found is None:
+            raise ValueError("DAIR's sleep trace reads the image minus a render of the objects assigned so far: "
+                             "pass render_found (AIR.render_found)")
+        x, state = images.permute(0, 3, 1, 2), guide.initial_state(B)
+    else:
+        x, code, where_maps, state = guide.read_image(images, background)
     available = truth.present.clone()
     rows = torch.arange(B, device=images.device)
     weights = {"position": config.position_weight, "identity": config.identity_weight, "yaw": config.yaw_weight,
@@ -120,6 +150,9 @@ def trace_log_q(guide: Guide, images: torch.Tensor, background: torch.Tensor, tr
     right, seen, presence_right = 0, 0, 0
     at_truth = guide.config.second_glimpse and config.truth_glimpse_jitter_px is not None
     for _ in range(guide.config.max_steps):
+        if guide.config.dair:
+            residual = unexplained(x, background, truth, truth.present & ~available, render_found)
+            code, where_maps = guide.read_unexplained(x, residual)
         attention = guide.attend(code, x, where_maps, state, second_glimpse=not at_truth)  # taken below
         if at_truth:
             coarse = _position_terms(attention.coarse_mean, attention.position_std, truth, config)
@@ -159,9 +192,11 @@ def trace_log_q(guide: Guide, images: torch.Tensor, background: torch.Tensor, tr
 
 
 def sleep_loss(guide: Guide, images: torch.Tensor, background: torch.Tensor, truth: PlanarObjects,
-               yaw_orders: torch.Tensor, config: SleepConfig) -> tuple[torch.Tensor, dict]:
-    """Scalar loss (minus the weighted log q of the traces, per image) and diagnostics."""
-    totals, stats = trace_log_q(guide, images, background, truth, yaw_orders, config)
+               yaw_orders: torch.Tensor, config: SleepConfig,
+               render_found: Callable[[PlanarObjects], torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
+    """Scalar loss (minus the weighted log q of the traces, per image) and diagnostics (render_found:
+    DAIR's, as trace_log_q)."""
+    totals, stats = trace_log_q(guide, images, background, truth, yaw_orders, config, render_found)
     weighted = (config.presence_weight * totals["presence"] + config.position_weight * totals["position"]
                 + config.identity_weight * totals["identity"] + config.yaw_weight * totals["yaw"]
                 + config.color_weight * totals["color"])

@@ -166,7 +166,7 @@ def train_air_sleep(out: str | Path, air_config: AIRConfig | None = None, train_
                     data: Tabletop | None = None, sleep: SleepConfig | None = None, resume: bool = False,
                     progress: bool = True, log=print, device: str | torch.device | None = None,
                     prior_workers: int | None = None) -> dict:
-    """Trains AIR's guide by the sleep phase (air/sleep.py): fresh prior samples every batch,
+    """Trains AIR's (or DAIR's) guide by the sleep phase (air/sleep.py): fresh prior samples every batch,
     rendered beside training by sleep.prior.workers processes (prior_workers, if given, overrides it,
     also for a resumed run). Writes out/checkpoint.pt, history.json and curves.png like train_air;
     validation reads the val split's labels to report accuracy. The prior's samples are rendered on
@@ -188,11 +188,12 @@ def train_air_sleep(out: str | Path, air_config: AIRConfig | None = None, train_
     val_images, val_truth = render_pool(data, cfg.val_split, cfg.val_size, progress)
     val_images = val_images.float() / 255
     batches = prior_batches(data, cfg.batch_size, sleep.prior, seed=cfg.seed, start=(ckpt or {}).get("iteration", 0))
+    render_found = model.render_found if air_config.dair else None  # DAIR's steps read what is left unexplained
 
     def step_loss(index, iteration):
         images, truth = next(batches)
         loss, info = sleep_loss(model.guide, images.to(device), background, as_classes(model, truth.to(device)),
-                                yaw_orders, sleep)
+                                yaw_orders, sleep, render_found)
         weighted = {k: v for k, v in info.items() if k not in ("identity_acc", "presence_acc")}
         return loss, {"objective": -float(loss.detach()), "mean_count": float(truth.counts.float().mean()),
                       **{f"log_q_{k}": v for k, v in weighted.items()},

@@ -19,7 +19,7 @@ from ..air.model import AIR
 from ..air.sleep import SLEEP_ARCHITECTURE, SleepConfig
 from ..air.train import evaluate, load_checkpoint, train_air, train_air_sleep, train_air_wake
 from ..air.wake import WakeConfig
-from ..data.tabletop import Tabletop, TabletopConfig
+from ..data.tabletop import SPLITS, Tabletop, TabletopConfig
 from ..metrics import evaluate_planar
 from ..optimise import optimise, refine_with_second_guess
 from ..rendering.likelihood import make_planar_renderer
@@ -48,18 +48,40 @@ def train_run(runs_dir: Path, seed: int, minutes: float, iterations: int, dair: 
                      device=device)
 
 
+# The paper's generalization splits: each training split and the test split that asks for counts it lacks.
+GENERALIZATION_TEST = {"extrap-train": "extrap-test", "interp-train": "interp-test"}
+# The issue's targets for DAIR: count accuracy on each generalization test split.
+DAIR_COUNT_TARGETS = {"extrap-test": 0.80, "interp-test": 0.95}
+
+
+def split_max_steps(split: str) -> int:
+    """Guide steps for a run trained on `split`: 3 for tabletop-v1's train split; for a generalization
+    split, enough for its training counts and one more than its test split's largest count, so that
+    the count on the test split is the guide's own decision to stop, never the last step's truncation
+    (4 for extrap-train, as the ELBO's DAIR run had; 3 for interp-train)."""
+    if split not in GENERALIZATION_TEST:
+        return 3
+    return max(max(SPLITS[split].counts), max(SPLITS[GENERALIZATION_TEST[split]].counts) + 1)
+
+
 def train_sleep_run(runs_dir: Path, seed: int, minutes: float, iterations: int, tag: str = "sleep",
                     progress: bool = True, overrides: dict | None = None, device=None,
-                    lr_decay: str = "constant", sleep_overrides: dict | None = None) -> dict:
-    """One sleep-phase AIR run on tabletop-v1's camera and table (resumed if it exists).
-    overrides: AIRConfig fields over SLEEP_ARCHITECTURE; sleep_overrides: SleepConfig fields."""
-    data = Tabletop()
-    out = Path(runs_dir) / run_name(seed, False, "train", tag)
-    config = AIRConfig(**{**SLEEP_ARCHITECTURE, **(overrides or {})})
-    train_cfg = TrainConfig(iterations=iterations, time_limit_minutes=minutes, seed=seed, val_every=500,
+                    lr_decay: str = "constant", sleep_overrides: dict | None = None, dair: bool = False,
+                    split: str = "train", max_steps: int | None = None) -> dict:
+    """One sleep-phase AIR (or, with dair, DAIR) run on tabletop-v1's camera and table (resumed if it
+    exists). The prior draws the counts of `split` (train: 0-3; extrap-train: 0-2; interp-train: 0, 1, 3);
+    max_steps: the guide's steps (default split_max_steps(split)); validation reads the val split's
+    scenes (0-3 objects), as the ELBO's runs on every split do (tabletop-v1 has no val scenes per
+    split). overrides: AIRConfig fields over SLEEP_ARCHITECTURE; sleep_overrides: SleepConfig fields."""
+    max_steps = max_steps or split_max_steps(split)
+    data = Tabletop(TabletopConfig(max_objects=max(3, max_steps)))
+    out = Path(runs_dir) / run_name(seed, dair, split, tag)
+    config = AIRConfig(**{**SLEEP_ARCHITECTURE, "max_steps": max_steps, "dair": dair, **(overrides or {})})
+    train_cfg = TrainConfig(split=split, iterations=iterations, time_limit_minutes=minutes, seed=seed, val_every=500,
                             lr_decay=lr_decay)
-    return train_air_sleep(out, config, train_cfg, data, SleepConfig(**(sleep_overrides or {})),
-                           resume=(out / "checkpoint.pt").exists(),
+    sleep = SleepConfig(**(sleep_overrides or {}))
+    sleep = replace(sleep, prior=replace(sleep.prior, counts=data.split(split).counts))
+    return train_air_sleep(out, config, train_cfg, data, sleep, resume=(out / "checkpoint.pt").exists(),
                            progress=progress, device=device)
 
 
@@ -157,6 +179,31 @@ def evaluate_run(path: Path, split: str, num: int, scenes: tuple | None = None, 
             "skipped_steps": ckpt.get("skipped", 0), "val_count_acc": val[-1]["val_count_acc"] if val else None,
             "validation": {k: val[-1][f"val_{k}"] for k in HEADLINE[:4]} if val else None,
             "config": model.config.to_dict(), "split": split}
+
+
+def evaluate_dair_generalization(runs_dir: Path, tag: str, num: int, elbo: dict | None = None, device="cpu",
+                                 log=print) -> dict:
+    """The sleep-trained DAIR runs (runs_dir/<tag>_dair_<split>_seed*, finished) on the test split of
+    their generalization split, against DAIR_COUNT_TARGETS; beside each test split, `elbo`'s entries
+    measured on it (name -> evaluate_run's figures: the ELBO's DAIR runs). Per test split that has runs:
+    the target, each run's headline figures, count confusion and whether it meets the target."""
+    report = {}
+    for split, test in GENERALIZATION_TEST.items():
+        runs = sorted(p for p in Path(runs_dir).glob(f"{tag}_dair_{split}_seed*") if (p / "checkpoint.pt").exists())
+        if not runs:
+            continue
+        target, sleep = DAIR_COUNT_TARGETS[test], {}
+        for path in runs:
+            log(f"evaluating {path.name} (DAIR, sleep) on {num} {test} scenes ...")
+            m = evaluate_run(path, test, num, device=device)
+            sleep[path.name] = {**{k: m[k] for k in (*HEADLINE, "count_confusion", "iterations", "train_minutes",
+                                                      "images_per_second_batched")},
+                                "max_steps": m["config"]["max_steps"], "meets_count_target": m["count_acc"] >= target}
+        report[test] = {"trained_on": split, "count_target": target, "sleep": sleep,
+                        "runs_meeting_count_target": sum(r["meets_count_target"] for r in sleep.values()),
+                        "elbo": {name: {k: v[k] for k in HEADLINE if k in v} | {"iterations": v.get("iterations")}
+                                 for name, v in (elbo or {}).items() if v.get("split") == test}}
+    return report
 
 
 def evaluate_supervised_checkpoint(path: Path, scenes: dict[str, tuple[torch.Tensor, SceneBatch]],
