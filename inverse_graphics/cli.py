@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ import torch
 from .air.config import AIRConfig
 from .assets import ObjectCatalog
 from .air.infer import infer_files
-from .air.sleep import SLEEP_ARCHITECTURE
+from .air.sleep import SLEEP_ARCHITECTURE, SleepConfig
 from .air.train import train_air, train_air_sleep, train_air_wake
 from .cli_options import nonnegative_int, option_groups, positive_float, positive_int
 from .checkpoints import export_weights
@@ -97,8 +98,10 @@ def cmd_train_air(args) -> int:
                                 data=data, init=args.init, resume=args.resume, progress=not args.quiet,
                                 device=args.device, prior_workers=args.prior_workers)
     elif args.sleep:  # the sleep phase trains the guide SLEEP_ARCHITECTURE describes, on prior samples
-        config = AIRConfig(max_steps=args.max_steps, **SLEEP_ARCHITECTURE)
-        result = train_air_sleep(args.out, config, _train_config(args), data, resume=args.resume,
+        config = AIRConfig(**{**SLEEP_ARCHITECTURE, "max_steps": args.max_steps, "dair": args.dair})
+        sleep = SleepConfig()  # the prior draws the counts of --split (extrap-train: 0-2; interp-train: 0, 1, 3)
+        sleep = replace(sleep, prior=replace(sleep.prior, counts=SPLITS[args.split].counts))
+        result = train_air_sleep(args.out, config, _train_config(args), data, sleep, resume=args.resume,
                                  progress=not args.quiet, device=args.device, prior_workers=args.prior_workers)
     else:
         config = AIRConfig(max_steps=args.max_steps, dair=args.dair, renderer=args.renderer,

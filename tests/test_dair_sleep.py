@@ -10,6 +10,7 @@ from inverse_graphics.air.config import AIRConfig
 from inverse_graphics.air.model import AIR
 from inverse_graphics.air.sleep import SLEEP_ARCHITECTURE, SleepConfig, sleep_loss
 from inverse_graphics.air.train import train_air_sleep
+from inverse_graphics.cli import main
 from inverse_graphics.data.prior import PriorConfig
 from inverse_graphics.experiments.air_tabletop import evaluate_dair_generalization, split_max_steps
 from inverse_graphics.rendering.appearance import AppearanceRanges
@@ -77,3 +78,14 @@ def test_dair_sleep_runs_are_reported_on_their_generalization_test_split(tmp_pat
     assert run["meets_count_target"] == (run["count_acc"] >= 0.8)
     assert entry["runs_meeting_count_target"] == int(run["meets_count_target"])
     assert entry["elbo"] == {"dair_extrap-train_seed0": {"count_acc": 0.425, "iterations": 290}}
+
+
+def test_train_air_sleep_honours_dair_and_split(tmp_path):
+    """`train-air --sleep --dair --split extrap-train`: a DAIR guide, and a prior drawing that split's counts."""
+    out = tmp_path / "dair"
+    assert main(["train-air", "--sleep", "--dair", "--split", "extrap-train", "--max-steps", "4", "--out", str(out),
+                 "--iterations", "1", "--batch-size", "2", "--val-size", "2", "--val-every", "1",
+                 "--prior-workers", "0", "--quiet"]) == 0
+    ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ckpt["air_config"]["dair"] and ckpt["air_config"]["max_steps"] == 4
+    assert tuple(ckpt["sleep_config"]["prior"]["counts"]) == (0, 1, 2)
