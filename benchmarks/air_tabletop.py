@@ -39,7 +39,7 @@ from inverse_graphics.experiments.air_tabletop import (APPEARANCE_SPLIT, GENERAL
                                                        train_run, train_sleep_run, train_wake_run)
 from inverse_graphics.files import atomic_write_json  # noqa: E402
 from inverse_graphics.training import render_pool  # noqa: E402
-from inverse_graphics.paths import SHIPPED_ROBOT_AIR, SHIPPED_SUPERVISED, shown  # noqa: E402
+from inverse_graphics.paths import SHIPPED_ELBO_AIR, SHIPPED_SUPERVISED, shown  # noqa: E402
 
 RUNS = ROOT / "results" / "air_runs"
 OUT = ROOT / "results" / "air_tabletop.json"
@@ -252,8 +252,8 @@ def _carry_comparisons(result: dict, comparison: dict, previous: dict, tag: str)
 
 def _evaluate_comparisons(result: dict, comparison: dict, args, test_scenes, shifted_scenes, device) -> None:
     print("evaluating the shipped ELBO-trained AIR ...", flush=True)
-    elbo = _on_both_splits(SHIPPED_ROBOT_AIR, args.num, test_scenes, shifted_scenes, device)
-    comparison[shown(SHIPPED_ROBOT_AIR)] = {"objective": "elbo, 45 minutes (seed 1 of the ELBO runs, float16)",
+    elbo = _on_both_splits(SHIPPED_ELBO_AIR, args.num, test_scenes, shifted_scenes, device)
+    comparison[shown(SHIPPED_ELBO_AIR)] = {"objective": "elbo, 45 minutes (seed 1 of the ELBO runs, float16)",
                                             **_brief(elbo)}
     for prefix, label in COMPARED:
         for p in _finished(prefix):

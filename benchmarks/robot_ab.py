@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT.parent))
 
 from inverse_graphics.assets import ObjectCatalog  # noqa: E402
 from inverse_graphics.metrics import evaluate_poses  # noqa: E402
-from inverse_graphics.paths import SHIPPED_ROBOT_AIR  # noqa: E402
+from inverse_graphics.paths import SHIPPED_AIR  # noqa: E402
 from inverse_graphics.robot.frames import default_camera_file, frame_files, load_frame, read_camera  # noqa: E402
 from inverse_graphics.robot.pipeline import detections_of  # noqa: E402
 from inverse_graphics.robot.simulate import read_truth  # noqa: E402
@@ -50,7 +50,7 @@ def make_arm(spec: str, catalog: ObjectCatalog) -> dict:
     pose_settings.refine = replace(pose_settings.refine, **{k[7:]: v for k, v in fields.items()
                                                             if k.startswith("refine.")})
     first = load_frame(files[0], depth_dir, setup)  # the model sees the first frame's camera, as run_poses does
-    model, _ = load_for_camera(model_path or SHIPPED_ROBOT_AIR, first.camera, frames_table_color([first]), "cpu")
+    model, _ = load_for_camera(model_path or SHIPPED_AIR, first.camera, frames_table_color([first]), "cpu")
     return {"name": name, "folder": folder, "files": {f.stem: f for f in files}, "depth": depth_dir, "setup": setup,
             "estimator": code.FramePoseEstimator(model, pose_settings, catalog), "cpu": [], "wall": [], "frames": {}}
 

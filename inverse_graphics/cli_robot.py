@@ -10,7 +10,7 @@ from pathlib import Path
 from .cli_options import nonnegative_int, positive_float, positive_int
 from .distributed import current as current_process_group
 from .files import atomic_write_json
-from .paths import SHIPPED_ROBOT_AIR
+from .paths import SHIPPED_AIR
 from .assets import ObjectCatalog
 from .robot.adapt import adapt_to_frames
 from .robot.frames import read_camera
@@ -99,7 +99,7 @@ def add_robot_commands(sub, g) -> None:
 
     p = sub.add_parser("poses", parents=[camera, g["threads"], g["device"], g["quiet"], g["models"]],
                        help="identity and 6-DoF pose of every object in a robot camera's frames")
-    p.add_argument("--model", default=str(SHIPPED_ROBOT_AIR), help="AIR checkpoint (from `fit`; default the shipped one)")
+    p.add_argument("--model", default=str(SHIPPED_AIR), help="AIR checkpoint (from `fit`; default the shipped one)")
     p.add_argument("--out", default="poses_output")
     p.add_argument("--objects", default=None, help="comma-separated catalog names that may appear (default: all)")
     p.add_argument("--no-overlay", action="store_true")

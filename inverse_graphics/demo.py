@@ -12,7 +12,7 @@ from .air.train import evaluate, load_checkpoint
 from .data.bop import generate_split, read_split, write_contact_sheet
 from .data.tabletop import Tabletop
 from .files import atomic_write_json
-from .paths import EXAMPLE_FRAMES, SHIPPED_AIR, SHIPPED_ROBOT_AIR, shown
+from .paths import EXAMPLE_FRAMES, SHIPPED_AIR, shown
 from .rendering.renderer import SceneRenderer
 from .robot.evaluate import EVALUATION_FILE, evaluate_files, evaluation_lines
 from .robot.pipeline import RESULTS_CSV, run_poses
@@ -59,7 +59,7 @@ def demo_air(data: Tabletop, out: Path) -> list[str]:
 def demo_robot(out: Path) -> list[str]:
     """Poses in the example robot frames with the shipped weights, scored against their ground truth
     as `inverse-graphics evaluate` scores them (misses and false positives too)."""
-    results = run_poses(EXAMPLE_FRAMES, SHIPPED_ROBOT_AIR, out, progress=False, overwrite=True)
+    results = run_poses(EXAMPLE_FRAMES, SHIPPED_AIR, out, progress=False, overwrite=True)
     report = evaluate_files(out / "poses.json", EXAMPLE_FRAMES)
     atomic_write_json(out / EVALUATION_FILE, report)
     seconds = sum(e["seconds"] for e in results["frames"].values()) / len(results["frames"])

@@ -12,7 +12,7 @@ from inverse_graphics.air.networks import MAX_OFFSET, WhatHead
 from inverse_graphics.air.train import TrainConfig, load_checkpoint, train_air
 from inverse_graphics.cli import main
 from inverse_graphics.metrics import evaluate_planar
-from inverse_graphics.paths import SHIPPED_AIR, SHIPPED_DAIR, SHIPPED_ROBOT_AIR
+from inverse_graphics.paths import SHIPPED_AIR, SHIPPED_DAIR, SHIPPED_ELBO_AIR
 from inverse_graphics.scene import PlanarObjects
 
 SMALL = dict(hidden=32)
@@ -39,7 +39,7 @@ def test_air_loss_is_finite_and_reaches_every_part_of_the_guide(catalog, tableto
     assert info["counts"].shape == (4,) and int(info["counts"].max()) <= 3
 
 
-@pytest.mark.parametrize("path", [SHIPPED_AIR, SHIPPED_ROBOT_AIR, SHIPPED_DAIR], ids=["air", "air-elbo", "dair"])
+@pytest.mark.parametrize("path", [SHIPPED_AIR, SHIPPED_ELBO_AIR, SHIPPED_DAIR], ids=["air", "air-elbo", "dair"])
 def test_shipped_weights_load_into_the_model(tabletop, path):
     """The modules' parameter names are the shipped checkpoints' (loading is strict)."""
     model, ckpt = load_checkpoint(path, tabletop)

@@ -17,7 +17,7 @@ import torch
 from ..air.config import air_config_from_dict
 from ..air.train import TrainConfig, train_air, train_air_wake
 from ..assets import ObjectCatalog
-from ..paths import SHIPPED_ROBOT_AIR
+from ..paths import SHIPPED_AIR
 from ..checkpoints import read_checkpoint
 from .frames import iter_frames
 from .view import Workspace, air_input, frames_table_color, rendered_table_rgb, robot_data
@@ -42,7 +42,7 @@ def adapt_to_frames(frames_dir: str | Path, out: str | Path, camera_path: str | 
     camera = frames[0].camera
     color = frames_table_color(frames)
     data = robot_data(camera, color, catalog=ObjectCatalog.load(models))
-    init = Path(init) if init else SHIPPED_ROBOT_AIR
+    init = Path(init) if init else SHIPPED_AIR
     air_config = air_config_from_dict(read_checkpoint(init, "AIR")["air_config"])
     table_rgb = rendered_table_rgb(color)  # the table as the model renders it
     workspace = Workspace.for_camera(camera)

@@ -15,7 +15,7 @@ import torch
 
 from ..assets import ObjectCatalog
 from ..devices import resolve_device
-from ..paths import SHIPPED_ROBOT_AIR
+from ..paths import SHIPPED_AIR
 from .frames import CameraSetup, Frame, table_from_depth
 from .poses import FramePoseEstimator, PoseSettings
 from .view import frames_table_color, load_for_camera
@@ -49,7 +49,7 @@ def _depth(depth, size: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(metres)
 
 
-def estimate(rgb, K, depth=None, camera_to_table=None, model: str | Path = SHIPPED_ROBOT_AIR,
+def estimate(rgb, K, depth=None, camera_to_table=None, model: str | Path = SHIPPED_AIR,
              objects: list[str] | None = None, models: str | Path | None = None,
              device: str | torch.device = "cpu") -> list[dict]:
     """One frame's objects.
