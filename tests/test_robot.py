@@ -334,3 +334,27 @@ def test_frames_folder_never_mixes_frames_made_otherwise(tmp_path, capsys):
     assert sorted(p.name for p in (out / "rgb").iterdir()) == ["000000.png"]  # none left from seed 4
     assert (out / "rgb" / "000000.png").read_bytes() != first
     assert list(json.loads((out / "scene_gt.json").read_text())) == ["000000"]
+
+
+def test_colour_blobs_find_coloured_objects_not_shadows():
+    """Without depth, objects AIR missed are looked for among pixels not of the table's
+    chromaticity: a red and a blue square on textured wood are blobs; a shadow (the wood darker),
+    what lies outside `within` and what `exclude` covers are not."""
+    from inverse_graphics.robot.window import colour_blobs
+
+    gen = torch.Generator().manual_seed(0)
+    wood = torch.tensor([0.55, 0.5, 0.44])
+    rgb = (wood * (1 + 0.08 * torch.randn(60, 80, 1, generator=gen))).clamp(0, 1)
+    rgb[30:50, 5:35] *= 0.6  # a shadow
+    rgb[10:20, 10:20] = torch.tensor([0.8, 0.15, 0.1])
+    rgb[35:45, 50:60] = torch.tensor([0.1, 0.2, 0.7])
+    rgb[5:15, 70:78] = torch.tensor([0.1, 0.6, 0.1])  # outside `within`
+    within = torch.zeros(60, 80, dtype=torch.bool)
+    within[:, :68] = True
+    labels, count = colour_blobs(rgb, within, 0.05)
+    assert count == 2
+    centres = sorted(tuple(np.argwhere(labels == k).mean(0).round().tolist()) for k in (1, 2))
+    assert centres == [(14.0, 14.0), (40.0, 54.0)]  # (row, column), the squares' middles (opened: a pixel in)
+    exclude = torch.zeros(60, 80, dtype=torch.bool)
+    exclude[8:22, 8:22] = True
+    assert colour_blobs(rgb, within, 0.05, exclude=exclude)[1] == 1

@@ -16,8 +16,9 @@ class Detection:
     """category: name; pose_camera (4, 4) model-to-camera, metres; planar (x, y, yaw) on the table;
     color (3,); score in [0, 1]: the share of the window's difference from the bare table that the
     object explains x the category's share of the evidence among categories; source: which
-    proposal found it, 'air' or 'depth' (a blob of points above the table); rest: the resting pose
-    it lies in (an index into its category's, resting.py)."""
+    proposal found it, 'air', 'depth' (a blob of points above the table) or 'colour' (of pixels
+    not of the table's chromaticity); rest: the resting pose it lies in (an index into its
+    category's, resting.py)."""
 
     category: str
     obj_id: int

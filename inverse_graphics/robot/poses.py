@@ -20,7 +20,8 @@ Pipeline for one Frame (frames.py), with what its steps share (view.FrameView) b
    one object) the one with the higher score stays. With depth, blobs of points standing above
    the table that no kept object covers are proposed and fitted in turn (window.standing_blobs:
    cut where neighbouring points jump in space, so an object touching clutter in the image
-   keeps a blob, and a centre, of its own).
+   keeps a blob, and a centre, of its own); without depth, blobs of pixels in the workspace whose
+   chromaticity is not the table's (window.colour_blobs: objects are coloured, shadows are not).
    Poses in the camera frame follow from the table frame.
 A folder of frames is run by pipeline.run_poses.
 
@@ -45,7 +46,7 @@ from ..scene import OBJECT_HEIGHT, PlanarObjects, Table
 from .detection import Detection, Hypothesis, one_scene, top_centre
 from .frames import Frame
 from .view import FrameView, table_points
-from .window import FineFrame, blob_centre, fine_frame, standing_blobs, window_around, window_on
+from .window import FineFrame, blob_centre, colour_blobs, fine_frame, standing_blobs, window_around, window_on
 
 
 @dataclass
@@ -65,6 +66,8 @@ class PoseSettings:
     border: float = 0.08  # objects centred this close (fraction of the frame) to its edge are clutter
     depth_proposals: bool = True  # look for objects AIR missed among points above the table
     min_height_m: float = 0.008  # a depth point this far above the table belongs to an object
+    colour_proposals: bool = True  # without depth: look for them among pixels not of the table's chromaticity
+    min_chroma: float = 0.05  # chromaticity (rgb / (r + g + b)) this far from the table's is an object's
     min_blob_px: int = 12  # at the fine resolution
     max_objects: int = 6
     categories: tuple[str, ...] | None = None  # the catalog names that may appear; None: all
@@ -140,9 +143,9 @@ class FramePoseEstimator:
 
     def unexplained_proposals(self, view: FrameView, fine: FineFrame,
                               accepted: list[Hypothesis]) -> list[torch.Tensor]:
-        """Blobs of depth points standing above the table, inside the workspace, that no accepted
-        object covers: objects AIR missed (or merged with a neighbour). Pixel centres (2,) (u, v)
-        at the frame's resolution."""
+        """Blobs of depth points standing above the table (without depth, of pixels not of the
+        table's chromaticity) inside the workspace, that no accepted object covers: objects AIR
+        missed (or merged with a neighbour). Pixel centres (2,) (u, v) at the frame's resolution."""
         s = self.settings
         h, w = fine.camera.image_size
         H, W = view.frame.camera.image_size
@@ -151,8 +154,11 @@ class FramePoseEstimator:
             with torch.no_grad():
                 out = self._render(one_scene(accepted).to(self.device), fine.camera, self.model.table)
             covered = F.max_pool2d(out.mask[None], 5, 1, 2)[0, 0].cpu() >= 0.5
-        labels, count = standing_blobs(table_points(fine.depth, fine.camera), s.min_height_m, open_iterations=1,
-                                       exclude=covered)
+        if fine.depth is not None:
+            labels, count = standing_blobs(table_points(fine.depth, fine.camera), s.min_height_m, open_iterations=1,
+                                           exclude=covered)
+        else:
+            labels, count = colour_blobs(fine.rgb, view.workspace.mask(fine.camera), s.min_chroma, exclude=covered)
         extra = []
         for k in range(1, count + 1):
             rows, cols = (labels == k).nonzero()
@@ -312,10 +318,10 @@ class FramePoseEstimator:
 
         accept(proposals, "air")
         count = len(proposals)
-        if s.depth_proposals and fine.depth is not None and len(accepted) < s.max_objects:
+        if (s.depth_proposals if fine.depth is not None else s.colour_proposals) and len(accepted) < s.max_objects:
             extra = self.unexplained_proposals(view, fine, accepted)
             count += len(extra)
-            accept(extra, "depth")
+            accept(extra, "depth" if fine.depth is not None else "colour")
         t2 = time.perf_counter()
         return detections, {"proposal_s": t1 - t0, "refine_s": t2 - t1, "proposals": count,
                             "air_proposals_px": [[round(float(c), 1) for c in p] for p in proposals],

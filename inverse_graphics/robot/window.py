@@ -1,6 +1,8 @@
 """What render-and-compare sees of a frame: the frame at a fine resolution (1 / fine_scale of
 the frame's) and a square window of it around each proposal, with the window's own camera
-and its local table colour.
+and its local table colour; and where in it objects AIR did not propose may be (standing_blobs:
+points standing above the table; colour_blobs, without depth: pixels not of the table's
+chromaticity).
 
 Units: metres in the table frame; images (h, w, 3) in [0, 1]; depth (h, w) metres, 0 = none.
 """
@@ -125,3 +127,19 @@ def blob_centre(window: Window, min_height_m: float) -> torch.Tensor:
         if float(distance.min()) < 0.04:
             return points[labels == labels.flatten()[distance.argmin()]][:, :2].mean(0)
     return position
+
+
+def colour_blobs(rgb: torch.Tensor, within: torch.Tensor, min_chroma: float, open_iterations: int = 1,
+                 exclude: torch.Tensor | None = None) -> tuple[np.ndarray, int]:
+    """(h, w, 3) image, within (h, w) bool (where objects may be seen) -> (labels (h, w), count):
+    the blobs of pixels in `within`, but for exclude (h, w) bool, whose chromaticity (rgb over
+    r + g + b) lies more than min_chroma from the table's (the median of `within`'s pixels: the
+    table fills most of it), after open_iterations of binary opening. Chromaticity, not colour:
+    a shadow darkens the table but keeps its chromaticity, a coloured object does not."""
+    chroma = rgb / rgb.sum(-1, keepdim=True).clamp(min=1e-3)
+    table = chroma[within].median(0).values if bool(within.any()) else chroma.flatten(0, 1).median(0).values
+    coloured = ((chroma - table).norm(dim=-1) > min_chroma) & within
+    coloured = (coloured if exclude is None else coloured & ~exclude).numpy()
+    if open_iterations:
+        coloured = ndimage.binary_opening(coloured, iterations=open_iterations)
+    return ndimage.label(coloured)
