@@ -51,6 +51,10 @@ class AIRConfig:
     # shipped guide with 0 / 2 repeats: identity 93.1 / 95.8%, 4.68 / 4.40 mm (tabletop-v1 test,
     # `glimpse_repeats_comparison` in benchmarks/results/air_tabletop.json).
     glimpse_repeats: int = 0
+    # Inhibition of return: the where-map's logits drop by 50 x a Gaussian of this std (where-map
+    # cells) around each object already found. At 1.5 it also hides a close neighbour: most scenes
+    # the shipped guide undercounts have two objects 9-13 px apart (benchmarks/count_errors.py).
+    found_suppression_cells: float = 1.5
     # z_pres also reads the first glimpse ('is there an object where the attention points?'): from the
     # LSTM state and the attention's peak alone, presence stalled at 97.8% of a trace's decisions right.
     glimpse_presence: bool = False

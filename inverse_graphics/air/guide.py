@@ -193,7 +193,8 @@ class Guide(nn.Module):
         cells = torch.stack([cell_u.flatten(), cell_v.flatten()], -1)  # (cells, 2) pixels
         for center in found:
             d2 = ((cells[None] - center[:, None].detach()) ** 2).sum(-1)
-            logits = logits - 50.0 * torch.exp(-d2 / (2 * (1.5 * H / h_cells) ** 2))
+            width = self.config.found_suppression_cells * H / h_cells  # pixels
+            logits = logits - 50.0 * torch.exp(-d2 / (2 * width ** 2))
         uv = logits.softmax(-1) @ cells
         return pixel_to_table(self.camera, uv, OBJECT_HEIGHT), logits.logsumexp(-1)
 
