@@ -13,8 +13,8 @@ tabletop-v1-appearance.
 
 `evaluate` writes benchmarks/results/air_tabletop.json: per-seed metrics of the
 sleep-phase runs (`rws_air_train_seed*`) on the test split and on
-tabletop-v1-appearance, the headline figures of the seed with the best validation
-count accuracy, how many seeds meet the targets, inference speed, AIR + refinement
+tabletop-v1-appearance, the headline figures of the seed its validation figures rank first
+(AIR-alone targets met, then identity), how many seeds meet the targets, inference speed, AIR + refinement
 against per-image optimisation, the objectives compared (ELBO, sleep, sleep then
 wake), the gradient-estimator comparison, DAIR on extrap-test, and the sleep-trained DAIR runs
 (`rws_dair_extrap-train_seed*`, `rws_dair_interp-train_seed*`; --dair-tag) on extrap-test and

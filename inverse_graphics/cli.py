@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -99,8 +98,7 @@ def cmd_train_air(args) -> int:
                                 device=args.device, prior_workers=args.prior_workers)
     elif args.sleep:  # the sleep phase trains the guide SLEEP_ARCHITECTURE describes, on prior samples
         config = AIRConfig(**{**SLEEP_ARCHITECTURE, "max_steps": args.max_steps, "dair": args.dair})
-        sleep = SleepConfig()  # the prior draws the counts of --split (extrap-train: 0-2; interp-train: 0, 1, 3)
-        sleep = replace(sleep, prior=replace(sleep.prior, counts=SPLITS[args.split].counts))
+        sleep = SleepConfig().drawing_counts(SPLITS[args.split].counts)  # extrap-train: 0-2; interp-train: 0, 1, 3
         result = train_air_sleep(args.out, config, _train_config(args), data, sleep, resume=args.resume,
                                  progress=not args.quiet, device=args.device, prior_workers=args.prior_workers)
     else:

@@ -81,6 +81,10 @@ class SleepConfig:
     def to_dict(self) -> dict:
         return {**asdict(self), "prior": self.prior.to_dict()}
 
+    def drawing_counts(self, counts: tuple[int, ...]) -> "SleepConfig":
+        """The same, its prior drawing these object counts (a split's: extrap-train 0-2, say)."""
+        return replace(self, prior=replace(self.prior, counts=tuple(counts)))
+
     @classmethod
     def from_dict(cls, d: dict) -> "SleepConfig":
         return cls(**{**d, "prior": PriorConfig.from_dict(d["prior"])})

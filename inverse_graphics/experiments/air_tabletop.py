@@ -79,8 +79,7 @@ def train_sleep_run(runs_dir: Path, seed: int, minutes: float, iterations: int, 
     config = AIRConfig(**{**SLEEP_ARCHITECTURE, "max_steps": max_steps, "dair": dair, **(overrides or {})})
     train_cfg = TrainConfig(split=split, iterations=iterations, time_limit_minutes=minutes, seed=seed, val_every=500,
                             lr_decay=lr_decay)
-    sleep = SleepConfig(**(sleep_overrides or {}))
-    sleep = replace(sleep, prior=replace(sleep.prior, counts=data.split(split).counts))
+    sleep = SleepConfig(**(sleep_overrides or {})).drawing_counts(data.split(split).counts)
     return train_air_sleep(out, config, train_cfg, data, sleep, resume=(out / "checkpoint.pt").exists(),
                            progress=progress, device=device)
 
