@@ -87,21 +87,27 @@ def train_sleep_run(runs_dir: Path, seed: int, minutes: float, iterations: int, 
 APPEARANCE_SPLIT = "tabletop-v1-appearance"
 
 
-def appearance_images(data: Tabletop, split: str, indices, seed: int = 0) -> tuple[torch.Tensor, SceneBatch]:
+# The capture conditions of tabletop-v1-appearance (robot.simulate, not the sleep prior's process).
+APPEARANCE_CONDITIONS = CaptureConditions(light_tilt_deg=35.0, table_texture=0.12, pixel_noise=0.02, vignetting=0.2,
+                                          exposure=(0.8, 1.2), clutter=0)
+
+
+def appearance_images(data: Tabletop, split: str, indices, seed: int = 0,
+                      conditions: CaptureConditions = APPEARANCE_CONDITIONS,
+                      table_colors: bool = True) -> tuple[torch.Tensor, SceneBatch]:
     """Scenes `indices` of a tabletop-v1 split as a camera might see them, made by another process
     than the sleep prior's (so the prior is not tuned on it): Open3D ray casting with the light
     tilted up to 35 degrees (faces re-lit), cast shadows, smooth-noise table texture (0.12), a table
-    colour per scene, albedo jitter, vignetting, exposure and pixel noise.
+    colour per scene, albedo jitter, vignetting, exposure and pixel noise (`conditions`; table_colors
+    False keeps the dataset's table colour).
     Returns images (num, H, W, 3) in [0, 1] and the scenes' truth."""
-    conditions = CaptureConditions(light_tilt_deg=35.0, table_texture=0.12, pixel_noise=0.02, vignetting=0.2,
-                                   exposure=(0.8, 1.2), clutter=0)
     indices = list(indices)
     truth = data.scene_batch(data.sample(split, indices))
     images = []
     for b, index in enumerate(indices):
         rng = np.random.default_rng([seed, index])
-        table = replace(data.config.table, color=tuple(float(c) for c in rng.uniform([0.35, 0.25, 0.15],
-                                                                                    [0.85, 0.75, 0.65])))
+        color = tuple(float(c) for c in rng.uniform([0.35, 0.25, 0.15], [0.85, 0.75, 0.65]))
+        table = replace(data.config.table, color=color) if table_colors else data.config.table
         scene = replace(truth.select(slice(b, b + 1)), table=table)
         rgb, _ = capture(scene, data.catalog, conditions, rng)
         images.append(torch.from_numpy(rgb).float() / 255)
