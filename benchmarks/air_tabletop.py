@@ -220,7 +220,7 @@ def cmd_evaluate(args):
         " --carry" if args.carry else "") + (f" --num {args.num}" if args.num != 1000 else "") + (
         f" --refine-num {args.refine_num}" if args.refine_num != 50 else "") + (
         f" --glimpse-repeats {args.glimpse_repeats}" if args.glimpse_repeats is not None else "") + (
-        f" --dair-tag {args.dair_tag}" if args.dair_tag != "rws" else "")
+        f" --dair-tag {' '.join(args.dair_tag)}" if args.dair_tag != ["rws"] else "")
     atomic_write_json(out, result)
     for name, m in per_seed.items():
         print(name, {k: round(m[k], 4) for k in (*HEADLINE, "images_per_second_batched", "train_minutes",
@@ -337,9 +337,9 @@ def main():
     p.add_argument("--glimpse-repeats", type=int, default=None, metavar="N",
                    help="evaluate the main runs with this inference setting (AIRConfig.glimpse_repeats) in "
                         "place of their checkpoints' own")
-    p.add_argument("--dair-tag", default="rws",
+    p.add_argument("--dair-tag", nargs="+", default=["rws"],
                    help="the sleep-trained DAIR runs reported on extrap-test and interp-test: "
-                        "<dair-tag>_dair_{extrap,interp}-train_seed*")
+                        "<dair-tag>_dair_{extrap,interp}-train_seed* (of each tag named)")
     p.add_argument("--refine-num", type=int, default=50,
                    help="test scenes for AIR + refinement against per-image optimisation (per-image optimisation takes about 36 s a scene on 2 cores)")
     p.set_defaults(func=cmd_evaluate)

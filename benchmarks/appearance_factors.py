@@ -65,8 +65,8 @@ def main() -> None:
             metrics = evaluate(model, images, truth)
         results[name] = {"count_acc": metrics["count_acc"], "identity_acc": metrics["identity_acc"]}
         tqdm.write(f"{name:32s} count {metrics['count_acc']:.3f}  identity {metrics['identity_acc']:.3f}")
-    atomic_write_json(RESULTS, {"model": str(args.model), "split": "val", "seed": SEED, "scenes": args.num, "factors": sorted(every),
-                                "variants": results})
+    atomic_write_json(RESULTS, {"model": str(args.model), "split": "val", "seed": SEED, "scenes": args.num,
+                                "factors": sorted(every), "variants": results})
     print(f"wrote {RESULTS}")
 
 

@@ -186,15 +186,16 @@ def evaluate_run(path: Path, split: str, num: int, scenes: tuple | None = None, 
             "config": model.config.to_dict(), "split": split}
 
 
-def evaluate_dair_generalization(runs_dir: Path, tag: str, num: int, elbo: dict | None = None, device="cpu",
-                                 log=print) -> dict:
-    """The sleep-trained DAIR runs (runs_dir/<tag>_dair_<split>_seed*, finished) on the test split of
+def evaluate_dair_generalization(runs_dir: Path, tags: str | list[str], num: int, elbo: dict | None = None,
+                                 device="cpu", log=print) -> dict:
+    """The sleep-trained DAIR runs (runs_dir/<tag>_dair_<split>_seed*, finished, of any of `tags`) on the test split of
     their generalization split, against DAIR_COUNT_TARGETS; beside each test split, `elbo`'s entries
     measured on it (name -> evaluate_run's figures: the ELBO's DAIR runs). Per test split that has runs:
     the target, each run's headline figures, count confusion and whether it meets the target."""
     report = {}
     for split, test in GENERALIZATION_TEST.items():
-        runs = sorted(p for p in Path(runs_dir).glob(f"{tag}_dair_{split}_seed*") if (p / "checkpoint.pt").exists())
+        runs = sorted(p for tag in ([tags] if isinstance(tags, str) else tags)
+                      for p in Path(runs_dir).glob(f"{tag}_dair_{split}_seed*") if (p / "checkpoint.pt").exists())
         if not runs:
             continue
         target, sleep = DAIR_COUNT_TARGETS[test], {}
