@@ -144,10 +144,31 @@ def test_configs_saved_before_the_light_load_with_the_renderers_light():
     assert SleepConfig.from_dict(saved) == new  # round trip, ranges drawn
     assert SleepConfig.from_dict(SleepConfig(prior=PriorConfig(appearance=AppearanceRanges.none())).to_dict()).prior \
         == PriorConfig(appearance=AppearanceRanges.none())
+    newer = ("light_", "shadow_height_px", "shadow_max_px")  # fields added since
     old = {**saved, "prior": {**saved["prior"], "appearance": {
-        k: list(v) for k, v in saved["prior"]["appearance"].items() if not k.startswith("light_")}}}
+        k: list(v) for k, v in saved["prior"]["appearance"].items() if not k.startswith(newer)}}}
     loaded = SleepConfig.from_dict(old)
     assert loaded.prior.appearance.light_elevation_deg is None and loaded.prior.appearance.light_ambient is None
+    assert loaded.prior.appearance.shadow_height_px is None  # shadows as long as they were trained with
     assert draw_light(loaded.prior.appearance, 2, torch.Generator()) is None
     assert loaded.prior.appearance.shadow == new.prior.appearance.shadow and loaded.prior.counts == new.prior.counts
     assert np.isclose(loaded.identity_weight, new.identity_weight)
+
+
+def test_a_low_light_casts_a_longer_shadow_that_starts_at_the_object(tabletop):
+    out = SceneRenderer(tabletop.catalog, mode="hard", gradients="none")(tabletop.scene_batch(_cube(tabletop)))
+    ranges = AppearanceRanges.none()
+    ranges.shadow, ranges.shadow_blur_px, ranges.shadow_height_px = (0.5, 0.5), (0.5, 0.5), (6.0, 6.0)
+    table = (out.instance[0] == TABLE_INSTANCE) & (out.depth[0] > 0)
+    shaded_pixels = []
+    for elevation in (60.0, 25.0):
+        e = math.radians(elevation)
+        light = Light(torch.tensor([[math.cos(e), 0.0, math.sin(e)]]))
+        shaded = apply_appearance(out, tabletop.camera, tabletop.config.table, ranges,
+                                  torch.Generator().manual_seed(0), light)
+        darker = (shaded[0].mean(-1) < out.rgb[0].mean(-1) - 0.05) & table
+        shaded_pixels.append(int(darker.sum()))
+        # swept, not moved: the shadow touches the object's silhouette
+        near = torch.nn.functional.max_pool2d((out.instance[0] >= 0).float()[None, None], 3, 1, 1)[0, 0] > 0
+        assert (darker & near).any()
+    assert shaded_pixels[1] > 1.5 * shaded_pixels[0] > 0
