@@ -194,6 +194,12 @@ def cmd_evaluate(args):
         str(r): {k: m[k] for k in (*HEADLINE, "images_per_second_batched")}
         for r in (0, 1) for m in [evaluate_run(RUNS / best, "test", args.num, test_scenes, device, r)]}
     comparison = {best: {"objective": f"sleep, the selected {args.tag} run", **_brief(per_seed[best])}}
+    for tag in args.compare:
+        for p in _finished(f"{tag}_air_train_seed"):
+            print(f"evaluating {p.name} (compared) on {args.num} test scenes and {APPEARANCE_SPLIT} ...", flush=True)
+            metrics = _on_both_splits(p, args.num, test_scenes, shifted_scenes, device)
+            comparison[p.name] = {"objective": f"sleep, {tag}; beside today's defaults: {_config_changes(p)}",
+                                 **_brief(metrics)}
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.exists() else {}
     if args.carry:
@@ -220,7 +226,8 @@ def cmd_evaluate(args):
         " --carry" if args.carry else "") + (f" --num {args.num}" if args.num != 1000 else "") + (
         f" --refine-num {args.refine_num}" if args.refine_num != 50 else "") + (
         f" --glimpse-repeats {args.glimpse_repeats}" if args.glimpse_repeats is not None else "") + (
-        f" --dair-tag {' '.join(args.dair_tag)}" if args.dair_tag != ["rws"] else "")
+        f" --dair-tag {' '.join(args.dair_tag)}" if args.dair_tag != ["rws"] else "") + (
+        f" --compare {' '.join(args.compare)}" if args.compare else "")
     atomic_write_json(out, result)
     for name, m in per_seed.items():
         print(name, {k: round(m[k], 4) for k in (*HEADLINE, "images_per_second_batched", "train_minutes",
@@ -231,6 +238,26 @@ def cmd_evaluate(args):
         print(f"DAIR on {test} (target count {entry['count_target']:.0%}):",
               {name: round(m["count_acc"], 4) for name, m in {**entry["sleep"], **entry["elbo"]}.items()})
     print(f"wrote {out}")
+
+
+def _config_changes(path: Path) -> str:
+    """What a run's guide and prior were trained with beside the defaults (from its checkpoint)."""
+    import torch
+
+    from inverse_graphics.air.config import AIRConfig
+    from inverse_graphics.air.sleep import SLEEP_ARCHITECTURE, SleepConfig
+
+    ckpt = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=False)
+    guide = {**AIRConfig().to_dict(), **SLEEP_ARCHITECTURE}
+    changed = [f"{k}={v}" for k, v in ckpt["air_config"].items() if k in guide and _differs(guide[k], v)]
+    if "sleep_config" in ckpt:
+        saved = SleepConfig.from_dict(ckpt["sleep_config"]).prior.appearance.to_dict()
+        changed += [f"prior {k}={v}" for k, v in saved.items() if _differs(SleepConfig().prior.appearance.to_dict()[k], v)]
+    return ", ".join(changed) or "the defaults"
+
+
+def _differs(a, b) -> bool:
+    return (tuple(a) if isinstance(a, list | tuple) else a) != (tuple(b) if isinstance(b, list | tuple) else b)
 
 
 def _carry_comparisons(result: dict, comparison: dict, previous: dict, tag: str) -> None:
@@ -340,6 +367,9 @@ def main():
     p.add_argument("--dair-tag", nargs="+", default=["rws"],
                    help="the sleep-trained DAIR runs reported on extrap-test and interp-test: "
                         "<dair-tag>_dair_{extrap,interp}-train_seed* (of each tag named)")
+    p.add_argument("--compare", nargs="*", default=[], metavar="TAG",
+                   help="more runs (<TAG>_air_train_seed*) evaluated on both splits as comparisons, "
+                        "labelled with what they were trained with beside the defaults")
     p.add_argument("--refine-num", type=int, default=50,
                    help="test scenes for AIR + refinement against per-image optimisation (per-image optimisation takes about 36 s a scene on 2 cores)")
     p.set_defaults(func=cmd_evaluate)
