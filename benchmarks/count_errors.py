@@ -1,9 +1,12 @@
 """Where AIR's count goes wrong on the tabletop-v1 test split: the count confusion, how visible the
-objects of the undercounted scenes are, how close their nearest two objects stand, and what the
-inhibition of return's width (AIRConfig.found_suppression_cells) does at inference.
+objects of the undercounted scenes are, how close their nearest two objects stand, what the
+inhibition of return's width (AIRConfig.found_suppression_cells) and the presence threshold do at
+inference, and, per undercounted scene, the step that stopped: its q(another object), where it
+looked, where the found objects are.
 
     python benchmarks/count_errors.py                       # the shipped weights, 1000 scenes
     python benchmarks/count_errors.py --model CKPT --num 300 --widths 1.5 1.0
+    python benchmarks/count_errors.py --split val --num 500 --widths 1.5 --thresholds 0.5 0.25
 """
 
 import argparse
@@ -28,22 +31,45 @@ def nearest_pair_px(truth, b: int) -> float:
     return float((torch.cdist(uv, uv) + torch.eye(len(uv)) * 1e9).min()) if len(uv) > 1 else float("inf")
 
 
+def stopping_step(steps, b: int, truth) -> dict:
+    """Scene b, undercounted: the first step that said 'no more objects', its q(z_pres = 1), how far
+    (px) it looked from the true object that no found object is nearest to, and how far the found
+    object nearest that missed one stands from it and from the true object it was matched to."""
+    found = [s for s in steps if s.z_pres[b] > 0.5]
+    stop = steps[len(found)] if len(found) < len(steps) else steps[-1]
+    uv, _ = truth.camera.project(truth.translation[b][truth.present[b]])
+    centres = torch.stack([s.glimpse_center[b] for s in found]) if found else torch.empty(0, 2)
+    d = torch.cdist(uv, centres) if found else torch.full((len(uv), 1), float("inf"))
+    own = d.argmin(0)  # the true object each found one is nearest to
+    missed = [n for n in range(len(uv)) if n not in own.tolist()] or [int(d.min(1).values.argmax())]
+    m = missed[0]
+    nearest = int(d[m].argmin())
+    return {"pres_prob": float(stop.pres_prob[b]),
+            "looked_from_missed_px": float((stop.glimpse_center[b] - uv[m]).norm()),
+            "found_from_missed_px": float(d[m, nearest]), "found_from_own_px": float(d[own[nearest], nearest])}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=str(SHIPPED_AIR))
     p.add_argument("--num", type=int, default=1000)
     p.add_argument("--widths", type=float, nargs="+", default=[1.5, 1.0, 0.75, 0.5])
+    p.add_argument("--split", default="test")
+    p.add_argument("--thresholds", type=float, nargs="*", default=[],
+                   help="also count with greedy presence thresholds (AIRConfig.presence_threshold) other than "
+                        "the checkpoint's, at its trained suppression width")
     args = p.parse_args()
     torch.set_num_threads(2)
     data = Tabletop()
     model, _ = load_checkpoint(args.model, data)
-    images, truth = render_pool(data, "test", args.num, progress=False)
+    images, truth = render_pool(data, args.split, args.num, progress=False)
     x, true = images.float() / 255, truth.present.sum(1)
     trained = model.guide.config.found_suppression_cells
     for width in args.widths:
         model.guide.config.found_suppression_cells = width
         with torch.no_grad():
-            pred = model.objects(model.infer(x, greedy=True)).present.sum(1)
+            steps = model.infer(x, greedy=True)
+            pred = model.objects(steps).present.sum(1)
         print(f"suppression std {width} cells{' (trained)' if width == trained else ''}: count "
               f"{float((pred == true).float().mean()):.3f}, undercounts {int((pred < true).sum())}, "
               f"overcounts {int((pred > true).sum())}", flush=True)
@@ -58,7 +84,22 @@ def main() -> None:
         print("  undercounted scenes: nearest two objects apart (px)", [round(d, 1) for d in near])
         print("  every scene of 2-3 objects: nearest two apart, 10/25/50% quantiles (px)",
               np.percentile(every, [10, 25, 50]).round(1).tolist())
+        stops = [stopping_step(steps, b, truth) for b in under]
+        print("  undercounted scenes: the step that stopped, its q(another object)",
+              [round(s["pres_prob"], 3) for s in stops])
+        print("  ... where it looked: px from the object no step found",
+              [round(s["looked_from_missed_px"], 1) for s in stops])
+        print("  ... the found object nearest the missed one: px from it, and from its own object",
+              [(round(s["found_from_missed_px"], 1), round(s["found_from_own_px"], 1)) for s in stops])
     model.guide.config.found_suppression_cells = trained
+    threshold = model.guide.config.presence_threshold
+    for value in args.thresholds:
+        model.guide.config.presence_threshold = value
+        with torch.no_grad():
+            pred = model.objects(model.infer(x, greedy=True)).present.sum(1)
+        print(f"presence threshold {value}: count {float((pred == true).float().mean()):.3f}, undercounts "
+              f"{int((pred < true).sum())}, overcounts {int((pred > true).sum())}", flush=True)
+    model.guide.config.presence_threshold = threshold
 
 
 if __name__ == "__main__":

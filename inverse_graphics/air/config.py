@@ -55,6 +55,8 @@ class AIRConfig:
     # cells) around each object already found. At 1.5 it also hides a close neighbour: most scenes
     # the shipped guide undercounts have two objects 9-13 px apart (benchmarks/count_errors.py).
     found_suppression_cells: float = 1.5
+    # Greedy inference counts another object where q(z_pres = 1) is above this.
+    presence_threshold: float = 0.5
     # z_pres also reads the first glimpse ('is there an object where the attention points?'): from the
     # LSTM state and the attention's peak alone, presence stalled at 97.8% of a trace's decisions right.
     glimpse_presence: bool = False

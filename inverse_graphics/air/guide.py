@@ -312,7 +312,7 @@ class Guide(nn.Module):
     def _z_pres(self, prob: torch.Tensor, pres_prob: torch.Tensor, alive: torch.Tensor, greedy: bool):
         """(B,) z_pres: the mode, a Concrete (relaxed Bernoulli) sample, or a Bernoulli sample."""
         if greedy:
-            return (pres_prob > 0.5).to(pres_prob.dtype)
+            return (pres_prob > self.config.presence_threshold).to(pres_prob.dtype)
         if self.config.count_estimator == "concrete":
             return RelaxedBernoulli(prob.new_tensor(self.config.concrete_temperature), probs=prob).rsample() * alive
         return Bernoulli(pres_prob).sample()
