@@ -252,7 +252,8 @@ def _config_changes(path: Path) -> str:
     changed = [f"{k}={v}" for k, v in ckpt["air_config"].items() if k in guide and _differs(guide[k], v)]
     if "sleep_config" in ckpt:
         saved = SleepConfig.from_dict(ckpt["sleep_config"]).prior.appearance.to_dict()
-        changed += [f"prior {k}={v}" for k, v in saved.items() if _differs(SleepConfig().prior.appearance.to_dict()[k], v)]
+        today = SleepConfig().prior.appearance.to_dict()
+        changed += [f"prior {k}={v}" for k, v in saved.items() if _differs(today[k], v)]
     return ", ".join(changed) or "the defaults"
 
 

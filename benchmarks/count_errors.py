@@ -49,6 +49,17 @@ def stopping_step(steps, b: int, truth) -> dict:
             "found_from_missed_px": float(d[m, nearest]), "found_from_own_px": float(d[own[nearest], nearest])}
 
 
+def counted(model, x: torch.Tensor, true: torch.Tensor, label: str):
+    """Greedy inference on images x (B, 3, ...) against the true counts (B,): prints count accuracy,
+    undercounts and overcounts under `label`; returns the steps and the counts (B,)."""
+    with torch.no_grad():
+        steps = model.infer(x, greedy=True)
+        pred = model.objects(steps).present.sum(1)
+    print(f"{label}: count {float((pred == true).float().mean()):.3f}, undercounts {int((pred < true).sum())}, "
+          f"overcounts {int((pred > true).sum())}", flush=True)
+    return steps, pred
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=str(SHIPPED_AIR))
@@ -67,12 +78,8 @@ def main() -> None:
     trained = model.guide.config.found_suppression_cells
     for width in args.widths:
         model.guide.config.found_suppression_cells = width
-        with torch.no_grad():
-            steps = model.infer(x, greedy=True)
-            pred = model.objects(steps).present.sum(1)
-        print(f"suppression std {width} cells{' (trained)' if width == trained else ''}: count "
-              f"{float((pred == true).float().mean()):.3f}, undercounts {int((pred < true).sum())}, "
-              f"overcounts {int((pred > true).sum())}", flush=True)
+        label = f"suppression std {width} cells{' (trained)' if width == trained else ''}"
+        steps, pred = counted(model, x, true, label)
         if width != trained:
             continue
         under = (pred < true).nonzero().flatten().tolist()
@@ -95,10 +102,7 @@ def main() -> None:
     threshold = model.guide.config.presence_threshold
     for value in args.thresholds:
         model.guide.config.presence_threshold = value
-        with torch.no_grad():
-            pred = model.objects(model.infer(x, greedy=True)).present.sum(1)
-        print(f"presence threshold {value}: count {float((pred == true).float().mean()):.3f}, undercounts "
-              f"{int((pred < true).sum())}, overcounts {int((pred > true).sum())}", flush=True)
+        counted(model, x, true, f"presence threshold {value}")
     model.guide.config.presence_threshold = threshold
 
 

@@ -52,8 +52,9 @@ class AIRConfig:
     # `glimpse_repeats_comparison` in benchmarks/results/air_tabletop.json).
     glimpse_repeats: int = 0
     # Inhibition of return: the where-map's logits drop by 50 x a Gaussian of this std (where-map
-    # cells) around each object already found. At 1.5 it also hides a close neighbour: most scenes
-    # the shipped guide undercounts have two objects 9-13 px apart (benchmarks/count_errors.py).
+    # cells) around each object already found. Trained at 1.0 the guide undercounted twice as many
+    # test scenes; where it misses a close neighbour it does look at it, and presence says no
+    # (benchmarks/count_errors.py, results/count_errors*.txt).
     found_suppression_cells: float = 1.5
     # Greedy inference counts another object where q(z_pres = 1) is above this.
     presence_threshold: float = 0.5

@@ -3,7 +3,7 @@
 Drawn per image. One acts in the render itself: the light's direction and its ambient/diffuse
 balance (draw_light, before rendering: renderer.Light), so faces are lit from any side. The rest
 apply_appearance applies to the hard render (RenderOutput: rgb, instance, depth) in image space:
-- the table's albedo (any hue, low saturation: wood, laminate, grey) and its texture:
+- the table's albedo (any hue, saturation up to 0.8: wood, laminate, grey, paint) and its texture:
   planks of random width and direction with dark seams, wood-like grain and speckle;
 - light: a brightness per object and for the table, a planar illumination gradient across
   the image, and a cast shadow (each object's silhouette swept away from the render's light, as
@@ -49,7 +49,7 @@ class AppearanceRanges:
     shadow_shift_px: tuple[float, float] = (0.0, 4.0)  # the shadow's length when no light is given
     # How tall objects stand, in pixels: with a light, the shadow reaches this x cot(elevation) from
     # the silhouette (a low light casts long shadows). None: the length is drawn from shadow_shift_px
-    # whatever the light (the prior of checkpoints saved before this field).
+    # whatever the light (the lengths of checkpoints saved before this field).
     shadow_height_px: tuple[float, float] | None = (3.0, 8.0)
     shadow_max_px: float = 16.0  # the longest shadow
     shadow_blur_px: tuple[float, float] = (0.5, 2.5)
