@@ -79,10 +79,12 @@ def cmd_train_sleep(args):
 
     torch.set_num_threads(args.threads)  # the prior's renderer runs in a second process
     from inverse_graphics.air.sleep import SleepConfig
+    from inverse_graphics.rendering.appearance import AppearanceRanges
 
     print(train_sleep_run(RUNS, args.seed, args.minutes, args.iterations, tag=args.tag,
                           overrides=parse_overrides(args.set), device=args.device, lr_decay=args.lr_decay,
                           sleep_overrides=parse_overrides(args.sleep_set, SleepConfig, "--sleep-set"),
+                          prior_overrides=parse_overrides(args.prior_set, AppearanceRanges, "--prior-set"),
                           dair=args.dair, split=args.split, max_steps=args.max_steps))
 
 
@@ -338,6 +340,9 @@ def main():
                    help="override a field of the sleep guide's AIRConfig, e.g. --set glimpse_encoder=deep")
     p.add_argument("--sleep-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the SleepConfig (term weights, std floors), e.g. --sleep-set identity_weight=10")
+    p.add_argument("--prior-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a range of the prior's appearance nuisances (AppearanceRanges), e.g. "
+                   "--prior-set 'shadow=[0, 0.45]' (null: the renderer's own)")
     p.add_argument("--lr-decay", choices=("constant", "cosine"), default="constant",
                    help="learning rate over the run (cosine: down to 2%% of it when --minutes ends)")
     p.add_argument("--dair", action="store_true", help="DAIR: each step reads what the objects before it leave "

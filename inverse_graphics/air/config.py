@@ -61,6 +61,11 @@ class AIRConfig:
     # z_pres also reads the first glimpse ('is there an object where the attention points?'): from the
     # LSTM state and the attention's peak alone, presence stalled at 97.8% of a trace's decisions right.
     glimpse_presence: bool = False
+    # z_pres also reads the first glimpse beside marks of where the objects already found are
+    # (networks.PresenceEncoder): without them a glimpse on a missed object 8-13 px from a found one
+    # looks like a glimpse on the found one, and the guide stopped there (benchmarks/count_errors.py).
+    presence_sees_found: bool = False
+    found_mark_std_px: float = 3.0  # the marks' Gaussian std, pixels
     encoder_channels: tuple = (32, 64, 64, 128)  # the image encoder's conv layers
     where_map: str = "full"  # 'full' or 'pooled' (networks.WHERE_MAPS)
     pixel_std: float = 0.1  # Gaussian likelihood std per pixel and channel

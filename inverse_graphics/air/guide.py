@@ -25,7 +25,8 @@ from torch.distributions import Bernoulli, Categorical, Normal, RelaxedBernoulli
 from ..camera import Camera, pixel_to_table
 from ..scene import MEAN_SHADING, OBJECT_HEIGHT, PlanarObjects
 from .config import AIRConfig
-from .networks import GLIMPSE_ENCODERS, WHERE_MAPS, Encoder, WhatHead, WhatOutput, image_to_window
+from .networks import (GLIMPSE_ENCODERS, WHERE_MAPS, Encoder, PresenceEncoder, WhatHead, WhatOutput, found_marks,
+                       image_to_window)
 
 
 class Step(NamedTuple):
@@ -115,6 +116,8 @@ class Guide(nn.Module):
             self.glimpse_presence = nn.Linear(128, 1)
             nn.init.zeros_(self.glimpse_presence.weight)
             nn.init.zeros_(self.glimpse_presence.bias)
+        if config.presence_sees_found:
+            self.presence_encoder = PresenceEncoder()
         self.pres_gain = nn.Parameter(torch.tensor(0.5))
         self.pres_threshold = nn.Parameter(torch.tensor(10.0))
         # Start with a wide position spread.
@@ -210,12 +213,16 @@ class Guide(nn.Module):
         std = F.softplus(where[:, 1:3]) * 0.05 + 1e-4
         # Attend: a glimpse where the attention points; from it, what the object is and how far
         # its centre lies from the attended spot.
-        window = image_to_window(image, self.project(mean), cfg.glimpse_px, cfg.glimpse_size)
+        attended = self.project(mean)  # (B, 2) pixels
+        window = image_to_window(image, attended, cfg.glimpse_px, cfg.glimpse_size)
         glimpse_code = self.glimpse_encoder(window)
         # 'Another object?' also reads how much evidence the attention has left to explain.
         pres_logit = where[:, 0] + self.pres_gain * (peak - self.pres_threshold)
         if cfg.glimpse_presence:
             pres_logit = pres_logit + self.glimpse_presence(glimpse_code)[:, 0]
+        if cfg.presence_sees_found:
+            marks = found_marks(attended, state.found, cfg.glimpse_px, cfg.glimpse_size, cfg.found_mark_std_px)
+            pres_logit = pres_logit + self.presence_encoder(window, marks)
         prob = torch.sigmoid(pres_logit).clamp(1e-4, 1 - 1e-4)
         what = self.what_head(torch.cat([glimpse_code, h], -1))
         mean = coarse = mean + what.position_offset

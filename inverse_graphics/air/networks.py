@@ -96,6 +96,36 @@ def image_to_window(images: torch.Tensor, center_px: torch.Tensor, window_px: in
     return F.grid_sample(images, grid, align_corners=False, padding_mode="border")
 
 
+def found_marks(center_px: torch.Tensor, found: tuple, window_px: int, size: int, std_px: float) -> torch.Tensor:
+    """(B, 1, size, size) marks, over a window of window_px pixels centred at center_px (B, 2), of
+    the objects already found (a tuple of (B, 2) pixel centres): a Gaussian of std_px pixels at each."""
+    offsets = (torch.arange(size, device=center_px.device, dtype=center_px.dtype) + 0.5) * window_px / size - window_px / 2
+    v, u = torch.meshgrid(offsets, offsets, indexing="ij")
+    pixels = torch.stack([u, v], -1)[None] + center_px.detach()[:, None, None]  # (B, size, size, 2)
+    marks = center_px.new_zeros(center_px.shape[0], size, size)
+    for center in found:
+        marks = marks + torch.exp(-((pixels - center.detach()[:, None, None]) ** 2).sum(-1) / (2 * std_px ** 2))
+    return marks[:, None]
+
+
+class PresenceEncoder(nn.Module):
+    """(B, 3, g, g) glimpse and (B, 1, g, g) marks of the objects already found -> (B,) logit of
+    'an object here that no step has found yet' (max-pooled over the window: anywhere in it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(4, 32, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                                 nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+                                 nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(inplace=True),
+                                 nn.AdaptiveMaxPool2d(1), nn.Flatten())
+        self.out = nn.Linear(64, 1)
+        nn.init.zeros_(self.out.weight)  # starts at 0: the untrained guide decides as before
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, glimpse: torch.Tensor, marks: torch.Tensor) -> torch.Tensor:
+        return self.out(self.net(channels_last(torch.cat([glimpse, marks], 1))))[:, 0]
+
+
 class WhereMap(nn.Module):
     """(B, 6, H, W) image and what the background leaves unexplained -> (B, F, H/4, W/4) features
     and (B, H/4 * W/4) base logits of a spatial softmax over where the next object is.

@@ -22,6 +22,7 @@ from ..air.wake import WakeConfig
 from ..data.tabletop import SPLITS, Tabletop, TabletopConfig
 from ..metrics import evaluate_planar
 from ..optimise import optimise, refine_with_second_guess
+from ..rendering.appearance import AppearanceRanges
 from ..rendering.likelihood import make_planar_renderer
 from ..robot.simulate import CaptureConditions, capture
 from ..scene import SceneBatch
@@ -67,12 +68,13 @@ def split_max_steps(split: str) -> int:
 def train_sleep_run(runs_dir: Path, seed: int, minutes: float, iterations: int, tag: str = "sleep",
                     progress: bool = True, overrides: dict | None = None, device=None,
                     lr_decay: str = "constant", sleep_overrides: dict | None = None, dair: bool = False,
-                    split: str = "train", max_steps: int | None = None) -> dict:
+                    split: str = "train", max_steps: int | None = None, prior_overrides: dict | None = None) -> dict:
     """One sleep-phase AIR (or, with dair, DAIR) run on tabletop-v1's camera and table (resumed if it
     exists). The prior draws the counts of `split` (train: 0-3; extrap-train: 0-2; interp-train: 0, 1, 3);
     max_steps: the guide's steps (default split_max_steps(split)); validation reads the val split's
     scenes (0-3 objects), as the ELBO's runs on every split do (tabletop-v1 has no val scenes per
-    split). overrides: AIRConfig fields over SLEEP_ARCHITECTURE; sleep_overrides: SleepConfig fields."""
+    split). overrides: AIRConfig fields over SLEEP_ARCHITECTURE; sleep_overrides: SleepConfig fields;
+    prior_overrides: AppearanceRanges fields (JSON values: lists for ranges, None for the renderer's own)."""
     max_steps = max_steps or split_max_steps(split)
     data = Tabletop(TabletopConfig(max_objects=max(3, max_steps)))
     out = Path(runs_dir) / run_name(seed, dair, split, tag)
@@ -80,6 +82,9 @@ def train_sleep_run(runs_dir: Path, seed: int, minutes: float, iterations: int, 
     train_cfg = TrainConfig(split=split, iterations=iterations, time_limit_minutes=minutes, seed=seed, val_every=500,
                             lr_decay=lr_decay)
     sleep = SleepConfig(**(sleep_overrides or {})).drawing_counts(data.split(split).counts)
+    if prior_overrides:
+        appearance = AppearanceRanges.from_dict({**sleep.prior.appearance.to_dict(), **prior_overrides})
+        sleep = replace(sleep, prior=replace(sleep.prior, appearance=appearance))
     return train_air_sleep(out, config, train_cfg, data, sleep, resume=(out / "checkpoint.pt").exists(),
                            progress=progress, device=device)
 
