@@ -127,6 +127,42 @@ def test_the_sleep_guide_starts_deciding_presence_as_before_and_reads_the_glimps
     assert not torch.equal(a[0], c[0])
 
 
+def test_found_marks_sit_on_the_found_objects_pixels_within_the_window():
+    from inverse_graphics.air.networks import found_marks
+    center = torch.tensor([[30.0, 20.0], [10.0, 50.0]])
+    found = (torch.tensor([[35.0, 17.0], [100.0, 100.0]]),)  # the second image's lies outside its window
+    marks = found_marks(center, found, window_px=24, size=24, std_px=2.0)
+    assert marks.shape == (2, 1, 24, 24)
+    # window pixel (row i, column j) covers image pixel centre + (j - 11.5, i - 11.5)
+    v, u = divmod(int(marks[0, 0].argmax()), 24)
+    assert (u, v) in {(16, 8), (17, 8), (16, 9), (17, 9)} and marks[0].max() > 0.9
+    assert marks[1].max() < 1e-6
+    assert found_marks(center, (), 24, 24, 2.0).abs().max() == 0  # nothing found yet: no marks
+
+
+def test_presence_that_sees_found_objects_starts_as_before_and_then_reads_their_marks(catalog, tabletop):
+    """presence_sees_found adds a term that starts at zero and, once trained, depends on where the
+    objects already found are (the marks), not on the image alone."""
+    torch.manual_seed(0)
+    seeing = AIR(AIRConfig(**{**SMALL, "presence_sees_found": True}), catalog, tabletop.camera, tabletop.config.table)
+    torch.manual_seed(0)
+    blind = AIR(AIRConfig(**SMALL), catalog, tabletop.camera, tabletop.config.table)
+    blind.guide.load_state_dict({k: v for k, v in seeing.guide.state_dict().items()
+                                 if not k.startswith("presence_encoder")})
+    images = _render(tabletop, tabletop.sample("train", range(4))).rgb
+    with torch.no_grad():
+        a = [s.pres_prob for s in seeing.infer(images, greedy=True)]
+        b = [s.pres_prob for s in blind.infer(images, greedy=True)]
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+        encoder = seeing.guide.presence_encoder
+        torch.nn.init.normal_(encoder.out.weight, std=1.0)
+        window = images[:, :24, :24].permute(0, 3, 1, 2)
+        marks = torch.zeros(4, 1, 24, 24)
+        marks[:, :, 10:14, 10:14] = 1.0
+        unmarked, marked = encoder(window, torch.zeros_like(marks)), encoder(window, marks)
+    assert not torch.allclose(unmarked, marked)
+
+
 def test_the_sleep_architecture_round_trips_through_its_config_and_reads_every_pixel(catalog, tabletop):
     config = AIRConfig(**SMALL)
     guide = AIR(config, catalog, tabletop.camera, tabletop.config.table).guide
