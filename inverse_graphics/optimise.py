@@ -149,20 +149,27 @@ def refine_proposals(renderer: PlanarRenderer, images: torch.Tensor, proposals: 
 def refine_with_second_guess(renderer: PlanarRenderer, images: torch.Tensor, proposals: PlanarObjects,
                              identity_probs: torch.Tensor, camera: Camera, table: Table,
                              settings: RefineSettings | None = None, doubt: float = 0.9,
-                             batch_size: int = 64) -> PlanarObjects:
+                             batch_size: int = 64, candidates: PlanarObjects | None = None,
+                             object_penalty: float = OptimiseSettings.object_penalty) -> PlanarObjects:
     """AIR + refinement: the answer refined through the renderer; each object whose most likely
     identity has probability below `doubt` (identity_probs (B, N, C), the guide's q) is also
     refined as q's second most likely category, and the fit with the lower image loss is kept.
-    Count is kept; the second category is tried in its resting pose 0. (Trying the second category
-    only where q doubts keeps the cost near one pass.)"""
-    # 25 steps: on 100 validation scenes (benchmarks/refine_steps.py, shipped weights) 1.36 mm, 0.57 deg
+    The second category is tried in its resting pose 0. (Trying the second category only where q
+    doubts keeps the cost near one pass.)
+    candidates: proposals (same slots) with further objects in slots proposals leaves empty (AIR's
+    objects_with_candidate); a scene's are refined with its objects and kept where they lower the
+    image loss by more than object_penalty, as the optimiser accepts an object. None: count is kept."""
+    # 25 steps: on 100 validation scenes (benchmarks/refine_settings.py, shipped weights) 1.36 mm, 0.57 deg
     # and ADD-S 94.4% in 0.54x the time of 40 (1.34 mm, 0.51 deg, 95.0%: one object more); at 20 and
     # 15 steps yaw drifts to 0.80 and 0.95 deg.
     s = settings or replace(OptimiseSettings().refine, steps=25, blur_start_px=2.0)
     best = _refine_in_chunks(renderer, images, proposals, camera, table, s, batch_size)
     objects, loss = best.objects, best.loss.clone()
+    if candidates is not None:
+        objects, loss = _add_candidates(renderer, images, objects, loss, candidates, camera, table, s,
+                                        object_penalty, batch_size)
     second = identity_probs.topk(2, dim=-1)
-    doubtful = proposals.present & (second.values[..., 0] < doubt)
+    doubtful = objects.present & (second.values[..., 0] < doubt)
     for n in range(proposals.slots):
         rows = doubtful[:, n].nonzero()[:, 0]
         if not len(rows):
@@ -178,6 +185,34 @@ def refine_with_second_guess(renderer: PlanarRenderer, images: torch.Tensor, pro
             objects = _put(objects, better, tried.objects.select(keep.nonzero()[:, 0]))
             loss[better] = tried.loss[keep]
     return replace(objects, score=fit_scores(renderer, images, objects, camera, table, s.blur_end_px, batch_size))
+
+
+def _add_candidates(renderer: PlanarRenderer, images: torch.Tensor, objects: PlanarObjects, loss: torch.Tensor,
+                    candidates: PlanarObjects, camera: Camera, table: Table, settings: RefineSettings,
+                    penalty: float, batch_size: int) -> tuple[PlanarObjects, torch.Tensor]:
+    """Count revision: the scenes where candidates (B, N) holds objects that objects (B, N, refined)
+    does not are refined with them added, and keep them where the image loss (B,) drops by more
+    than penalty. Returns the objects and their losses."""
+    extra = candidates.present & ~objects.present
+    rows = extra.any(1).nonzero()[:, 0]
+    if not len(rows):
+        return objects, loss
+    guess = objects.select(rows)
+    fill = extra[rows]
+
+    def merged(name):
+        return torch.where(fill.view(*fill.shape, *([1] * (getattr(guess, name).dim() - 2))),
+                           getattr(candidates, name)[rows], getattr(guess, name))
+
+    guess = PlanarObjects(merged("category"), merged("position"), merged("yaw"), merged("color"),
+                          rest=merged("rest_index"))
+    tried = _refine_in_chunks(renderer, images[rows], guess, camera, table, settings, batch_size)
+    keep = tried.loss < loss[rows] - penalty
+    if keep.any():
+        objects = _put(objects, rows[keep], tried.objects.select(keep.nonzero()[:, 0]))
+        loss = loss.clone()
+        loss[rows[keep]] = tried.loss[keep]
+    return objects, loss
 
 
 def _put(objects: PlanarObjects, rows: torch.Tensor, values: PlanarObjects) -> PlanarObjects:

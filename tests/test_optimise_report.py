@@ -1,5 +1,6 @@
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -184,3 +185,31 @@ def test_refinement_tries_the_second_guess_where_q_doubts(catalog, tabletop):
     confident = refine_with_second_guess(renderer, image, guess, probs, tabletop.camera, tabletop.config.table,
                                          doubt=0.5)
     assert confident.category.tolist() == [[sphere, -1]]
+
+
+def test_count_revision_keeps_a_candidate_only_where_it_pays_for_itself(catalog, tabletop):
+    """Scene 0 holds a cube and a bar, and the proposal only the cube, with a candidate near the bar:
+    refined, the bar lowers the image loss, so it is kept. Scene 1 holds only the cube, and its
+    candidate sits on empty table: it explains nothing, so the count stays 1."""
+    from inverse_graphics.optimise import refine_with_second_guess
+
+    cube, bar = catalog.index_of("cube"), catalog.index_of("bar")
+    both = _image(catalog, tabletop, [cube, bar], [[0.02, 0.01], [-0.05, -0.03]], [0.3, 0.8],
+                  [[0.9, 0.3, 0.2], [0.2, 0.4, 0.9]])
+    alone = _image(catalog, tabletop, [cube, -1], [[0.02, 0.01], [0.0, 0.0]], [0.3, 0.0],
+                   [[0.9, 0.3, 0.2], [0.0, 0.0, 0.0]])
+    images = torch.stack([both, alone])
+    proposals = PlanarObjects(torch.tensor([[cube, -1], [cube, -1]]),
+                              torch.tensor([[[0.021, 0.011], [-0.045, -0.027]], [[0.021, 0.011], [-0.05, 0.06]]]),
+                              torch.tensor([[0.3, 0.7], [0.3, 0.0]]),
+                              torch.tensor([[[0.85, 0.3, 0.2], [0.25, 0.4, 0.85]], [[0.85, 0.3, 0.2], [0.5, 0.5, 0.5]]]))
+    candidates = replace(proposals, category=torch.tensor([[cube, bar], [cube, bar]]))
+    probs = torch.zeros(2, 2, len(catalog))
+    probs[:, 0, cube], probs[:, 1, bar] = 1.0, 1.0
+    renderer = make_planar_renderer("pytorch3d", catalog)
+    kept = refine_with_second_guess(renderer, images, proposals, probs, tabletop.camera, tabletop.config.table)
+    assert kept.category.tolist() == [[cube, -1], [cube, -1]]
+    revised = refine_with_second_guess(renderer, images, proposals, probs, tabletop.camera, tabletop.config.table,
+                                       candidates=candidates)
+    assert revised.category.tolist() == [[cube, bar], [cube, -1]]
+    assert float((revised.position[0, 1] - torch.tensor([-0.05, -0.03])).norm()) < 0.003

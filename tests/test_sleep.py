@@ -260,3 +260,21 @@ def test_glimpse_repeats_read_again_where_the_last_glimpse_placed_the_object_and
         AIRConfig(**{**SMALL, "glimpse_repeats": -1})
     with pytest.raises(ValueError, match="second_glimpse"):
         AIRConfig(glimpse_repeats=1)
+
+
+def test_the_candidate_is_the_proposal_of_the_step_that_stopped(catalog, tabletop):
+    torch.manual_seed(0)
+    model = AIR(AIRConfig(**SMALL), catalog, tabletop.camera, tabletop.config.table)
+    images = _render(tabletop, tabletop.sample("train", range(8))).rgb
+    with torch.no_grad():
+        steps = model.infer(images, greedy=True)
+    found = model.objects(steps)
+    assert torch.equal(model.objects_with_candidate(steps, 1.0).category, found.category)  # q never above 1
+    with_candidate = model.objects_with_candidate(steps, 0.0)
+    counts = found.present.sum(1)
+    for b in range(len(images)):
+        n = int(counts[b])
+        assert torch.equal(with_candidate.category[b, :n], found.category[b, :n])
+        if n < model.config.max_steps:  # the step that stopped proposes its object; the steps after it nothing
+            assert with_candidate.present[b].tolist() == [True] * (n + 1) + [False] * (model.config.max_steps - n - 1)
+            assert torch.equal(with_candidate.position[b, n], steps[n].position[b])

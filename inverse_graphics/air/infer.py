@@ -50,8 +50,9 @@ def _scenes(model: AIR, objects: PlanarObjects) -> list[Scene]:
 def infer(model: AIR, images: torch.Tensor, samples: int = 0, batch_size: int = 256,
           refine: bool = False) -> list[Inference]:
     """images (B, H, W, 3) in [0, 1] -> one Inference per image. refine: the mode is refined by
-    render-and-compare, trying q's two most likely categories where q doubts
-    (optimise.refine_with_second_guess); the samples are not. The images move to the model's device
+    render-and-compare, trying q's two most likely categories where q doubts and the proposal
+    of the step that stopped where q thought another object likely (optimise.refine_with_second_guess,
+    AIRConfig.refine_candidate_prob); the samples are not. The images move to the model's device
     a batch at a time; the answers come back to the CPU."""
     model.eval()
     device = model.generative.device
@@ -68,7 +69,9 @@ def infer(model: AIR, images: torch.Tensor, samples: int = 0, batch_size: int = 
         identity = torch.stack([s.identity_logits.softmax(-1) for s in steps], 1)
         objects = model.objects(steps)
         if refine:
-            objects = refine_with_second_guess(renderer, chunk, objects, identity, model.camera, model.table)
+            candidates = model.objects_with_candidate(steps, model.config.refine_candidate_prob)
+            objects = refine_with_second_guess(renderer, chunk, objects, identity, model.camera, model.table,
+                                               candidates=candidates)
         objects, identity = objects.to("cpu"), identity.cpu()
         modes = _scenes(model, objects)
         centers = torch.stack([s.glimpse_center for s in steps], 1).cpu()

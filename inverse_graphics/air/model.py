@@ -66,6 +66,18 @@ class AIR(nn.Module):
         categories and resting poses."""
         return self.classes.to_objects(found_objects(steps))
 
+    def objects_with_candidate(self, steps: list[Step], min_prob: float) -> PlanarObjects:
+        """The objects the steps found, and in the slot of the step that stopped its proposal too,
+        where q(another object) was above min_prob there (a candidate for render-and-compare to
+        accept or reject: where AIR misses a close neighbour, the step that stopped usually looked
+        at it; benchmarks/count_errors.py)."""
+        found = found_objects(steps)
+        presence = torch.stack([s.z_pres > 0.5 for s in steps], 1)  # (B, N)
+        stop = (~presence).cumsum(1) == 1  # the first step that said 'no more' (none once 0, none after)
+        candidate = stop & (torch.stack([s.pres_prob for s in steps], 1) > min_prob)
+        identity = torch.stack([s.identity for s in steps], 1)
+        return self.classes.to_objects(replace(found, category=torch.where(candidate, identity, found.category)))
+
     def render_steps(self, steps: list[Step], hard: bool = False, batch_size: int | None = None) -> torch.Tensor:
         """(B, H, W, 3) soft render of the objects the steps found (hard: the non-differentiable render;
         no steps: the bare table, batch_size times)."""

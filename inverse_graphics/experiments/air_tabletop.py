@@ -233,7 +233,8 @@ def evaluate_supervised_checkpoint(path: Path, scenes: dict[str, tuple[torch.Ten
 
 
 def evaluate_refinement(path: Path, num: int, seed: int = 0, device="cpu", glimpse_repeats: int | None = None) -> dict:
-    """AIR alone, AIR + refinement (q's two most likely categories where it doubts) and per-image
+    """AIR alone, AIR + refinement (q's two most likely categories where it doubts; the stopping
+    step's proposal where q thought another object likely, kept if it pays for itself) and per-image
     optimisation from random starts, on the same first `num` test scenes, in this run: metrics
     and seconds per image of each, and how many times faster AIR + refinement is."""
     model, ckpt = load_checkpoint(Path(path) / "checkpoint.pt", device=device, glimpse_repeats=glimpse_repeats)
@@ -248,8 +249,9 @@ def evaluate_refinement(path: Path, num: int, seed: int = 0, device="cpu", glimp
     answers["air"], seconds["air"] = model.objects(steps), time.perf_counter() - start
     identity = torch.stack([s.identity_logits.softmax(-1) for s in steps], 1)
     start = time.perf_counter()
+    candidates = model.objects_with_candidate(steps, model.config.refine_candidate_prob)
     answers["air_refine"] = refine_with_second_guess(renderer, images, answers["air"], identity, data.camera,
-                                                     data.config.table)
+                                                     data.config.table, candidates=candidates)
     seconds["air_refine"] = seconds["air"] + time.perf_counter() - start
     start = time.perf_counter()
     answers["optimise"] = optimise(renderer, images, data.camera, data.config.table, len(data.catalog), seed=seed)
