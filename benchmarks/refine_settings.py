@@ -5,17 +5,21 @@ shipped guide's answers on tabletop-v1 val, refined
   every object (not only where q doubts);
 - `candidates`: with count revision, the proposal of the step that stopped added where q(another
   object) there was above each threshold, kept where it lowers the image loss by the optimiser's
-  object penalty (none: AIR's count kept).
+  object penalty (none: AIR's count kept);
+- `passes`: what one refinement pass (25 steps) costs over a few scenes against one over many (the
+  second guesses and the candidate are each a pass over the few scenes they concern).
 
 Times are ratios against the section's first variant, measured in this run.
 
     python benchmarks/refine_settings.py --part steps        # 100 val scenes
     python benchmarks/refine_settings.py --part candidates   # 300 val scenes
+    python benchmarks/refine_settings.py --part passes       # 3 and 20 val scenes, 3 times each
 Each part writes its section of benchmarks/results/refine_settings.json.
 """
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from dataclasses import replace
@@ -30,13 +34,13 @@ from inverse_graphics.data.tabletop import Tabletop, TabletopConfig  # noqa: E40
 from inverse_graphics.experiments.air_tabletop import render_pool  # noqa: E402
 from inverse_graphics.files import atomic_write_json  # noqa: E402
 from inverse_graphics.metrics import evaluate_planar  # noqa: E402
-from inverse_graphics.optimise import OptimiseSettings, refine_with_second_guess  # noqa: E402
+from inverse_graphics.optimise import OptimiseSettings, refine_proposals, refine_with_second_guess  # noqa: E402
 from inverse_graphics.paths import SHIPPED_AIR  # noqa: E402
 from inverse_graphics.rendering.likelihood import make_planar_renderer  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "refine_settings.json"
 KEYS = ("count_acc", "identity_acc", "pos_err_mm_median", "rot_err_deg_median", "adds_recall")
-DEFAULT_NUM = {"steps": 100, "candidates": 300}
+DEFAULT_NUM = {"steps": 100, "candidates": 300, "passes": 20}
 
 
 def variants(part: str, args, model, steps) -> dict[str, dict]:
@@ -56,7 +60,7 @@ def variants(part: str, args, model, steps) -> dict[str, dict]:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=("steps", "candidates"), required=True)
+    p.add_argument("--part", choices=("steps", "candidates", "passes"), required=True)
     p.add_argument("--model", default=str(SHIPPED_AIR))
     p.add_argument("--num", type=int, default=None, help="val scenes (default: 100 for steps, 300 for candidates)")
     p.add_argument("--steps", type=int, nargs="+", default=[40, 25, 20, 15])
@@ -71,6 +75,8 @@ def main():
     with torch.no_grad():
         steps = model.infer(images, greedy=True)
     air = model.objects(steps)
+    if args.part == "passes":
+        return save(args, pass_costs(renderer, images, air, data))
     identity = torch.stack([s.identity_logits.softmax(-1) for s in steps], 1)
     section = {"air": {k: evaluate_planar(air, truth.planar(), data.catalog, data.camera)[k] for k in KEYS}}
     runs = variants(args.part, args, model, steps)
@@ -85,8 +91,28 @@ def main():
         section[name]["time_vs_first"] = seconds[name] / seconds[reference]
         section[name]["seconds_per_image"] = seconds[name] / num
         print(name, {k: round(v, 4) for k, v in section[name].items()})
-    section.update(split="val", scenes=num, model=Path(args.model).name, first=reference,
-                   command=f"python benchmarks/refine_settings.py --part {args.part}"
+    section.update(split="val", scenes=num, first=reference)
+    save(args, section)
+
+
+def pass_costs(renderer, images, air, data, repeats: int = 3) -> dict:
+    """Seconds of one 25-step refinement pass over the first 3 scenes and over all, interleaved."""
+    settings = replace(OptimiseSettings().refine, steps=25, blur_start_px=2.0)
+    seconds = {3: [], len(images): []}
+    for _ in range(repeats):
+        for n in seconds:
+            start = time.perf_counter()
+            refine_proposals(renderer, images[:n], air.select(slice(0, n)), data.camera, data.config.table, settings)
+            seconds[n].append(time.perf_counter() - start)
+    few, many = (statistics.median(seconds[n]) for n in seconds)
+    section = {f"seconds_{n}_scenes": statistics.median(v) for n, v in seconds.items()}
+    section["few_over_many"] = few / many
+    print(section)
+    return {**section, "split": "val", "repeats": repeats}
+
+
+def save(args, section: dict):
+    section.update(model=Path(args.model).name, command=f"python benchmarks/refine_settings.py --part {args.part}"
                    + (f" --num {args.num}" if args.num else ""))
     result = json.loads(OUT.read_text()) if OUT.exists() else {}
     result[args.part] = section
