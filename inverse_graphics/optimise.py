@@ -187,6 +187,9 @@ def refine_with_second_guess(renderer: PlanarRenderer, images: torch.Tensor, pro
     return replace(objects, score=fit_scores(renderer, images, objects, camera, table, s.blur_end_px, batch_size))
 
 
+_FIELDS = ("category", "position", "yaw", "color", "rest_index")  # what a refinement fits or keeps, per slot
+
+
 def _add_candidates(renderer: PlanarRenderer, images: torch.Tensor, objects: PlanarObjects, loss: torch.Tensor,
                     candidates: PlanarObjects, camera: Camera, table: Table, settings: RefineSettings,
                     penalty: float, batch_size: int) -> tuple[PlanarObjects, torch.Tensor]:
@@ -197,15 +200,10 @@ def _add_candidates(renderer: PlanarRenderer, images: torch.Tensor, objects: Pla
     rows = extra.any(1).nonzero()[:, 0]
     if not len(rows):
         return objects, loss
-    guess = objects.select(rows)
-    fill = extra[rows]
-
-    def merged(name):
-        return torch.where(fill.view(*fill.shape, *([1] * (getattr(guess, name).dim() - 2))),
-                           getattr(candidates, name)[rows], getattr(guess, name))
-
-    guess = PlanarObjects(merged("category"), merged("position"), merged("yaw"), merged("color"),
-                          rest=merged("rest_index"))
+    guess, fill = objects.select(rows), extra[rows]
+    values = [torch.where(fill.view(*fill.shape, *[1] * (getattr(guess, f).dim() - 2)),
+                          getattr(candidates, f)[rows], getattr(guess, f)) for f in _FIELDS]
+    guess = PlanarObjects(*values[:4], rest=values[4])
     tried = _refine_in_chunks(renderer, images[rows], guess, camera, table, settings, batch_size)
     keep = tried.loss < loss[rows] - penalty
     if keep.any():
@@ -217,9 +215,8 @@ def _add_candidates(renderer: PlanarRenderer, images: torch.Tensor, objects: Pla
 
 def _put(objects: PlanarObjects, rows: torch.Tensor, values: PlanarObjects) -> PlanarObjects:
     """objects with the scenes at rows replaced by values."""
-    names = ("category", "position", "yaw", "color", "rest_index")
-    out = [getattr(objects, f).clone() for f in names]
-    for tensor, name in zip(out, names):
+    out = [getattr(objects, f).clone() for f in _FIELDS]
+    for tensor, name in zip(out, _FIELDS):
         tensor[rows] = getattr(values, name)
     return PlanarObjects(*out[:4], rest=out[4])  # scores are recomputed for the final answer
 
