@@ -6,7 +6,7 @@ import torch
 
 from inverse_graphics.air.config import AIRConfig
 from inverse_graphics.air.model import AIR
-from inverse_graphics.air.sleep import SLEEP_ARCHITECTURE, SleepConfig, sleep_loss
+from inverse_graphics.air.sleep import SLEEP_ARCHITECTURE, SleepConfig, nearest_pair_px, sleep_loss, trace_log_q
 from inverse_graphics.air.train import load_checkpoint, train_air_sleep
 from inverse_graphics.data.prior import PriorConfig, PriorSamples, prior_batches
 from inverse_graphics.rendering.appearance import AppearanceRanges, apply_appearance
@@ -94,6 +94,33 @@ def test_the_trace_assigns_each_object_once_and_learning_raises_its_log_q(catalo
     with pytest.raises(ValueError, match="DAIR"):
         dair = AIR(AIRConfig(dair=True, **SMALL), catalog, tabletop.camera, tabletop.config.table)
         sleep_loss(dair.guide, images, dair.background(), truth, orders, config)
+
+
+def test_crowded_scenes_weigh_more_in_the_presence_term_only(catalog, tabletop):
+    torch.manual_seed(0)
+    model = AIR(AIRConfig(**SMALL), catalog, tabletop.camera, tabletop.config.table)
+    truth = tabletop.sample("train", range(16))
+    near = nearest_pair_px(model.guide, truth)
+    present = truth.present.sum(1)
+    assert torch.isinf(near[present < 2]).all() and torch.isfinite(near[present >= 2]).all()
+    b = int(torch.nonzero(present >= 2)[0])
+    pixels = model.guide.project(truth.position[b][truth.present[b]])
+    assert torch.isclose(near[b], torch.pdist(pixels).min(), atol=1e-4)
+    images = _render(tabletop, truth).rgb
+    orders = torch.tensor([c.yaw_symmetry_order() for c in catalog.categories])
+    plain = SleepConfig(prior=PriorConfig(workers=0, appearance=AppearanceRanges.none()))
+    threshold = float(near[torch.isfinite(near)].median())  # some scenes crowded, some not
+    crowded = replace(plain, crowded_presence_weight=4.0, crowded_px=threshold)
+    with torch.no_grad():  # the same glimpse jitter in each
+        torch.manual_seed(1)
+        totals, _ = trace_log_q(model.guide, images, model.background(), truth, orders, plain)
+        torch.manual_seed(1)
+        loss_plain, _ = sleep_loss(model.guide, images, model.background(), truth, orders, plain)
+        torch.manual_seed(1)
+        loss_crowded, _ = sleep_loss(model.guide, images, model.background(), truth, orders, crowded)
+    extra = -(3.0 * plain.presence_weight * totals["presence"] * (near < threshold)).mean()
+    assert 0 < int((near < threshold).sum()) < 16
+    assert torch.isclose(loss_crowded - loss_plain, extra, rtol=1e-4), (loss_crowded - loss_plain, extra)
 
 
 def test_sleep_training_writes_a_checkpoint_that_infers_and_resumes(tmp_path, tabletop):
