@@ -7,13 +7,17 @@ shipped guide's answers on tabletop-v1 val, refined
   object) there was above each threshold, kept where it lowers the image loss by the optimiser's
   object penalty (none: AIR's count kept);
 - `passes`: what one refinement pass (25 steps) costs over a few scenes against one over many (the
-  second guesses and the candidate are each a pass over the few scenes they concern).
+  second guesses and the candidate are each a pass over the few scenes they concern);
+- `batching`: the second guesses and the candidate refined as scenes of their own in the proposals'
+  pass (one_pass, the default) against a pass of their own after it, per slot; timed twice, in the
+  order A B B A, and the mean taken, as the machine's speed drifts.
 
 Times are ratios against the section's first variant, measured in this run.
 
     python benchmarks/refine_settings.py --part steps        # 100 val scenes
     python benchmarks/refine_settings.py --part candidates   # 300 val scenes
     python benchmarks/refine_settings.py --part passes       # 3 and 20 val scenes, 3 times each
+    python benchmarks/refine_settings.py --part batching     # 300 val scenes
 Each part writes its section of benchmarks/results/refine_settings.json.
 """
 
@@ -40,7 +44,7 @@ from inverse_graphics.rendering.likelihood import make_planar_renderer  # noqa: 
 
 OUT = Path(__file__).resolve().parent / "results" / "refine_settings.json"
 KEYS = ("count_acc", "identity_acc", "pos_err_mm_median", "rot_err_deg_median", "adds_recall")
-DEFAULT_NUM = {"steps": 100, "candidates": 300, "passes": 20}
+DEFAULT_NUM = {"steps": 100, "candidates": 300, "passes": 20, "batching": 300}
 
 
 def variants(part: str, args, model, steps) -> dict[str, dict]:
@@ -51,6 +55,10 @@ def variants(part: str, args, model, steps) -> dict[str, dict]:
         runs[f"{args.steps[0]} steps, second category tried for every object"] = dict(
             settings=replace(base, steps=args.steps[0], blur_start_px=2.0), doubt=1.01)
         return runs
+    if part == "batching":
+        candidates = model.objects_with_candidate(steps, model.config.refine_candidate_prob)
+        return {"one pass": dict(candidates=candidates, one_pass=True),
+                "a pass per slot after the proposals' pass": dict(candidates=candidates, one_pass=False)}
     runs = {"AIR's count kept": {}}
     for threshold in args.thresholds:
         runs[f"candidate where q(another object) > {threshold}"] = dict(
@@ -60,7 +68,7 @@ def variants(part: str, args, model, steps) -> dict[str, dict]:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=("steps", "candidates", "passes"), required=True)
+    p.add_argument("--part", choices=tuple(DEFAULT_NUM), required=True)
     p.add_argument("--model", default=str(SHIPPED_AIR))
     p.add_argument("--num", type=int, default=None, help="val scenes (default: 100 for steps, 300 for candidates)")
     p.add_argument("--steps", type=int, nargs="+", default=[40, 25, 20, 15])
@@ -80,12 +88,16 @@ def main():
     identity = torch.stack([s.identity_logits.softmax(-1) for s in steps], 1)
     section = {"air": {k: evaluate_planar(air, truth.planar(), data.catalog, data.camera)[k] for k in KEYS}}
     runs = variants(args.part, args, model, steps)
-    seconds = {}
-    for name, kwargs in runs.items():
-        start = time.perf_counter()
-        answer = refine_with_second_guess(renderer, images, air, identity, data.camera, data.config.table, **kwargs)
-        seconds[name] = time.perf_counter() - start
-        section[name] = {k: evaluate_planar(answer, truth.planar(), data.catalog, data.camera)[k] for k in KEYS}
+    seconds = {name: [] for name in runs}
+    orders = [list(runs), list(runs)[::-1]] if args.part == "batching" else [list(runs)]
+    for order in orders:
+        for name in order:
+            start = time.perf_counter()
+            answer = refine_with_second_guess(renderer, images, air, identity, data.camera, data.config.table,
+                                              **runs[name])
+            seconds[name].append(time.perf_counter() - start)
+            section[name] = {k: evaluate_planar(answer, truth.planar(), data.catalog, data.camera)[k] for k in KEYS}
+    seconds = {name: statistics.mean(v) for name, v in seconds.items()}
     reference = next(iter(runs))
     for name in runs:
         section[name]["time_vs_first"] = seconds[name] / seconds[reference]

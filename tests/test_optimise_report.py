@@ -169,7 +169,8 @@ def test_optimise_command_writes_poses_and_bop_csv(tmp_path, catalog, tabletop):
     assert main(["optimise", str(tmp_path / "small.png"), "--out", str(tmp_path / "out2")]) == 2
 
 
-def test_refinement_tries_the_second_guess_where_q_doubts(catalog, tabletop):
+@pytest.mark.parametrize("one_pass", [True, False])
+def test_refinement_tries_the_second_guess_where_q_doubts(catalog, tabletop, one_pass):
     from inverse_graphics.optimise import refine_with_second_guess
 
     cube, sphere = catalog.index_of("cube"), catalog.index_of("sphere")
@@ -179,15 +180,17 @@ def test_refinement_tries_the_second_guess_where_q_doubts(catalog, tabletop):
     probs = torch.zeros(1, 2, len(catalog))
     probs[0, :, sphere], probs[0, :, cube] = 0.6, 0.4
     renderer = make_planar_renderer("pytorch3d", catalog)
-    fixed = refine_with_second_guess(renderer, image, guess, probs, tabletop.camera, tabletop.config.table)
+    fixed = refine_with_second_guess(renderer, image, guess, probs, tabletop.camera, tabletop.config.table,
+                                     one_pass=one_pass)
     assert fixed.category.tolist() == [[cube, -1]]
     assert float((fixed.position[0, 0] - torch.tensor([0.02, 0.01])).norm()) < 0.002
     confident = refine_with_second_guess(renderer, image, guess, probs, tabletop.camera, tabletop.config.table,
-                                         doubt=0.5)
+                                         doubt=0.5, one_pass=one_pass)
     assert confident.category.tolist() == [[sphere, -1]]
 
 
-def test_count_revision_keeps_a_candidate_only_where_it_pays_for_itself(catalog, tabletop):
+@pytest.mark.parametrize("one_pass", [True, False])
+def test_count_revision_keeps_a_candidate_only_where_it_pays_for_itself(catalog, tabletop, one_pass):
     """Scene 0 holds a cube and a bar, and the proposal only the cube, with a candidate near the bar:
     refined, the bar lowers the image loss, so it is kept. Scene 1 holds only the cube, and its
     candidate sits on empty table: it explains nothing, so the count stays 1."""
@@ -207,9 +210,10 @@ def test_count_revision_keeps_a_candidate_only_where_it_pays_for_itself(catalog,
     probs = torch.zeros(2, 2, len(catalog))
     probs[:, 0, cube], probs[:, 1, bar] = 1.0, 1.0
     renderer = make_planar_renderer("pytorch3d", catalog)
-    kept = refine_with_second_guess(renderer, images, proposals, probs, tabletop.camera, tabletop.config.table)
+    kept = refine_with_second_guess(renderer, images, proposals, probs, tabletop.camera, tabletop.config.table,
+                                    one_pass=one_pass)
     assert kept.category.tolist() == [[cube, -1], [cube, -1]]
     revised = refine_with_second_guess(renderer, images, proposals, probs, tabletop.camera, tabletop.config.table,
-                                       candidates=candidates)
+                                       candidates=candidates, one_pass=one_pass)
     assert revised.category.tolist() == [[cube, bar], [cube, -1]]
     assert float((revised.position[0, 1] - torch.tensor([-0.05, -0.03])).norm()) < 0.003

@@ -47,12 +47,21 @@ def _scenes(model: AIR, objects: PlanarObjects) -> list[Scene]:
     return objects.to_batch(model.catalog, model.camera, model.table).to_scenes(model.catalog)
 
 
+def refine_answer(model: AIR, images: torch.Tensor, steps: list, renderer) -> PlanarObjects:
+    """AIR + refinement: the greedy answer of steps (model.infer(images, greedy=True)) for images
+    (B, H, W, 3), refined by render-and-compare through renderer (a PlanarRenderer), trying q's two
+    most likely categories where q doubts and the proposal of the step that stopped where q thought
+    another object likely (optimise.refine_with_second_guess, AIRConfig.refine_candidate_prob)."""
+    identity = torch.stack([s.identity_logits.softmax(-1) for s in steps], 1)
+    candidates = model.objects_with_candidate(steps, model.config.refine_candidate_prob)
+    return refine_with_second_guess(renderer, images, model.objects(steps), identity, model.camera, model.table,
+                                    candidates=candidates)
+
+
 def infer(model: AIR, images: torch.Tensor, samples: int = 0, batch_size: int = 256,
           refine: bool = False) -> list[Inference]:
     """images (B, H, W, 3) in [0, 1] -> one Inference per image. refine: the mode is refined by
-    render-and-compare, trying q's two most likely categories where q doubts and the proposal
-    of the step that stopped where q thought another object likely (optimise.refine_with_second_guess,
-    AIRConfig.refine_candidate_prob); the samples are not. The images move to the model's device
+    render-and-compare (refine_answer); the samples are not. The images move to the model's device
     a batch at a time; the answers come back to the CPU."""
     model.eval()
     device = model.generative.device
@@ -67,11 +76,7 @@ def infer(model: AIR, images: torch.Tensor, samples: int = 0, batch_size: int = 
             drawn = [_scenes(model, model.objects(model.infer(chunk)).to("cpu")) for _ in range(samples)]
         presence = torch.stack([s.pres_prob for s in steps], 1).cpu()
         identity = torch.stack([s.identity_logits.softmax(-1) for s in steps], 1)
-        objects = model.objects(steps)
-        if refine:
-            candidates = model.objects_with_candidate(steps, model.config.refine_candidate_prob)
-            objects = refine_with_second_guess(renderer, chunk, objects, identity, model.camera, model.table,
-                                               candidates=candidates)
+        objects = refine_answer(model, chunk, steps, renderer) if refine else model.objects(steps)
         objects, identity = objects.to("cpu"), identity.cpu()
         modes = _scenes(model, objects)
         centers = torch.stack([s.glimpse_center for s in steps], 1).cpu()

@@ -15,13 +15,14 @@ import numpy as np
 import torch
 
 from ..air.config import AIRConfig
+from ..air.infer import refine_answer
 from ..air.model import AIR
 from ..air.sleep import SLEEP_ARCHITECTURE, SleepConfig
 from ..air.train import evaluate, load_checkpoint, train_air, train_air_sleep, train_air_wake
 from ..air.wake import WakeConfig
 from ..data.tabletop import SPLITS, Tabletop, TabletopConfig
 from ..metrics import evaluate_planar
-from ..optimise import optimise, refine_with_second_guess
+from ..optimise import optimise
 from ..rendering.appearance import AppearanceRanges
 from ..rendering.likelihood import make_planar_renderer
 from ..robot.simulate import CaptureConditions, capture
@@ -250,10 +251,7 @@ def evaluate_refinement(path: Path, num: int, seed: int = 0, device="cpu", glimp
         with torch.no_grad():
             steps = model.infer(images, greedy=True)
         air, air_seconds = model.objects(steps), time.perf_counter() - start
-        identity = torch.stack([s.identity_logits.softmax(-1) for s in steps], 1)
-        candidates = model.objects_with_candidate(steps, model.config.refine_candidate_prob)
-        refined = refine_with_second_guess(renderer, images, air, identity, data.camera, data.config.table,
-                                           candidates=candidates)
+        refined = refine_answer(model, images, steps, renderer)
         return air, air_seconds, refined, time.perf_counter() - start
 
     answers, seconds = {}, {}

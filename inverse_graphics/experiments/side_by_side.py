@@ -4,7 +4,8 @@ Methods (names as in the report):
 - `air`: AIR's amortized inference (no labels); `dair`: its difference-image variant;
 - `supervised`: the regression baseline (labels);
 - `optimise`: per-image render-and-compare from random starts (optimise.optimise);
-- `air+refine`: AIR's answer refined through the renderer (optimise.refine_proposals).
+- `air+refine`: AIR's answer refined through the renderer as `infer --refine` refines it
+  (air.infer.refine_answer: q's second category where it doubts, the stopping step's proposal).
 
 Every method sees the first `num` scenes of the split except `optimise`, which is
 slow and sees the first `optimise_num`; a second table scores every method on that
@@ -25,13 +26,14 @@ import torch
 
 from tqdm import tqdm
 
+from ..air.infer import refine_answer
 from ..air.train import load_checkpoint
 from ..data.bop import bop_results_name, write_bop_results
 from ..data.tabletop import Tabletop
 from ..devices import resolve_device
 from ..files import atomic_write_bytes, atomic_write_json, prepare_output_folder
 from ..metrics import evaluate_planar
-from ..optimise import OptimiseSettings, optimise, refine_proposals
+from ..optimise import OptimiseSettings, optimise
 from ..rendering.likelihood import make_planar_renderer
 from ..scene import PlanarObjects, SceneBatch
 from ..supervised import load_supervised
@@ -122,13 +124,8 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, data: Tabletop | Non
     renderer = make_planar_renderer(cfg.renderer, data.catalog)
     predictions, timings = _run_amortized(cfg, images, log, device)
     if "air" in predictions:
-        log("air+refine: refining AIR's answers through the renderer ...")
-        air = predictions["air"]
-        start = time.perf_counter()
-        refined = refine_proposals(renderer, images.to(device), air.objects.to(device), data.camera,
-                                   data.config.table).to("cpu")
-        refine_seconds = (time.perf_counter() - start) / len(images)
-        predictions["air+refine"] = MethodAnswer(refined, air.seconds + refine_seconds)
+        log("air+refine: AIR's answers refined through the renderer, as `infer --refine` does ...")
+        predictions["air+refine"] = _air_and_refinement(cfg.air, images, renderer, device)
     log(f"optimise: per-image render-and-compare on {cfg.optimise_num} scenes ...")
     predictions["optimise"] = _run_optimiser(cfg, renderer, images[:cfg.optimise_num].to(device), data,
                                              progress)
@@ -159,6 +156,19 @@ def _run_amortized(cfg: BenchmarkConfig, images: torch.Tensor, log, device: torc
         predictions[name] = _amortized(predict, images)
         timings[name] = time_inference(predict, images)
     return predictions, timings
+
+
+def _air_and_refinement(path: str | Path, images: torch.Tensor, renderer, device: torch.device) -> MethodAnswer:
+    """AIR + refinement (air.infer.refine_answer) on images (B, H, W, 3), timed end to end: AIR's
+    inference, the refinement, the transfers."""
+    model, _ = load_checkpoint(path, device=device)
+    start = time.perf_counter()
+    on_device = images.to(device)
+    with torch.no_grad():
+        steps = model.infer(on_device, greedy=True)
+    refined = refine_answer(model, on_device, steps, renderer).to("cpu")
+    seconds = (time.perf_counter() - start) / len(images)
+    return MethodAnswer(refined, torch.full((len(images),), seconds))
 
 
 def _run_optimiser(cfg: BenchmarkConfig, renderer, images: torch.Tensor, data: Tabletop,
