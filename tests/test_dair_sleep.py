@@ -89,3 +89,19 @@ def test_train_air_sleep_honours_dair_and_split(tmp_path):
     ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert ckpt["air_config"]["dair"] and ckpt["air_config"]["max_steps"] == 4
     assert tuple(ckpt["sleep_config"]["prior"]["counts"]) == (0, 1, 2)
+
+
+def test_refinement_evaluation_times_both_methods_on_the_same_scenes_and_scores_more(tmp_path, tabletop):
+    from inverse_graphics.experiments.air_tabletop import evaluate_refinement
+
+    tiny = TrainConfig(iterations=2, batch_size=4, val_size=4, val_every=2)
+    train_air_sleep(tmp_path / "run", AIRConfig(**SMALL), tiny, tabletop, SleepConfig(prior=PriorConfig(workers=0)),
+                    progress=False, log=lambda m: None)
+    result = evaluate_refinement(tmp_path / "run", 1, accuracy_num=3)
+    assert result["scenes"] == 1 and result["on_more_scenes"]["scenes"] == 3
+    before, after = result["air_refine_seconds_before_and_after"]
+    assert math.isclose(result["air_refine"]["seconds_per_image"], (before + after) / 2)
+    assert math.isclose(result["refine_speedup_over_optimise"],
+                        result["optimise"]["seconds_per_image"] / result["air_refine"]["seconds_per_image"])
+    for name in ("air", "air_refine"):
+        assert 0 <= result["on_more_scenes"][name]["count_acc"] <= 1
