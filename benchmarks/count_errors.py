@@ -2,11 +2,12 @@
 objects of the undercounted scenes are, how close their nearest two objects stand, what the
 inhibition of return's width (AIRConfig.found_suppression_cells) and the presence threshold do at
 inference, and, per undercounted scene, the step that stopped: its q(another object), where it
-looked, where the found objects are.
+looked, where the found objects are; per overcounted scene, the step no object needs.
 
     python benchmarks/count_errors.py                       # the shipped weights, 1000 scenes
     python benchmarks/count_errors.py --model CKPT --num 300 --widths 1.5 1.0
     python benchmarks/count_errors.py --split val --num 500 --widths 1.5 --thresholds 0.5 0.25
+    python benchmarks/count_errors.py --split val --num 500 --widths 1.5 --duplicate-px 0 2 3 4 5
 """
 
 import argparse
@@ -49,6 +50,27 @@ def stopping_step(steps, b: int, truth) -> dict:
             "found_from_missed_px": float(d[m, nearest]), "found_from_own_px": float(d[own[nearest], nearest])}
 
 
+def extra_step(steps, b: int, truth) -> dict:
+    """Scene b, overcounted: the found step that no true object needs (the first whose nearest true
+    object an earlier step already took, else the one farthest from any), its q(z_pres = 1), how
+    far (px) it looked from the nearest true object, and whether an earlier step took that object."""
+    found = [s for s in steps if s.z_pres[b] > 0.5]
+    uv, _ = truth.camera.project(truth.translation[b][truth.present[b]])
+    centres = torch.stack([s.glimpse_center[b] for s in found])
+    if not len(uv):
+        return {"pres_prob": float(found[0].pres_prob[b]), "from_object_px": float("inf"), "duplicate": False}
+    d = torch.cdist(centres, uv)
+    taken, extra, duplicate = set(), int(d.min(1).values.argmax()), False
+    for f in range(len(found)):
+        nearest = int(d[f].argmin())
+        if nearest in taken:
+            extra, duplicate = f, True
+            break
+        taken.add(nearest)
+    return {"pres_prob": float(found[extra].pres_prob[b]), "from_object_px": float(d[extra].min()),
+            "duplicate": duplicate}
+
+
 def counted(model, x: torch.Tensor, true: torch.Tensor, label: str):
     """Greedy inference on images x (B, 3, ...) against the true counts (B,): prints count accuracy,
     undercounts and overcounts under `label`; returns the steps and the counts (B,)."""
@@ -69,6 +91,9 @@ def main() -> None:
     p.add_argument("--thresholds", type=float, nargs="*", default=[],
                    help="also count with greedy presence thresholds (AIRConfig.presence_threshold) other than "
                         "the checkpoint's, at its trained suppression width")
+    p.add_argument("--duplicate-px", type=float, nargs="*", default=[],
+                   help="also count with these AIRConfig.duplicate_px (a step placing its object this near a "
+                        "found one stops), at the trained suppression width")
     args = p.parse_args()
     torch.set_num_threads(2)
     data = Tabletop()
@@ -98,12 +123,24 @@ def main() -> None:
               [round(s["looked_from_missed_px"], 1) for s in stops])
         print("  ... the found object nearest the missed one: px from it, and from its own object",
               [(round(s["found_from_missed_px"], 1), round(s["found_from_own_px"], 1)) for s in stops])
+        over = (pred > true).nonzero().flatten().tolist()
+        extras = [extra_step(steps, b, truth) for b in over]
+        print("  overcounted scenes: true count, nearest two objects apart (px)",
+              [(int(true[b]), round(nearest_pair_px(truth, b), 1)) for b in over])
+        print("  ... the step no object needs: its q(another object), px from the nearest object, "
+              "whether an earlier step took that object",
+              [(round(e["pres_prob"], 3), round(e["from_object_px"], 1), e["duplicate"]) for e in extras])
     model.guide.config.found_suppression_cells = trained
     threshold = model.guide.config.presence_threshold
     for value in args.thresholds:
         model.guide.config.presence_threshold = value
         counted(model, x, true, f"presence threshold {value}")
     model.guide.config.presence_threshold = threshold
+    duplicate = model.guide.config.duplicate_px
+    for value in args.duplicate_px:
+        model.guide.config.duplicate_px = value
+        counted(model, x, true, f"duplicate_px {value}")
+    model.guide.config.duplicate_px = duplicate
 
 
 if __name__ == "__main__":

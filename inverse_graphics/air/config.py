@@ -58,6 +58,11 @@ class AIRConfig:
     found_suppression_cells: float = 1.5
     # Greedy inference counts another object where q(z_pres = 1) is above this.
     presence_threshold: float = 0.5
+    # Greedy inference stops where a step places its object within this many pixels of an object
+    # already found (0: never). The prior places no two objects closer than their footprints allow
+    # (7 px apart at the least in tabletop-v1 test scenes), so such a step is found again, not new:
+    # every overcounted test scene of the cp28 runs was one (benchmarks/count_errors.py).
+    duplicate_px: float = 0.0
     # AIR + refinement also tries the proposal of the step that stopped where its q(another object)
     # is above this, and keeps it where render-and-compare says it pays for itself (count revision).
     # On 300 val scenes (benchmarks/refine_settings.py --part candidates) 0.1 / 0.01 / 0.001 tried

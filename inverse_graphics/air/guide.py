@@ -263,6 +263,8 @@ class Guide(nn.Module):
         yaw, yaws, log_q_yaw, yaw_entropy = self._yaw(what, identity, greedy)
         color_logit, log_q_color = self._color(window, what, greedy)
         z_pres = self._z_pres(prob, pres_prob, state.alive, greedy)
+        if greedy and cfg.duplicate_px > 0 and state.found:
+            z_pres = z_pres * ~self.found_again(position, state.found)
 
         hard_pres = (z_pres > 0.5).to(image.dtype)
         log_q_pres = Bernoulli(prob).log_prob(hard_pres) * alive_hard
@@ -284,6 +286,12 @@ class Guide(nn.Module):
         previous = torch.cat([z_pres[:, None], position, F.one_hot(identity, self.num_categories).to(position.dtype),
                               torch.stack([yaw.cos(), yaw.sin()], -1), color], -1)
         return GuideState(h, c, previous, z_pres, state.found + (self.project(position),))
+
+    def found_again(self, position: torch.Tensor, found: tuple) -> torch.Tensor:
+        """(B,) bool: position (B, 2) m lies within config.duplicate_px pixels of an object already
+        found (a tuple of (B, 2) pixel centres, GuideState.found)."""
+        apart = torch.stack([(self.project(position) - f).norm(dim=-1) for f in found], 1)
+        return apart.amin(1) < self.config.duplicate_px
 
     def project(self, position: torch.Tensor) -> torch.Tensor:
         """(B, 2) table position, metres -> (B, 2) pixels (u, v) of the point OBJECT_HEIGHT above it."""
