@@ -9,8 +9,9 @@ from the image there); each hypothesis, together with the objects already accept
 `object_penalty`. Fitting stops when an object no longer pays for itself or at
 `max_objects`. All hypotheses of a round are one batched render.
 
-`refine_proposals` is the same optimiser started from another method's answer
-(AIR + refinement).
+`refine_proposals` is the same optimiser started from another method's answer (count and
+identities kept); `refine_with_second_guess` is AIR + refinement (air.infer.refine_answer): it also
+tries q's second category where q doubts and the stopping step's proposal.
 """
 
 from __future__ import annotations
@@ -163,8 +164,9 @@ def refine_with_second_guess(renderer: PlanarRenderer, images: torch.Tensor, pro
     one_pass: every alternative (a second category, a candidate) is a scene of its own, started from
     the proposals and refined in the same batch as the proposals themselves; each scene keeps its
     one best fit. False: the alternatives are refined after the proposals, from their fit, one pass
-    per slot, each keeping what it improves (the same answers but where a scene has two alternatives
-    that both improve it; a pass over 3 scenes costs a quarter of one over 20)."""
+    per slot, each keeping what it improves (answers differ where a scene has two alternatives that
+    both improve it, and by where the alternatives start). On 100 val scenes one pass took 0.96x the
+    time, with the same count, identity and ADD-S (benchmarks/refine_settings.py --part batching)."""
     # 25 steps: on 100 validation scenes (benchmarks/refine_settings.py, shipped weights) 1.36 mm, 0.57 deg
     # and ADD-S 94.4% in 0.54x the time of 40 (1.34 mm, 0.51 deg, 95.0%: one object more); at 20 and
     # 15 steps yaw drifts to 0.80 and 0.95 deg.
@@ -179,10 +181,7 @@ def refine_with_second_guess(renderer: PlanarRenderer, images: torch.Tensor, pro
     for n in range(proposals.slots):
         rows = doubtful[:, n].nonzero()[:, 0]
         if len(rows):
-            guess = proposals.select(rows)
-            category, rest = guess.category.clone(), guess.rest_index.clone()
-            category[:, n], rest[:, n] = second.indices[rows, n, 1], 0
-            trials.append(replace(guess, category=category, rest=rest))
+            trials.append(_second_guess(proposals.select(rows), n, second.indices[rows, n, 1]))
             scene.append(rows)
             added.append(images.new_zeros(len(rows)))
     if candidates is not None:
@@ -219,11 +218,9 @@ def _refine_in_passes(renderer: PlanarRenderer, images: torch.Tensor, proposals:
         rows = doubtful[:, n].nonzero()[:, 0]
         if not len(rows):
             continue
-        guess = objects.select(rows)
-        category, rest = guess.category.clone(), guess.rest_index.clone()
-        category[:, n], rest[:, n] = second.indices[rows, n, 1], 0
-        tried = _refine_in_chunks(renderer, images[rows], replace(guess, category=category, rest=rest), camera,
-                                  table, s, batch_size)
+        tried = _refine_in_chunks(renderer, images[rows], _second_guess(objects.select(rows), n,
+                                                                          second.indices[rows, n, 1]),
+                                  camera, table, s, batch_size)
         better = rows[tried.loss < loss[rows]]
         if len(better):
             keep = tried.loss < loss[rows]
@@ -233,6 +230,13 @@ def _refine_in_passes(renderer: PlanarRenderer, images: torch.Tensor, proposals:
 
 
 _FIELDS = ("category", "position", "yaw", "color", "rest_index")  # what a refinement fits or keeps, per slot
+
+
+def _second_guess(objects: PlanarObjects, n: int, category: torch.Tensor) -> PlanarObjects:
+    """objects (R, N) with slot n's category replaced by category (R,), in its resting pose 0."""
+    categories, rest = objects.category.clone(), objects.rest_index.clone()
+    categories[:, n], rest[:, n] = category, 0
+    return replace(objects, category=categories, rest=rest)
 
 
 def _with_candidates(objects: PlanarObjects, candidates: PlanarObjects, fill: torch.Tensor) -> PlanarObjects:

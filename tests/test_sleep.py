@@ -305,3 +305,19 @@ def test_the_candidate_is_the_proposal_of_the_step_that_stopped(catalog, tableto
         if n < model.config.max_steps:  # the step that stopped proposes its object; the steps after it nothing
             assert with_candidate.present[b].tolist() == [True] * (n + 1) + [False] * (model.config.max_steps - n - 1)
             assert torch.equal(with_candidate.position[b, n], steps[n].position[b])
+
+
+def test_duplicate_px_stops_greedy_inference_at_a_step_on_a_found_object(catalog, tabletop):
+    torch.manual_seed(0)
+    model = AIR(AIRConfig(**SMALL), catalog, tabletop.camera, tabletop.config.table)
+    position = torch.tensor([[0.01, -0.02], [0.05, 0.04]])
+    model.guide.config.duplicate_px = 2.0
+    found = (model.guide.project(torch.tensor([[0.01, -0.02], [-0.05, 0.0]])),)
+    assert model.guide.found_again(position, found).tolist() == [True, False]
+    images = _render(tabletop, tabletop.sample("train", range(8))).rgb
+    with torch.no_grad():
+        model.guide.config.duplicate_px = 0.0
+        free = model.objects(model.infer(images, greedy=True)).present.sum(1)
+        model.guide.config.duplicate_px = 1e4  # every object after the first is 'found again'
+        once = model.objects(model.infer(images, greedy=True)).present.sum(1)
+    assert (free > 1).any() and (once <= 1).all() and (once == free.clamp(max=1)).all()

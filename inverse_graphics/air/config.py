@@ -61,7 +61,9 @@ class AIRConfig:
     # Greedy inference stops where a step places its object within this many pixels of an object
     # already found (0: never). The prior places no two objects closer than their footprints allow
     # (7 px apart at the least in tabletop-v1 test scenes), so such a step is found again, not new:
-    # every overcounted test scene of the cp28 runs was one (benchmarks/count_errors.py).
+    # every overcounted test scene of the cp28 runs was one (benchmarks/count_errors.py). Off: on
+    # 500 val scenes, stopping there turned as many right counts into undercounts as it removed
+    # overcounts (benchmarks/results/duplicate_px_val.txt).
     duplicate_px: float = 0.0
     # AIR + refinement also tries the proposal of the step that stopped where its q(another object)
     # is above this, and keeps it where render-and-compare says it pays for itself (count revision).
