@@ -122,10 +122,10 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, data: Tabletop | Non
     images, truth = render_pool(data, cfg.split, cfg.num, progress)
     images = images.float() / 255
     renderer = make_planar_renderer(cfg.renderer, data.catalog)
-    predictions, timings = _run_amortized(cfg, images, log, device)
+    predictions, timings, models = _run_amortized(cfg, images, log, device)
     if "air" in predictions:
         log("air+refine: AIR's answers refined through the renderer, as `infer --refine` does ...")
-        predictions["air+refine"] = _air_and_refinement(cfg.air, images, renderer, device)
+        predictions["air+refine"] = _air_and_refinement(models["air"], images, renderer, device)
     log(f"optimise: per-image render-and-compare on {cfg.optimise_num} scenes ...")
     predictions["optimise"] = _run_optimiser(cfg, renderer, images[:cfg.optimise_num].to(device), data,
                                              progress)
@@ -143,25 +143,25 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, data: Tabletop | Non
     return report
 
 
-def _run_amortized(cfg: BenchmarkConfig, images: torch.Tensor, log, device: torch.device) -> tuple[dict, dict]:
-    """The amortized methods whose checkpoints are given: their answers and inference timings."""
-    predictions, timings = {}, {}
+def _run_amortized(cfg: BenchmarkConfig, images: torch.Tensor, log, device: torch.device
+                   ) -> tuple[dict, dict, dict]:
+    """The amortized methods whose checkpoints are given: their answers, inference timings and models."""
+    predictions, timings, models = {}, {}, {}
     for name in ("air", "dair", "supervised"):
         path = getattr(cfg, name)
         if path is None:
             log(f"{name}: no checkpoint given; skipped")
             continue
-        predict, _ = load_method(name, path, device)
+        predict, models[name] = load_method(name, path, device)
         log(f"{name}: inference on {cfg.num} scenes ...")
         predictions[name] = _amortized(predict, images)
         timings[name] = time_inference(predict, images)
-    return predictions, timings
+    return predictions, timings, models
 
 
-def _air_and_refinement(path: str | Path, images: torch.Tensor, renderer, device: torch.device) -> MethodAnswer:
-    """AIR + refinement (air.infer.refine_answer) on images (B, H, W, 3), timed end to end: AIR's
-    inference, the refinement, the transfers."""
-    model, _ = load_checkpoint(path, device=device)
+def _air_and_refinement(model, images: torch.Tensor, renderer, device: torch.device) -> MethodAnswer:
+    """AIR + refinement (air.infer.refine_answer) by the loaded AIR model on images (B, H, W, 3),
+    timed end to end: AIR's inference, the refinement, the transfers."""
     start = time.perf_counter()
     on_device = images.to(device)
     with torch.no_grad():
