@@ -123,6 +123,34 @@ def test_crowded_scenes_weigh_more_in_the_presence_term_only(catalog, tabletop):
     assert torch.isclose(loss_crowded - loss_plain, extra, rtol=1e-4), (loss_crowded - loss_plain, extra)
 
 
+def test_found_where_placed_tells_later_steps_the_guides_own_placement_not_the_truth(catalog, tabletop, monkeypatch):
+    torch.manual_seed(0)
+    model = AIR(AIRConfig(**SMALL), catalog, tabletop.camera, tabletop.config.table)
+    truth = tabletop.sample("train", range(8))
+    images = _render(tabletop, truth).rgb
+    orders = torch.tensor([c.yaw_symmetry_order() for c in catalog.categories])
+    plain = SleepConfig(prior=PriorConfig(workers=0, appearance=AppearanceRanges.none()))
+    told, next_state = [], model.guide.next_state
+    monkeypatch.setattr(model.guide, "next_state", lambda h, c, z, position, *a: told.append(position) or
+                        next_state(h, c, z, position, *a))
+    runs = {}
+    for flag in (False, True):
+        told.clear()
+        torch.manual_seed(1)
+        with torch.no_grad():
+            totals, _ = trace_log_q(model.guide, images, model.background(), truth, orders,
+                                    replace(plain, found_where_placed=flag))
+        runs[flag] = (list(told), totals)
+    first = truth.present[:, 0]  # the first step takes some object in these scenes
+    to_truth = torch.cdist(runs[False][0][0][first][:, None], truth.position[first]).amin(-1)[:, 0]
+    assert float(to_truth.max()) < 1e-6  # told a true position
+    # the guide's placement: where the step's glimpse at the jittered truth put it, millimetres off
+    to_truth = torch.cdist(runs[True][0][0][first][:, None], truth.position[first]).amin(-1)[:, 0]
+    assert float(to_truth.min()) > 1e-5
+    # later steps read what they were told: the trace's presence term changes
+    assert not torch.equal(runs[False][1]["presence"], runs[True][1]["presence"])
+
+
 def test_sleep_training_writes_a_checkpoint_that_infers_and_resumes(tmp_path, tabletop):
     tiny = TrainConfig(iterations=3, batch_size=4, val_size=4, val_every=3)
     result = train_air_sleep(tmp_path / "run", AIRConfig(**SMALL), tiny, tabletop, SleepConfig(prior=PriorConfig(workers=1)),
