@@ -93,7 +93,8 @@ def main() -> None:
                         "the checkpoint's, at its trained suppression width")
     p.add_argument("--duplicate-px", type=float, nargs="*", default=[],
                    help="also count with these AIRConfig.duplicate_px (a step placing its object this near a "
-                        "found one stops), at the trained suppression width")
+                        "found one stops inference, or is dropped and the next goes on: duplicate_skip), at the "
+                        "trained suppression width")
     args = p.parse_args()
     torch.set_num_threads(2)
     data = Tabletop()
@@ -136,11 +137,12 @@ def main() -> None:
         model.guide.config.presence_threshold = value
         counted(model, x, true, f"presence threshold {value}")
     model.guide.config.presence_threshold = threshold
-    duplicate = model.guide.config.duplicate_px
+    duplicate, skip = model.guide.config.duplicate_px, model.guide.config.duplicate_skip
     for value in args.duplicate_px:
         model.guide.config.duplicate_px = value
-        counted(model, x, true, f"duplicate_px {value}")
-    model.guide.config.duplicate_px = duplicate
+        for model.guide.config.duplicate_skip in (False, True):
+            counted(model, x, true, f"duplicate_px {value}, {'skip' if model.guide.config.duplicate_skip else 'stop'}")
+    model.guide.config.duplicate_px, model.guide.config.duplicate_skip = duplicate, skip
 
 
 if __name__ == "__main__":

@@ -349,3 +349,24 @@ def test_duplicate_px_stops_greedy_inference_at_a_step_on_a_found_object(catalog
         model.guide.config.duplicate_px = 1e4  # every object after the first is 'found again'
         once = model.objects(model.infer(images, greedy=True)).present.sum(1)
     assert (free > 1).any() and (once <= 1).all() and (once == free.clamp(max=1)).all()
+
+
+def test_duplicate_skip_drops_a_step_on_a_found_object_and_goes_on(catalog, tabletop, monkeypatch):
+    torch.manual_seed(0)
+    model = AIR(AIRConfig(**SMALL, duplicate_px=2.0, duplicate_skip=True, presence_threshold=0.0),
+                catalog, tabletop.camera, tabletop.config.table)
+    images = _render(tabletop, tabletop.sample("train", range(4))).rgb
+    # presence says yes at every step; the second step is found again in every scene, the third not
+    calls = iter([True, False])  # asked at the second and third steps
+    monkeypatch.setattr(model.guide, "found_again", lambda position, found: torch.full(
+        (len(position),), next(calls)))
+    with torch.no_grad():
+        steps = model.infer(images, greedy=True)
+    assert model.objects(steps).present.tolist() == [[True, False, True]] * 4  # dropped, then went on
+    # the dropped step said yes: it is not the step that stopped, and proposes no candidate
+    assert torch.equal(model.objects_with_candidate(steps, 0.0).present, model.objects(steps).present)
+    calls = iter([True, True])
+    model.config.duplicate_skip = False
+    with torch.no_grad():
+        steps = model.infer(images, greedy=True)
+    assert model.objects(steps).present.tolist() == [[True, False, False]] * 4  # stopped there

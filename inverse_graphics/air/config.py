@@ -65,6 +65,9 @@ class AIRConfig:
     # 500 val scenes, stopping there turned as many right counts into undercounts as it removed
     # overcounts (benchmarks/results/duplicate_px_val.txt).
     duplicate_px: float = 0.0
+    # With duplicate_px: True, such a step is dropped and the next step goes on (it may find the
+    # object the found-again step missed); False, inference stops there.
+    duplicate_skip: bool = False
     # AIR + refinement also tries the proposal of the step that stopped where its q(another object)
     # is above this, and keeps it where render-and-compare says it pays for itself (count revision).
     # On 300 val scenes (benchmarks/refine_settings.py --part candidates) 0.1 / 0.01 / 0.001 tried

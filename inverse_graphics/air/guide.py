@@ -262,9 +262,11 @@ class Guide(nn.Module):
         identity = what.identity_logits.argmax(-1) if greedy else q_identity.sample()
         yaw, yaws, log_q_yaw, yaw_entropy = self._yaw(what, identity, greedy)
         color_logit, log_q_color = self._color(window, what, greedy)
-        z_pres = self._z_pres(prob, pres_prob, state.alive, greedy)
+        z_pres = go_on = self._z_pres(prob, pres_prob, state.alive, greedy)
         if greedy and cfg.duplicate_px > 0 and state.found:
             z_pres = z_pres * ~self.found_again(position, state.found)
+            if not cfg.duplicate_skip:
+                go_on = z_pres
 
         hard_pres = (z_pres > 0.5).to(image.dtype)
         log_q_pres = Bernoulli(prob).log_prob(hard_pres) * alive_hard
@@ -277,7 +279,8 @@ class Guide(nn.Module):
                     log_q_cont * hard_pres, log_q_pres, q_identity.log_prob(identity) * hard_pres,
                     log_p_cont * hard_pres, what.identity_logits, self.project(position), glimpse_code.detach(),
                     yaws, yaw_entropy)
-        return step, self.next_state(h, c, z_pres, position, identity, yaw, step.color, state)
+        # a dropped step (duplicate_skip) still marks its spot as found, so the next step looks elsewhere
+        return step, self.next_state(h, c, go_on, position, identity, yaw, step.color, state)
 
     def next_state(self, h: torch.Tensor, c: torch.Tensor, z_pres: torch.Tensor, position: torch.Tensor,
                    identity: torch.Tensor, yaw: torch.Tensor, color: torch.Tensor, state: GuideState) -> GuideState:

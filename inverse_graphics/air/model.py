@@ -72,9 +72,12 @@ class AIR(nn.Module):
         accept or reject: where AIR misses a close neighbour, the step that stopped usually looked
         at it; benchmarks/count_errors.py)."""
         found = found_objects(steps)
-        presence = torch.stack([s.z_pres > 0.5 for s in steps], 1)  # (B, N)
-        stop = (~presence).cumsum(1) == 1  # the first step that said 'no more' (none once 0, none after)
-        candidate = stop & (torch.stack([s.pres_prob for s in steps], 1) > min_prob)
+        pres_prob = torch.stack([s.pres_prob for s in steps], 1)  # (B, N)
+        # the first step that said 'no more' (a step dropped as found again, AIRConfig.duplicate_skip,
+        # said yes; every step after the first 'no' has q 0)
+        said_no = pres_prob <= self.config.presence_threshold
+        stop = said_no & (said_no.cumsum(1) == 1)
+        candidate = stop & (pres_prob > min_prob)
         identity = torch.stack([s.identity for s in steps], 1)
         return self.classes.to_objects(replace(found, category=torch.where(candidate, identity, found.category)))
 
