@@ -66,7 +66,8 @@ class AIRConfig:
     # overcounts (benchmarks/results/duplicate_px_val.txt).
     duplicate_px: float = 0.0
     # With duplicate_px: True, such a step is dropped and the next step goes on (it may find the
-    # object the found-again step missed); False, inference stops there.
+    # object the found-again step missed); False, inference stops there. On 500 val scenes the two
+    # differ in one scene of 1500 for the fp28 guides (benchmarks/results/duplicate_skip_val.txt).
     duplicate_skip: bool = False
     # AIR + refinement also tries the proposal of the step that stopped where its q(another object)
     # is above this, and keeps it where render-and-compare says it pays for itself (count revision).
