@@ -221,9 +221,9 @@ def _refine_in_passes(renderer: PlanarRenderer, images: torch.Tensor, proposals:
         tried = _refine_in_chunks(renderer, images[rows], _second_guess(objects.select(rows), n,
                                                                           second.indices[rows, n, 1]),
                                   camera, table, s, batch_size)
-        better = rows[tried.loss < loss[rows]]
+        keep = tried.loss < loss[rows]
+        better = rows[keep]
         if len(better):
-            keep = tried.loss < loss[rows]
             objects = _put(objects, better, tried.objects.select(keep.nonzero()[:, 0]))
             loss[better] = tried.loss[keep]
     return replace(objects, score=fit_scores(renderer, images, objects, camera, table, s.blur_end_px, batch_size))
