@@ -151,6 +151,35 @@ def test_found_where_placed_tells_later_steps_the_guides_own_placement_not_the_t
     assert not torch.equal(runs[False][1]["presence"], runs[True][1]["presence"])
 
 
+def test_own_glimpse_fraction_takes_the_identity_glimpse_where_the_first_glimpse_placed_it(catalog, tabletop,
+                                                                                           monkeypatch):
+    torch.manual_seed(0)
+    model = AIR(AIRConfig(**SMALL), catalog, tabletop.camera, tabletop.config.table)
+    truth = tabletop.sample("train", range(8))
+    images = _render(tabletop, truth).rgb
+    orders = torch.tensor([c.yaw_symmetry_order() for c in catalog.categories])
+    plain = SleepConfig(prior=PriorConfig(workers=0, appearance=AppearanceRanges.none()))
+    centers, placed, read_at, attend = [], [], model.guide.read_at, model.guide.attend
+    monkeypatch.setattr(model.guide, "read_at", lambda x, h, center: centers.append(center) or read_at(x, h, center))
+    monkeypatch.setattr(model.guide, "attend", lambda *a, **k: (lambda att: placed.append(att.coarse_mean) or att)(
+        attend(*a, **k)))
+    first = truth.present[:, 0]
+    for fraction in (0.0, 1.0):
+        centers.clear()
+        placed.clear()
+        with torch.no_grad():
+            trace_log_q(model.guide, images, model.background(), truth, orders,
+                        replace(plain, own_glimpse_fraction=fraction))
+        own = model.guide.project(placed[0])
+        off = (centers[0] - own).norm(dim=-1)[first]
+        if fraction == 0.0:  # at the jittered truth, which an untrained guide's placement misses
+            assert float(off.min()) > 1e-3
+        else:
+            assert float(off.max()) < 1e-4
+    with pytest.raises(ValueError, match="own_glimpse_fraction"):
+        SleepConfig(own_glimpse_fraction=1.5)
+
+
 def test_sleep_training_writes_a_checkpoint_that_infers_and_resumes(tmp_path, tabletop):
     tiny = TrainConfig(iterations=3, batch_size=4, val_size=4, val_every=3)
     result = train_air_sleep(tmp_path / "run", AIRConfig(**SMALL), tiny, tabletop, SleepConfig(prior=PriorConfig(workers=1)),
