@@ -180,6 +180,37 @@ def test_own_glimpse_fraction_takes_the_identity_glimpse_where_the_first_glimpse
         SleepConfig(own_glimpse_fraction=1.5)
 
 
+def test_own_glimpse_identity_fraction_also_scores_identity_where_the_first_glimpse_placed_it(catalog, tabletop,
+                                                                                             monkeypatch):
+    torch.manual_seed(0)
+    model = AIR(AIRConfig(**SMALL), catalog, tabletop.camera, tabletop.config.table)
+    truth = tabletop.sample("train", range(8))
+    images = _render(tabletop, truth).rgb
+    orders = torch.tensor([c.yaw_symmetry_order() for c in catalog.categories])
+    plain = SleepConfig(prior=PriorConfig(workers=0, appearance=AppearanceRanges.none()))
+    centers, placed, read_at, attend = [], [], model.guide.read_at, model.guide.attend
+    monkeypatch.setattr(model.guide, "read_at", lambda x, h, center: centers.append(center) or read_at(x, h, center))
+    monkeypatch.setattr(model.guide, "attend", lambda *a, **k: (lambda att: placed.append(att.coarse_mean) or att)(
+        attend(*a, **k)))
+    totals = {}
+    for fraction in (0.0, 1.0):
+        centers.clear()
+        placed.clear()
+        torch.manual_seed(1)
+        totals[fraction], _ = trace_log_q(model.guide, images, model.background(), truth, orders,
+                                          replace(plain, own_glimpse_identity_fraction=fraction,
+                                                  truth_glimpse_jitter_px=0.0))  # no draws: the same trace
+        assert len(centers) == (1 + (fraction > 0)) * len(placed)  # one more glimpse per step
+    # the extra glimpse is where the first placed the object; the first stays at the truth
+    assert torch.allclose(centers[1], model.guide.project(placed[0]))
+    assert float((centers[0] - centers[1]).norm(dim=-1).min()) > 1e-3
+    # it adds an identity term (a log probability, so the total falls) and changes no other
+    some = truth.present.any(1)  # (an empty scene has no identity to score)
+    assert bool((totals[1.0]["identity"][some] < totals[0.0]["identity"][some]).all()) and 0 < int(some.sum()) < 8
+    for name in ("position", "yaw", "color", "presence"):
+        assert torch.allclose(totals[1.0][name], totals[0.0][name]), name
+
+
 def test_sleep_training_writes_a_checkpoint_that_infers_and_resumes(tmp_path, tabletop):
     tiny = TrainConfig(iterations=3, batch_size=4, val_size=4, val_every=3)
     result = train_air_sleep(tmp_path / "run", AIRConfig(**SMALL), tiny, tabletop, SleepConfig(prior=PriorConfig(workers=1)),

@@ -83,6 +83,12 @@ class SleepConfig:
     # 65% identity beyond 10 mm of position error, 99% within 4 mm), where a glimpse centred 1 px
     # from the truth never trained it to look.
     own_glimpse_fraction: float = 0.0
+    # The share of each batch's steps that also read a glimpse where the step's first glimpse placed
+    # the object and score identity there, besides everything at the jittered truth: identity learns
+    # where the guide looks while position and yaw keep learning from glimpses near the object. (Taking
+    # the only glimpse there instead, own_glimpse_fraction 0.5, cost seed 0 position and yaw on 500
+    # validation scenes: 4.85 mm and 1.5 deg against 3.26 mm and 0.8 deg.)
+    own_glimpse_identity_fraction: float = 0.0
     # Scenes with two objects closer than crowded_px pixels count this many times in the presence
     # term. Such neighbours are rare in the prior (a tenth of 2-3 object scenes is under 12 px), and
     # they are where trained guides miscount: the step that stops looks at the missed object, 9-12 px
@@ -100,8 +106,9 @@ class SleepConfig:
     found_where_placed: bool = False
 
     def __post_init__(self):
-        if not 0.0 <= self.own_glimpse_fraction <= 1.0:
-            raise ValueError(f"SleepConfig.own_glimpse_fraction is a share of steps, 0 to 1; got {self.own_glimpse_fraction!r}")
+        for name in ("own_glimpse_fraction", "own_glimpse_identity_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"SleepConfig.{name} is a share of steps, 0 to 1; got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "prior": self.prior.to_dict()}
@@ -140,6 +147,20 @@ def _candidate_terms(guide: Guide, attention: Attention, truth: PlanarObjects, y
     color = Normal(color_mean[:, None], color_std[:, None]).log_prob(
         torch.logit(truth.color.clamp(0.02, 0.98))).sum(-1)
     return {"position": position, "identity": identity, "yaw": yaw, "color": color}
+
+
+def _identity_where_placed(guide: Guide, x: torch.Tensor, attention: Attention, truth: PlanarObjects,
+                           config: SleepConfig) -> torch.Tensor:
+    """(B, N) log q of each true object's identity read from a glimpse where the step's first
+    glimpse placed its object (attention.coarse_mean), for a random config.own_glimpse_identity_fraction
+    of the images x (B, 3, H, W); 0 for the rest."""
+    B, N = truth.category.shape
+    own = (torch.rand(B, device=x.device) < config.own_glimpse_identity_fraction).nonzero()[:, 0]
+    if not len(own):
+        return x.new_zeros(B, N)
+    _, _, what = guide.read_at(x[own], attention.h[own], guide.project(attention.coarse_mean[own].detach()))
+    identity = what.identity_logits.log_softmax(-1).gather(1, truth.category[own].clamp(min=0))
+    return x.new_zeros(B, N).index_put((own,), identity)
 
 
 def unexplained(x: torch.Tensor, background: torch.Tensor, truth: PlanarObjects,
@@ -199,6 +220,8 @@ def trace_log_q(guide: Guide, images: torch.Tensor, background: torch.Tensor, tr
             attention = attention._replace(window=window, glimpse_code=glimpse_code, what=what)
             terms = _candidate_terms(guide, attention, truth, yaw_orders, config)
             terms["position"] = terms["position"] + coarse if guide.config.second_glimpse_offset else coarse
+            if config.own_glimpse_identity_fraction > 0:
+                terms["identity"] = terms["identity"] + _identity_where_placed(guide, x, attention, truth, config)
         else:
             terms = _candidate_terms(guide, attention, truth, yaw_orders, config)
             score = sum(weights[name] * terms[name] for name in weights).detach()
