@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -81,3 +83,33 @@ def test_supervised_trains_on_fresh_prior_renders_and_resumes(tmp_path, tabletop
     resumed = train_supervised(tmp_path / "run", None, TrainConfig(iterations=4, batch_size=4, val_size=4, val_every=4),
                                tabletop, resume=True, progress=False, log=seen.append)
     assert resumed["iteration"] == 4 and any("resuming" in m for m in seen)
+
+
+def test_evaluate_supervised_updates_only_the_supervised_section(tmp_path, tabletop, monkeypatch):
+    import importlib.util
+    import json
+    import types
+
+    from inverse_graphics.data.prior import PriorConfig
+
+    spec = importlib.util.spec_from_file_location("air_tabletop_benchmark",
+                                                  Path(__file__).resolve().parent.parent / "benchmarks" / "air_tabletop.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cfg = TrainConfig(iterations=2, batch_size=4, val_size=4, val_every=2)
+    train_supervised(tmp_path / "run", None, cfg, tabletop, progress=False, log=lambda m: None,
+                     fresh=PriorConfig(workers=0))
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    monkeypatch.setattr(bench, "SUPERVISED", (checkpoint, tmp_path / "gone" / "checkpoint.pt"))
+    monkeypatch.setattr(bench, "ROOT", tmp_path / "benchmarks")  # names are relative to ROOT's parent
+    out = tmp_path / "air_tabletop.json"
+    args = types.SimpleNamespace(out=str(out), num=4, device="cpu")
+    with pytest.raises(SystemExit, match="run `evaluate` first"):
+        bench.cmd_evaluate_supervised(args)
+    out.write_text(json.dumps({"count_acc": 0.5, "supervised": {"gone/checkpoint.pt": {"test": {}}}}))
+    bench.cmd_evaluate_supervised(args)
+    result = json.loads(out.read_text())
+    assert result["count_acc"] == 0.5 and "gone/checkpoint.pt" in result["supervised"]  # kept as measured
+    entry = result["supervised"]["run/checkpoint.pt"]
+    assert entry["training_data"] == "fresh prior samples every batch" and entry["iterations"] == 2
+    assert 0.0 <= entry["test"]["count_acc"] <= 1.0 and "count_acc" in entry[bench.APPEARANCE_SPLIT]
