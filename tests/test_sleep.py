@@ -151,27 +151,43 @@ def test_found_where_placed_tells_later_steps_the_guides_own_placement_not_the_t
     assert not torch.equal(runs[False][1]["presence"], runs[True][1]["presence"])
 
 
+class GlimpseRecorder:
+    """A small untrained guide on 8 training scenes whose sleep traces record, per call, where each
+    second glimpse was read (`centers`, pixels) and where each step's first glimpse placed its object
+    (`placed`, metres)."""
+
+    def __init__(self, catalog, tabletop, monkeypatch):
+        torch.manual_seed(0)
+        self.model = AIR(AIRConfig(**SMALL), catalog, tabletop.camera, tabletop.config.table)
+        self.truth = tabletop.sample("train", range(8))
+        self.images = _render(tabletop, self.truth).rgb
+        self.orders = torch.tensor([c.yaw_symmetry_order() for c in catalog.categories])
+        self.plain = SleepConfig(prior=PriorConfig(workers=0, appearance=AppearanceRanges.none()))
+        self.centers, self.placed = [], []
+        guide = self.model.guide
+        read_at, attend = guide.read_at, guide.attend
+        monkeypatch.setattr(guide, "read_at", lambda x, h, center: self.centers.append(center) or read_at(x, h, center))
+        monkeypatch.setattr(guide, "attend", lambda *a, **k: (lambda att: self.placed.append(att.coarse_mean) or att)(
+            attend(*a, **k)))
+
+    def trace(self, **changes) -> dict[str, torch.Tensor]:
+        """The trace's log q totals under the plain SleepConfig with these changes (seeded)."""
+        self.centers.clear()
+        self.placed.clear()
+        torch.manual_seed(1)
+        totals, _ = trace_log_q(self.model.guide, self.images, self.model.background(), self.truth, self.orders,
+                                replace(self.plain, **changes))
+        return totals
+
+
 def test_own_glimpse_fraction_takes_the_identity_glimpse_where_the_first_glimpse_placed_it(catalog, tabletop,
                                                                                            monkeypatch):
-    torch.manual_seed(0)
-    model = AIR(AIRConfig(**SMALL), catalog, tabletop.camera, tabletop.config.table)
-    truth = tabletop.sample("train", range(8))
-    images = _render(tabletop, truth).rgb
-    orders = torch.tensor([c.yaw_symmetry_order() for c in catalog.categories])
-    plain = SleepConfig(prior=PriorConfig(workers=0, appearance=AppearanceRanges.none()))
-    centers, placed, read_at, attend = [], [], model.guide.read_at, model.guide.attend
-    monkeypatch.setattr(model.guide, "read_at", lambda x, h, center: centers.append(center) or read_at(x, h, center))
-    monkeypatch.setattr(model.guide, "attend", lambda *a, **k: (lambda att: placed.append(att.coarse_mean) or att)(
-        attend(*a, **k)))
-    first = truth.present[:, 0]
+    run = GlimpseRecorder(catalog, tabletop, monkeypatch)
+    first = run.truth.present[:, 0]
     for fraction in (0.0, 1.0):
-        centers.clear()
-        placed.clear()
         with torch.no_grad():
-            trace_log_q(model.guide, images, model.background(), truth, orders,
-                        replace(plain, own_glimpse_fraction=fraction))
-        own = model.guide.project(placed[0])
-        off = (centers[0] - own).norm(dim=-1)[first]
+            run.trace(own_glimpse_fraction=fraction)
+        off = (run.centers[0] - run.model.guide.project(run.placed[0])).norm(dim=-1)[first]
         if fraction == 0.0:  # at the jittered truth, which an untrained guide's placement misses
             assert float(off.min()) > 1e-3
         else:
@@ -182,30 +198,17 @@ def test_own_glimpse_fraction_takes_the_identity_glimpse_where_the_first_glimpse
 
 def test_own_glimpse_identity_fraction_also_scores_identity_where_the_first_glimpse_placed_it(catalog, tabletop,
                                                                                              monkeypatch):
-    torch.manual_seed(0)
-    model = AIR(AIRConfig(**SMALL), catalog, tabletop.camera, tabletop.config.table)
-    truth = tabletop.sample("train", range(8))
-    images = _render(tabletop, truth).rgb
-    orders = torch.tensor([c.yaw_symmetry_order() for c in catalog.categories])
-    plain = SleepConfig(prior=PriorConfig(workers=0, appearance=AppearanceRanges.none()))
-    centers, placed, read_at, attend = [], [], model.guide.read_at, model.guide.attend
-    monkeypatch.setattr(model.guide, "read_at", lambda x, h, center: centers.append(center) or read_at(x, h, center))
-    monkeypatch.setattr(model.guide, "attend", lambda *a, **k: (lambda att: placed.append(att.coarse_mean) or att)(
-        attend(*a, **k)))
+    run = GlimpseRecorder(catalog, tabletop, monkeypatch)
     totals = {}
     for fraction in (0.0, 1.0):
-        centers.clear()
-        placed.clear()
-        torch.manual_seed(1)
-        totals[fraction], _ = trace_log_q(model.guide, images, model.background(), truth, orders,
-                                          replace(plain, own_glimpse_identity_fraction=fraction,
-                                                  truth_glimpse_jitter_px=0.0))  # no draws: the same trace
-        assert len(centers) == (1 + (fraction > 0)) * len(placed)  # one more glimpse per step
+        # no jitter draws: both traces the same but for the extra glimpse
+        totals[fraction] = run.trace(own_glimpse_identity_fraction=fraction, truth_glimpse_jitter_px=0.0)
+        assert len(run.centers) == (1 + (fraction > 0)) * len(run.placed)  # one more glimpse per step
     # the extra glimpse is where the first placed the object; the first stays at the truth
-    assert torch.allclose(centers[1], model.guide.project(placed[0]))
-    assert float((centers[0] - centers[1]).norm(dim=-1).min()) > 1e-3
+    assert torch.allclose(run.centers[1], run.model.guide.project(run.placed[0]))
+    assert float((run.centers[0] - run.centers[1]).norm(dim=-1).min()) > 1e-3
     # it adds an identity term (a log probability, so the total falls) and changes no other
-    some = truth.present.any(1)  # (an empty scene has no identity to score)
+    some = run.truth.present.any(1)  # (an empty scene has no identity to score)
     assert bool((totals[1.0]["identity"][some] < totals[0.0]["identity"][some]).all()) and 0 < int(some.sum()) < 8
     for name in ("position", "yaw", "color", "presence"):
         assert torch.allclose(totals[1.0][name], totals[0.0][name]), name
