@@ -55,8 +55,10 @@ def main() -> None:
                 line += (f" | capped where counter >= {confidence}: count {capped['count_acc']:.3f}, "
                          f"identity {capped['identity_acc']:.3f}")
             print(line, flush=True)
-        true_count = (splits["test"][1].planar().category >= 0).sum(1)
-    print(f"counter alone on test: count {(counter(splits['test'][0])['count_logits'].argmax(-1) == true_count).float().mean():.3f}")
+    x, t = splits["test"]
+    with torch.no_grad():
+        right = counter(x)["count_logits"].argmax(-1) == (t.planar().category >= 0).sum(1)
+    print(f"counter alone on test: count {right.float().mean():.3f}")
 
 
 if __name__ == "__main__":
