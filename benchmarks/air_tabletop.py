@@ -140,10 +140,10 @@ COMPARED = (("strided1_air_train_seed", "sleep 25 minutes; the strided encoder f
              "sleep 15 minutes, then wake 10 minutes with a sleep batch every iteration"))
 # The supervised baseline: the shipped one (a fixed pool of 6000 renders) and one trained on fresh
 # labelled scenes every batch with the sleep prior's appearance (same minutes and cores as AIR).
-# (fresh28: 28 minutes on the 2 cores, AIR's budget; the 22-minute fresh run's checkpoint is not kept)
+# (fresh28: 28 minutes on the 2 cores, AIR's budget; the 22-minute fresh run's checkpoint is not
+# kept, and evaluate-supervised keeps its entry as measured)
 SUPERVISED = (SHIPPED_SUPERVISED,
-              *(ROOT / "results" / "supervised_runs" / f"supervised_{run}_train_seed0" / "checkpoint.pt"
-                for run in ("fresh", "fresh28")))
+              ROOT / "results" / "supervised_runs" / "supervised_fresh28_train_seed0" / "checkpoint.pt")
 
 
 OLD_RECALLS = ("adds_recall", "mssd_recall", "mspd_recall")
@@ -157,6 +157,15 @@ def _without_old_recalls(section):
     return section
 
 
+def _both_splits(num: int) -> tuple:
+    """(images (num, H, W, 3) in [0, 1], truth) of the test split's first num scenes, and the same
+    scenes as tabletop-v1-appearance: made once, every run evaluated reads the same images."""
+    print(f"making {APPEARANCE_SPLIT} ({num} scenes) ...", flush=True)
+    shifted_scenes = appearance_split(Tabletop(), num)
+    images, truth = render_pool(Tabletop(), "test", num, progress=False)
+    return (images.float() / 255, truth), shifted_scenes
+
+
 def cmd_evaluate(args):
     main_runs = _finished(f"{args.tag}_air_train_seed")
     if not main_runs:
@@ -168,10 +177,7 @@ def cmd_evaluate(args):
     device = resolve_device(args.device)
 
     torch.set_num_threads(2)
-    print(f"making {APPEARANCE_SPLIT} ({args.num} scenes) ...", flush=True)
-    shifted_scenes = appearance_split(Tabletop(), args.num)  # made once, every run reads the same images
-    images, truth = render_pool(Tabletop(), "test", args.num, progress=False)
-    test_scenes = (images.float() / 255, truth)
+    test_scenes, shifted_scenes = _both_splits(args.num)
     per_seed = {}
     for p in main_runs:
         print(f"evaluating {p.name} on {args.num} test scenes and {APPEARANCE_SPLIT} ...", flush=True)
@@ -308,10 +314,7 @@ def cmd_evaluate_supervised(args):
     if not out.is_file():
         raise SystemExit(f"{out} does not exist: run `evaluate` first")
     torch.set_num_threads(2)
-    print(f"making {APPEARANCE_SPLIT} ({args.num} scenes) ...", flush=True)
-    shifted_scenes = appearance_split(Tabletop(), args.num)
-    images, truth = render_pool(Tabletop(), "test", args.num, progress=False)
-    measured = _evaluate_supervised((images.float() / 255, truth), shifted_scenes, resolve_device(args.device))
+    measured = _evaluate_supervised(*_both_splits(args.num), resolve_device(args.device))
     if not measured:
         raise SystemExit("no supervised checkpoint found: " + ", ".join(str(p) for p in SUPERVISED))
     result = json.loads(out.read_text())
