@@ -14,6 +14,7 @@ from torch import nn
 
 from ..assets import ObjectCatalog
 from ..camera import Camera
+from ..rendering.appearance import balance_to_table
 from ..scene import PlanarObjects, Table
 from .classes import RestingClasses
 from .config import AIRConfig
@@ -48,9 +49,19 @@ class AIR(nn.Module):
         """The likelihood's (soft, differentiable) planar renderer."""
         return self.generative.renderer
 
-    def infer(self, images: torch.Tensor, greedy: bool = False) -> list[Step]:
-        """images (B, H, W, 3) in [0, 1] -> one Step per guide step."""
-        return self._run_guide(images, greedy)[0]
+    def infer(self, images: torch.Tensor, greedy: bool = False, balance: bool | None = None) -> list[Step]:
+        """images (B, H, W, 3) in [0, 1] -> one Step per guide step, read as guide_input gives them
+        (balance: None, config.balance_to_table; False, as they are)."""
+        return self._run_guide(self.guide_input(images, balance), greedy)[0]
+
+    def guide_input(self, images: torch.Tensor, balance: bool | None = None) -> torch.Tensor:
+        """images (B, H, W, 3) in [0, 1] as inference reads them: balanced to the table's render
+        (rendering.appearance.balance_to_table) where balance is True (None: config.balance_to_table),
+        or as they are."""
+        if not (self.config.balance_to_table if balance is None else balance):
+            return images
+        table_rgb = self.background()[0].flatten(1).median(1).values  # (3,) the bare table's colour
+        return balance_to_table(images, table_rgb)
 
     def _run_guide(self, images: torch.Tensor, greedy: bool) -> tuple[list[Step], torch.Tensor]:
         """Steps, and the code (B, hidden) of the image itself (the baseline's input)."""

@@ -127,7 +127,9 @@ def draw_samples(model: AIR, images: torch.Tensor, config: WakeConfig, iteration
     B, K = images.shape[0], config.samples
     x = images.repeat_interleave(K, 0)  # (B K, H, W, 3), image-major
     with torch.no_grad():  # the samples: held fixed by both wake updates
-        steps = model.infer(x, greedy=False)
+        # as they are, not balanced to the table (AIRConfig.balance_to_table): wake-p fits the table's
+        # albedo to them, and the replay (replay_log_q) reads them so too
+        steps = model.infer(x, greedy=False, balance=False)
         objects, presence = model.objects(steps), torch.stack([s.z_pres for s in steps], 1)
         log_p_count, log_p_identity = generative.log_prior_discrete(presence, iteration)
         if not model.classes.are_categories:  # uniform categories, then each resting pose's probability

@@ -204,3 +204,23 @@ def _shadow(objects: torch.Tensor, r: AppearanceRanges, g: torch.Generator, leng
     blur = float(_uniform(r.shadow_blur_px, (), g))
     soft = gaussian_blur(moved[..., None], max(blur, 0.3))[..., 0]
     return soft.clamp(0, 1) * _uniform(r.shadow, (B, 1, 1), g)
+
+
+# A gain beyond these bounds is no camera's white balance: the image is (nearly) all one dark or
+# saturated object, not a table, and balancing it would only amplify noise.
+BALANCE_GAIN_RANGE = (0.2, 5.0)
+
+
+def balance_to_table(images: torch.Tensor, table_rgb: torch.Tensor) -> torch.Tensor:
+    """The sensor's exposure and white balance and the table's albedo, undone in closed form:
+    images (B, H, W, 3) in [0, 1] -> images whose median colour (per image and channel: the table,
+    which covers most of a tabletop image) is table_rgb (3,), the colour the model renders its table.
+    A gain per image and channel (clamped to BALANCE_GAIN_RANGE), then a clip to [0, 1]; applied
+    twice it changes nothing more. Shadows, texture and shading are left as they are."""
+    if images.dim() != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must have shape (B, H, W, 3), got {tuple(images.shape)}")
+    if table_rgb.shape != (3,):
+        raise ValueError(f"table_rgb must have shape (3,), got {tuple(table_rgb.shape)}")
+    median = images.flatten(1, 2).median(1).values  # (B, 3)
+    gain = (table_rgb.to(images) / median.clamp(min=1e-3)).clamp(*BALANCE_GAIN_RANGE)
+    return (images * gain[:, None, None, :]).clamp(0.0, 1.0)
