@@ -433,3 +433,20 @@ def test_duplicate_skip_drops_a_step_on_a_found_object_and_goes_on(catalog, tabl
     with torch.no_grad():
         steps = model.infer(images, greedy=True)
     assert model.objects(steps).present.tolist() == [[True, False, False]] * 4  # stopped there
+
+
+@pytest.mark.parametrize("balance", [False, True])
+def test_balance_images_gives_the_trace_prior_images_balanced_to_the_table(tmp_path, tabletop, monkeypatch, balance):
+    import inverse_graphics.air.train as train_module
+
+    seen, sleep_loss_of = [], train_module.sleep_loss
+    monkeypatch.setattr(train_module, "sleep_loss",
+                        lambda guide, images, *a, **k: seen.append(images) or sleep_loss_of(guide, images, *a, **k))
+    tiny = TrainConfig(iterations=1, batch_size=4, val_size=4, val_every=1)
+    train_air_sleep(tmp_path / "run", AIRConfig(**SMALL), tiny, tabletop,
+                    SleepConfig(prior=PriorConfig(workers=0), balance_images=balance), progress=False, log=lambda m: None)
+    model, ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt", tabletop)
+    assert ckpt["sleep_config"]["balance_images"] == balance
+    table = model.background()[0].flatten(1).median(1).values
+    medians = seen[0].flatten(1, 2).median(1).values  # the default prior draws a table colour per image
+    assert torch.allclose(medians, table.expand_as(medians), atol=1e-4) == balance

@@ -107,6 +107,11 @@ class SleepConfig:
     # overcounted 6 / 4 / 8 test scenes against 9 / 11 / 10 without (cp28), and each counted at
     # least 98% (docs/results.md).
     found_where_placed: bool = False
+    # The trace reads each prior image balanced to the table (AIR.guide_input), as inference does
+    # by default (AIRConfig.balance_to_table): the table's drawn albedo, the exposure and the white
+    # balance are then undone before the guide sees them, and what is left for it to learn to see
+    # past is texture, shading and shadows. False: the images as drawn (every run before this field).
+    balance_images: bool = False
 
     def __post_init__(self):
         for name in ("own_glimpse_fraction", "own_glimpse_identity_fraction"):

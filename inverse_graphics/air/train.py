@@ -192,7 +192,8 @@ def train_air_sleep(out: str | Path, air_config: AIRConfig | None = None, train_
 
     def step_loss(index, iteration):
         images, truth = next(batches)
-        loss, info = sleep_loss(model.guide, images.to(device), background, as_classes(model, truth.to(device)),
+        images = model.guide_input(images.to(device), balance=sleep.balance_images)
+        loss, info = sleep_loss(model.guide, images, background, as_classes(model, truth.to(device)),
                                 yaw_orders, sleep, render_found)
         weighted = {k: v for k, v in info.items() if k not in ("identity_acc", "presence_acc")}
         return loss, {"objective": -float(loss.detach()), "mean_count": float(truth.counts.float().mean()),
@@ -269,7 +270,8 @@ def train_air_wake(out: str | Path, images: torch.Tensor, air_config: AIRConfig 
         info = {"objective": info["iwae"], **info}
         if batches is not None and iteration % wake.sleep_every == 0:
             sleep_images, truth = next(batches)
-            asleep, sleep_info = sleep_loss(model.guide, sleep_images.to(device), model.background(),
+            sleep_images = model.guide_input(sleep_images.to(device), balance=sleep.balance_images)
+            asleep, sleep_info = sleep_loss(model.guide, sleep_images, model.background(),
                                             as_classes(model, truth.to(device)), yaw_orders, sleep)
             loss = loss + asleep
             info.update({"sleep_loss": float(asleep.detach()), "trace_identity_acc": sleep_info["identity_acc"],
