@@ -22,6 +22,7 @@ from ..air.train import load_checkpoint
 from ..assets import ObjectCatalog
 from ..camera import Camera, pixel_to_table
 from ..data.tabletop import Tabletop, TabletopConfig
+from ..rendering.appearance import balance_to_table
 from ..rendering.renderer import AMBIENT, DIFFUSE, LIGHT_DIRECTION
 from ..scene import Table
 from ..checkpoints import checkpoint_catalog, read_checkpoint
@@ -49,13 +50,6 @@ def depth_downscale(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     valid = (depth > 0).float()
     total = F.interpolate(torch.stack([depth * valid, valid])[None], size=size, mode="area")[0]
     return torch.where(total[1] > 0.2, total[0] / total[1].clamp(min=1e-6), 0.0)
-
-
-def white_balance(image: torch.Tensor, table_rgb: torch.Tensor) -> torch.Tensor:
-    """(H, W, 3) -> the same with per-channel gains that make its median colour (the table's,
-    which fills most of a frame) equal table_rgb (3,)."""
-    gain = table_rgb / image.flatten(0, 1).median(0).values.clamp(min=1e-3)
-    return (image * gain).clamp(0, 1)
 
 
 def table_points(depth: torch.Tensor, camera: Camera) -> torch.Tensor:
@@ -152,7 +146,7 @@ def air_input(frame: Frame, camera: Camera, table_rgb: torch.Tensor, workspace: 
     also wherever the points lie on the table (shadows, texture) or outside the workspace
     column (clutter): AIR then looks only at what stands in the workspace."""
     size = tuple(mask.shape)
-    small = white_balance(area_downscale(frame.rgb, size), table_rgb)
+    small = balance_to_table(area_downscale(frame.rgb, size)[None], table_rgb)[0]
     keep = mask
     if frame.depth is not None:
         points = table_points(depth_downscale(frame.depth, size), camera)
