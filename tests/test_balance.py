@@ -17,14 +17,10 @@ def _model(catalog, tabletop, **overrides) -> AIR:
     return AIR(AIRConfig(hidden=32, **overrides), catalog, tabletop.camera, tabletop.config.table).eval()
 
 
-def _table_rgb(model: AIR) -> torch.Tensor:
-    return model.background()[0].flatten(1).median(1).values
-
-
 def test_balancing_undoes_a_cameras_gain_and_leaves_the_models_own_images(catalog, tabletop):
     model = _model(catalog, tabletop)
     images = tabletop.render("test", range(4))[0].rgb  # the model's own table: nothing to undo
-    table = _table_rgb(model)
+    table = model.table_rgb()
     own = balance_to_table(images, table)
     assert torch.allclose(own, images, atol=1e-5)
     shifted = (images * CAMERA_GAIN).clamp(0, 1)

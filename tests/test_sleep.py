@@ -447,6 +447,6 @@ def test_balance_images_gives_the_trace_prior_images_balanced_to_the_table(tmp_p
                     SleepConfig(prior=PriorConfig(workers=0), balance_images=balance), progress=False, log=lambda m: None)
     model, ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt", tabletop)
     assert ckpt["sleep_config"]["balance_images"] == balance
-    table = model.background()[0].flatten(1).median(1).values
+    table = model.table_rgb()
     medians = seen[0].flatten(1, 2).median(1).values  # the default prior draws a table colour per image
     assert torch.allclose(medians, table.expand_as(medians), atol=1e-4) == balance

@@ -60,8 +60,11 @@ class AIR(nn.Module):
         or as they are."""
         if not (self.config.balance_to_table if balance is None else balance):
             return images
-        table_rgb = self.background()[0].flatten(1).median(1).values  # (3,) the bare table's colour
-        return balance_to_table(images, table_rgb)
+        return balance_to_table(images, self.table_rgb())
+
+    def table_rgb(self) -> torch.Tensor:
+        """(3,) the colour the model renders its bare table (the median of background())."""
+        return self.background()[0].flatten(1).median(1).values
 
     def _run_guide(self, images: torch.Tensor, greedy: bool) -> tuple[list[Step], torch.Tensor]:
         """Steps, and the code (B, hidden) of the image itself (the baseline's input)."""
